@@ -1,0 +1,257 @@
+"""The `pixdiff` command line. Commands import torch lazily so that `--help` stays instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="pixdiff: pixel-space diffusion (DiP and its ablations) from recipe files.")
+
+RecipeArg = Annotated[str, typer.Argument(
+    help="Recipe: FILE.py[:function], a built-in name such as dip_xl16[:function], or plugin:NAME.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a recipe field, e.g. --set train.lr=2e-4 (repeatable; type-checked).")]
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad input: reported in one line, never as a traceback."""
+    from pixdiff.checkpoint import CheckpointError
+    from pixdiff.config_tree import OverrideError
+    from pixdiff.interop import InteropError
+    from pixdiff.plugins import PluginError
+    from pixdiff.recipe import RecipeError
+
+    return RecipeError, OverrideError, PluginError, CheckpointError, InteropError
+
+
+def load(spec: str, overrides: list[str] | None):
+    from pixdiff.recipe import load_recipe
+
+    return load_recipe(spec, overrides or [])
+
+
+@app.command()
+def info(recipe: RecipeArg, set_: SetOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Parameters, head size, tokens and GFLOPs per forward (batch 1) of a recipe's model.
+
+    The model is built on the meta device: instant and memory-free even at 1.1B parameters."""
+    try:
+        from pixdiff.summary import model_summary
+
+        r = load(recipe, set_)
+        summary = {"recipe": r.name, **model_summary(r.model)}
+    except user_errors() as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{recipe} ({summary['recipe']})", show_header=False)
+    rows = [
+        ("parameters", f"{summary['params']:,}"), ("  backbone", f"{summary['params_backbone']:,}"),
+        ("  head", f"{summary['params_head']:,} ({summary['head']}, {summary['placement']})"),
+        ("resolution", f"{summary['resolution']} px"), ("patch size", str(summary["patch_size"])),
+        ("tokens", str(summary["tokens"])), ("depth x width", f"{summary['depth']} x {summary['dim']}"),
+        ("GFLOPs / forward (batch 1)", f"{summary['gflops']:.1f}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)
+
+
+@app.command("ls")
+def list_recipes() -> None:
+    """List the built-in recipes (with their functions) and discovered plugins."""
+    from pixdiff.plugins import discover
+    from pixdiff.recipe import builtin_recipes, load_recipe_module, recipe_functions
+
+    try:
+        for path in builtin_recipes():
+            fns = recipe_functions(load_recipe_module(path))
+            typer.echo(f"{path.stem}: {', '.join(fns)}")
+        plugins = discover()
+    except user_errors() as e:
+        fail(str(e))
+    for kind, table in (("HEADS", plugins.heads), ("RECIPES", plugins.recipes)):
+        for name in sorted(table):
+            typer.echo(f"plugin {kind.lower()[:-1]} {name}  ({plugins.sources[f'{kind}:{name}']})")
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="Checkpoint to convert.")],
+    dst: Annotated[Path, typer.Argument(help="Output file.")],
+    recipe: Annotated[str, typer.Option(help="Recipe whose model the weights belong to.")] = "dip_xl16",
+    set_: SetOpt = None,
+    to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout) or 'reference' (back).")] = "pixdiff",
+    weights: Annotated[str, typer.Option(help="From a Lightning checkpoint: 'ema' or 'raw' weights.")] = "ema",
+) -> None:
+    """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly."""
+    import torch
+
+    from pixdiff import checkpoint
+    from pixdiff.config_tree import to_dict
+    from pixdiff.interop import load_reference, to_reference
+
+    try:
+        r = load(recipe, set_)
+        if to == "pixdiff":
+            if not src.is_file():
+                fail(f"checkpoint not found: {src}")
+            with torch.device("meta"):
+                model = r.model.build()
+            model = model.to_empty(device="cpu")
+            load_reference(model, torch.load(src, map_location="cpu", weights_only=True), weights)
+            sd = model.state_dict()
+            checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, dst)
+        elif to == "reference":
+            ckpt = checkpoint.load(src)
+            torch.save(to_reference(ckpt[weights if weights == "ema" else "model"]), dst)
+        else:
+            fail(f"--to must be 'pixdiff' or 'reference', not {to!r}")
+    except user_errors() as e:
+        fail(str(e))
+    typer.echo(f"wrote {dst}")
+
+
+@app.command()
+def train(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<recipe name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's newest checkpoint.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+) -> None:
+    """Train a recipe; under `torchrun --nproc_per_node=N` the same command runs data-parallel."""
+    from pixdiff.data import DataError
+    from pixdiff.train import TrainingError, train as run_training
+
+    try:
+        r = load(recipe, set_)
+        result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress)
+    except (*user_errors(), DataError, TrainingError) as e:
+        fail(str(e))
+    typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.last_loss:.4f}")
+    typer.echo(f"checkpoint: {result.checkpoint}")
+    if result.sample_grid:
+        typer.echo(f"samples: {result.sample_grid}")
+
+
+@app.command("sample")
+def sample_cmd(
+    source: Annotated[Path, typer.Argument(help="A run folder (newest checkpoint) or a checkpoint file.")],
+    out: Annotated[Path, typer.Option(help="Output folder: samples.npz, grid.png, meta.json.")],
+    num: Annotated[int, typer.Option("--num", "--num-images", "-n", help=(
+        "Number of images. Under torchrun write --num-images or -n: torchrun's own parser rejects "
+        "--num as an abbreviation of its --numa-binding."))] = 64,
+    recipe: Annotated[Optional[str], typer.Option(
+        help="Recipe of the model; needed for the authors' reference checkpoints.")] = None,
+    set_: SetOpt = None,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Solver steps (default: the recipe's).")] = None,
+    solver: Annotated[Optional[str], typer.Option(
+        help="euler, heun, ddim, ddpm_ancestral, euler_maruyama or odeint (default: the recipe's).")] = None,
+    seed: Annotated[int, typer.Option(help="Image i uses a seed derived from (seed, i).")] = 0,
+    labels: Annotated[str, typer.Option(help="'balanced' (num/classes per class) or 'random'.")] = "balanced",
+    classes: Annotated[Optional[int], typer.Option(help="Draw labels from the first K classes only.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward batch (does not change the images).")] = 64,
+    weights: Annotated[str, typer.Option(help="'ema' (default) or 'raw' weights.")] = "ema",
+    device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
+    dtype: Annotated[str, typer.Option(help="'bf16' (autocast, CUDA only) or 'fp32'.")] = "bf16",
+) -> None:
+    """Sample images to an ADM-evaluator .npz and a PNG grid; under torchrun the ranks split the work."""
+    from pixdiff.distributed import setup, teardown
+    from pixdiff.generate import SampleSettings, generate, load_model
+
+    d = setup(device)
+    try:
+        model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], weights=weights, device=d.device)
+        sc = r.sample
+        settings = SampleSettings(num=num, steps=steps or sc.steps, solver=solver or sc.solver,
+                                  cfg_scale=sc.cfg_scale if cfg is None else cfg, cfg_interval=sc.cfg_interval,
+                                  time_shift=sc.time_shift, seed=seed, labels=labels, batch_size=batch_size)
+        npz = generate(model, r, settings, out, d, num_classes=classes, dtype=dtype,
+                       meta={"checkpoint": str(file), "weights": weights})
+    except (*user_errors(), ValueError) as e:
+        fail(str(e))
+    finally:
+        teardown()
+    if npz is not None:
+        typer.echo(f"wrote {npz} ({num} images) and {out / 'grid.png'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    samples: Annotated[Path, typer.Argument(help="Samples: an .npz (arr_0 uint8 NHWC) or an image folder.")],
+    ref: Annotated[Path, typer.Option(help="Reference: an .npz, an image folder, or a cached statistics file.")],
+    features: Annotated[str, typer.Option(
+        help="'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
+             "inception-2015-12-05.pt (reported as FID).")] = "effnet",
+    batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.")] = 64,
+    device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """FID-style Frechet distance, KID, IS and precision/recall of a sample set against a reference."""
+    import torch
+
+    from pixdiff.metrics import evaluate
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        result = evaluate(samples, ref, features=features, batch_size=batch_size, device=dev)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for k, v in result.items():
+        typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Training data: build or inspect the preprocessed cache.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.")],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square).")],
+    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+    on_error: Annotated[str, typer.Option(help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
+    small: Annotated[str, typer.Option(help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
+    rebuild: Annotated[bool, typer.Option(help="Rebuild even if a cache exists.")] = False,
+    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+) -> None:
+    """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
+    from pixdiff.data import DataError, prepare
+
+    try:
+        cache = prepare(source, cache_dir, resolution, on_error=on_error, small=small, rebuild=rebuild,
+                        workers=workers)
+    except DataError as e:
+        fail(str(e))
+    typer.echo(cache.info.summary())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Operations on trees of frozen dataclasses (recipes): typed dotted-key overrides and
+JSON-safe (de)serialisation that records each node's class, never pickled code."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from typing import Any, Literal, Union
+
+
+class OverrideError(ValueError):
+    pass
+
+
+def leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """All dotted keys of scalar fields below `node`."""
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += leaf_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Parse `text` into a value of the annotated type, or raise OverrideError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return parse_value(text, arg, key)
+            except OverrideError:
+                pass
+        raise OverrideError(f"{key}: cannot parse {text!r} as {annotation}")
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise OverrideError(f"{key}: {text!r} is not one of {list(args)}")
+    if origin is tuple:
+        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+        item_types = [args[0]] * len(parts) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(parts):
+            raise OverrideError(f"{key}: expected {len(item_types)} comma-separated values, got {text!r}")
+        return tuple(parse_value(p.strip(), a, key) for p, a in zip(parts, item_types))
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise OverrideError(f"{key}: {text!r} is not a boolean (true/false)")
+    if annotation in (int, float, str):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise OverrideError(f"{key}: {text!r} is not a valid {annotation.__name__}") from None
+    raise OverrideError(f"{key}: values of type {annotation} cannot be set from the command line")
+
+
+def override(root: Any, key: str, text: str, _prefix: str = "") -> Any:
+    """Return a copy of `root` with the field at dotted `key` set from `text` (type-checked)."""
+    head, _, rest = key.partition(".")
+    full = _prefix + key
+    if head not in {f.name for f in dataclasses.fields(root)}:
+        raise OverrideError(f"unknown key {full!r}; valid keys:\n  " + "\n  ".join(leaf_keys(root, _prefix)))
+    current = getattr(root, head)
+    if rest and current is None:
+        current = _empty_section(_hints(type(root))[head], _prefix + head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise OverrideError(f"{_prefix + head!r} is a value, not a section; cannot set {full!r}")
+        value = override(current, rest, text, f"{_prefix}{head}.")
+    elif dataclasses.is_dataclass(current):
+        raise OverrideError(f"{full!r} is a section; set one of: " + ", ".join(leaf_keys(current, f"{full}.")))
+    else:
+        value = parse_value(text, _hints(type(root))[head], full)
+    try:
+        return dataclasses.replace(root, **{head: value})
+    except (TypeError, ValueError) as e:
+        if isinstance(e, OverrideError):
+            raise
+        raise OverrideError(f"{full}={text}: {e}") from None
+
+
+def _empty_section(annotation: Any, key: str) -> Any:
+    """An optional section that is None (e.g. train.repa): start from its defaults, if it has them.
+
+    Required fields hold a placeholder `None` until set; applying the override rebuilds the
+    section through its constructor, which validates it (so set required fields first)."""
+    options = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+    if not options:
+        raise OverrideError(f"{key!r}: its section is empty and has no known type")
+    cls = options[0]
+    section = object.__new__(cls)  # bypass validation: it runs when the override is applied
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        object.__setattr__(section, f.name, None if default is dataclasses.MISSING else default)
+    return section
+
+
+def apply_overrides(root: Any, assignments: list[str]) -> Any:
+    """Apply `key=value` strings in order."""
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise OverrideError(f"override {item!r} is not of the form key=value")
+        root = override(root, key.strip(), text.strip())
+    return root
+
+
+def to_dict(node: Any) -> Any:
+    """Dataclass tree -> JSON-safe dict; each dataclass node records its class as `_type`."""
+    if dataclasses.is_dataclass(node):
+        out = {"_type": f"{type(node).__module__}:{type(node).__qualname__}"}
+        out.update({f.name: to_dict(getattr(node, f.name)) for f in dataclasses.fields(node)})
+        return out
+    if isinstance(node, (tuple, list)):
+        return [to_dict(v) for v in node]
+    return node
+
+
+def _import_class(path: str) -> type:
+    module, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ModuleNotFoundError:
+        from pixdiff.plugins import load_local_plugins
+
+        load_local_plugins()  # plugin classes live in modules that exist once plugins are loaded
+        obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if isinstance(value, list) and (origin is tuple or annotation is tuple):
+        return tuple(value)
+    if origin in (Union, types.UnionType) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def from_dict(data: Any) -> Any:
+    """Inverse of `to_dict`."""
+    if isinstance(data, dict) and "_type" in data:
+        cls = _import_class(data["_type"])
+        hints = _hints(cls)
+        kwargs = {k: _coerce(from_dict(v), hints.get(k)) for k, v in data.items() if k != "_type"}
+        return cls(**kwargs)
+    if isinstance(data, list):
+        return [from_dict(v) for v in data]
+    return data

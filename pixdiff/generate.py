@@ -1,0 +1,136 @@
+"""Generate sample sets from a trained (or converted) model: PNG grid + ADM-evaluator `.npz`.
+
+Image i of a run is a function of (seed, i) alone: its label is fixed by the label policy, its
+noise comes from its own generator. So a set does not depend on the batch size or on how many
+processes (`torchrun`) produced it. Ranks take interleaved indices, write their part to disk, and
+rank 0 assembles exactly N samples in index order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixdiff import checkpoint
+from pixdiff.config_tree import from_dict
+from pixdiff.distributed import Dist, barrier
+from pixdiff.grid import make_grid, save_png, to_uint8
+from pixdiff.npz import save_samples
+from pixdiff.recipe import Recipe, load_recipe
+from pixdiff.sampling import balanced_labels, derive_seed, sample, seed_generators
+
+LabelPolicy = Literal["balanced", "random"]
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    num: int
+    steps: int
+    solver: str
+    cfg_scale: float
+    cfg_interval: tuple[float, float]
+    time_shift: float
+    seed: int = 0
+    labels: LabelPolicy = "balanced"
+    batch_size: int = 64
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A run folder means its newest checkpoint; a file is itself."""
+    if path.is_dir():
+        files = sorted((path / "checkpoints").glob("step_*.pt")) or sorted(path.glob("*.pt"))
+        if not files:
+            raise checkpoint.CheckpointError(f"no checkpoint in {path} (looked in {path / 'checkpoints'})")
+        return files[-1]
+    if not path.is_file():
+        raise checkpoint.CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = (), weights: str = "ema",
+               device: torch.device = torch.device("cpu")) -> tuple[nn.Module, Recipe, Path]:
+    """Model and recipe from a pixdiff checkpoint or run folder, or from one of the authors'
+    reference checkpoints when `recipe` names the model it belongs to."""
+    from pixdiff.interop import load_reference
+
+    file = resolve_checkpoint(path)
+    raw = torch.load(file, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and raw.get("format") == checkpoint.FORMAT:
+        r = load_recipe(recipe, list(overrides)) if recipe else from_dict(raw["recipe"])
+        with torch.device("meta"):
+            model = r.model.build()
+        model = model.to_empty(device="cpu")
+        model.load_state_dict(raw["ema" if weights == "ema" else "model"], strict=True)
+    else:
+        if recipe is None:
+            raise checkpoint.CheckpointError(f"{file} is not a pixdiff checkpoint: pass --recipe to read it "
+                                             "as one of the authors' reference checkpoints")
+        r = load_recipe(recipe, list(overrides))
+        with torch.device("meta"):
+            model = r.model.build()
+        model = model.to_empty(device="cpu")
+        load_reference(model, raw, weights)
+    model.backbone.reset_rope()  # non-persistent buffers were left empty by the meta build
+    return model.to(device).eval().requires_grad_(False), r, file
+
+
+def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int) -> torch.Tensor:
+    if policy == "balanced":
+        return balanced_labels(n, num_classes)
+    if policy == "random":
+        return torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(derive_seed(seed, -1)))
+    raise ValueError(f"labels must be 'balanced' or 'random', not {policy!r}")
+
+
+@torch.no_grad()
+def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir: Path, d: Dist = Dist(), *,
+             num_classes: int | None = None, dtype: str = "bf16", meta: dict | None = None) -> Path | None:
+    """Write out_dir/samples.npz (+ grid.png, meta.json); returns the .npz path on rank 0.
+
+    `num_classes` limits the labels drawn (a model may have more rows than the data had classes)."""
+    bb = recipe.model.backbone
+    classes = num_classes or bb.num_classes
+    s = settings
+    labels = labels_for(s.num, classes, s.labels, s.seed)  # (N,), identical on every rank
+    mine = list(range(d.rank, s.num, d.world))
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and dtype == "bf16"
+                else contextlib.nullcontext())
+    chunks = []
+    for start in range(0, len(mine), s.batch_size):
+        idx = mine[start:start + s.batch_size]
+        y = labels[idx].to(d.device)
+        gens = seed_generators([derive_seed(s.seed, i) for i in idx], d.device)
+        with autocast:
+            x = sample(model, recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
+                       num_classes=bb.num_classes, steps=s.steps, solver=s.solver, cfg_scale=s.cfg_scale,
+                       cfg_interval=s.cfg_interval, time_shift=s.time_shift, generators=gens)
+        chunks.append(to_uint8(x))
+    parts = out_dir / ".parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    mine_images = np.concatenate(chunks) if chunks else np.zeros((0, bb.image_size, bb.image_size, bb.channels),
+                                                                  np.uint8)
+    np.save(parts / f"rank{d.rank:05d}.npy", mine_images)
+    barrier(d)
+    if not d.main:
+        return None
+    images = np.empty((s.num, bb.image_size, bb.image_size, bb.channels), np.uint8)
+    for r in range(d.world):
+        images[r::d.world] = np.load(parts / f"rank{r:05d}.npy")
+    shutil.rmtree(parts)
+    info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": s.steps,
+            "solver": s.solver, "cfg_scale": s.cfg_scale, "cfg_interval": list(s.cfg_interval),
+            "time_shift": s.time_shift, "dtype": dtype if d.device.type == "cuda" else "fp32",
+            "world_size": d.world, "recipe": recipe.name, **(meta or {})}
+    npz = out_dir / "samples.npz"
+    save_samples(npz, images, labels.numpy(), info)
+    save_png(make_grid(images[:64]), out_dir / "grid.png", scale=max(1, 128 // bb.image_size))
+    (out_dir / "meta.json").write_text(json.dumps(info, indent=2))
+    return npz

@@ -1,0 +1,374 @@
+"""Training objectives: a forward (noising) process, a time distribution, a loss, and the
+conversions from a network's output to velocity, x0 and eps.
+
+Time convention (fixed across pixdiff): t in [0, 1], **t = 1 is data, t = 0 is pure noise**.
+Every objective is a Gaussian path
+
+    x_t = alpha(t) * x0 + sigma(t) * eps,        eps ~ N(0, I),
+
+and differs only in (alpha, sigma), in how t is drawn in training, and in what the network
+predicts. Writing all of them this way lets every solver run with every objective: a solver only
+needs the velocity dx_t/dt = alpha'(t) x0 + sigma'(t) eps, plus (alpha, sigma) for DDIM-type
+updates. Given x_t and any one of (velocity, x0, eps) the other two follow from that 2x2 system.
+
+    FlowMatching  alpha = t, sigma = 1 - t; the network predicts the velocity x0 - eps.
+    DDPM          discrete VP process (1000 steps); the network predicts eps.
+    XPrediction   the flow-matching path; the network predicts x0, the loss is on velocity (JiT).
+
+Randomness: every function that draws noise takes `generator`, either one `torch.Generator` or a
+list of B generators, one per sample (EDM style): with a list, sample i's draws come only from
+generator i, so its result does not depend on the batch it is in. `randn`/`rand` implement that.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+Model = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x (B,C,H,W), t (B,), y (B,)) -> (B,C,H,W)
+
+
+# ----------------------------------------------------------------------------- randomness
+def randn(
+    shape: Sequence[int], generator: Generators = None, *, device=None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """N(0, 1) noise of `shape`; with a list of generators, row i is drawn from generator i only."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    _check_per_sample(shape, generator)
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+
+
+def rand(
+    shape: Sequence[int], generator: Generators = None, *, device=None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """U[0, 1) draws of `shape`; with a list of generators, row i is drawn from generator i only."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    _check_per_sample(shape, generator)
+    return torch.stack([torch.rand(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+
+
+def _check_per_sample(shape: Sequence[int], generators: Sequence[torch.Generator]) -> None:
+    if len(generators) != shape[0]:
+        raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}; pass one per sample")
+
+
+# ----------------------------------------------------------------------------- schedule math
+class Coefficients(NamedTuple):
+    """alpha(t), sigma(t) and their t-derivatives; each shaped like t, (B,)."""
+
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+
+
+class Prediction(NamedTuple):
+    """What a network output implies at (x_t, t); each (B, C, H, W)."""
+
+    velocity: Tensor  # dx_t/dt = alpha' x0 + sigma' eps
+    x0: Tensor  # E[x0 | x_t] as the network sees it
+    eps: Tensor  # E[eps | x_t]
+
+
+class Schedule(Protocol):
+    """The forward process x_t = alpha(t) x0 + sigma(t) eps; all a solver needs of an objective."""
+
+    def coefficients(self, t: Tensor) -> Coefficients: ...
+
+
+def _bcast(c: Tensor, x: Tensor) -> Tensor:
+    """(B,) -> (B, 1, ..., 1) in x's dtype, to scale a (B, ...) tensor per sample."""
+    return c.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def broadcast_coefficients(schedule: Schedule, t: Tensor, x: Tensor) -> Coefficients:
+    """schedule.coefficients(t) as (B, 1, ..., 1) tensors in x's dtype, to scale x (B, ...)."""
+    return Coefficients(*(_bcast(c, x) for c in schedule.coefficients(t)))
+
+
+def from_velocity(schedule: Schedule, v: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+    """Solve [alpha sigma; alpha' sigma'] [x0; eps] = [x_t; v] for x0 and eps."""
+    a, s, da, ds = broadcast_coefficients(schedule, t, x_t)
+    det = a * ds - s * da  # -1 on the flow-matching path; -alpha'/sigma on a VP path
+    return Prediction(v, (ds * x_t - s * v) / det, (a * v - da * x_t) / det)
+
+
+def from_x0(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+    """Singular where sigma = 0 (t = 1 on the flow-matching path)."""
+    a, s, da, ds = broadcast_coefficients(schedule, t, x_t)
+    eps = (x_t - a * x0) / s
+    return Prediction(da * x0 + ds * eps, x0, eps)
+
+
+def from_eps(schedule: Schedule, eps: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+    """Singular where alpha = 0 (pure noise) or sigma' is infinite (t = 1 on a VP path)."""
+    a, s, da, ds = broadcast_coefficients(schedule, t, x_t)
+    x0 = (x_t - s * eps) / a
+    return Prediction(da * x0 + ds * eps, x0, eps)
+
+
+def time_shift(t: Tensor, shift: float) -> Tensor:
+    """t / (t + (1 - t) * shift): a monotone bijection of [0, 1] fixing 0 and 1.
+
+    With t = 1 as data, shift > 1 moves every t towards 0 (noise): the signal-to-noise ratio
+    t/(1-t) is divided by `shift`, i.e. more training and sampling time at high noise, as SD3 and
+    DiP use it for large images. shift < 1 moves t towards data; `time_shift(., 1/shift)` inverts.
+    """
+    return t / (t + (1 - t) * shift)
+
+
+def drop_labels(y: Tensor, p: float, num_classes: int, generator: Generators = None) -> Tensor:
+    """Replace each label by the null class `num_classes` with probability p (for CFG training)."""
+    if p <= 0:
+        return y
+    drop = rand((y.shape[0],), generator, device=y.device) < p
+    return torch.where(drop, torch.full_like(y, num_classes), y)
+
+
+def _mse(out: Tensor, target: Tensor) -> Tensor:
+    # autocast may hand back bf16 outputs: compare in the target's (data) precision
+    return (out.to(target.dtype) - target).square().mean()
+
+
+# ----------------------------------------------------------------------------- objectives
+class Objective(Schedule, Protocol):
+    """What the training loop and the samplers use. Implementations are frozen dataclasses."""
+
+    label_dropout: float
+
+    def sample_t(self, n: int, *, generator: Generators = None, device=None) -> Tensor: ...
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor: ...
+
+    def predict(self, out: Tensor, x_t: Tensor, t: Tensor) -> Prediction: ...
+
+    def loss(
+        self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
+        generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float | Tensor]]: ...
+
+
+def _noised(
+    objective: Objective, x: Tensor, generator: Generators, t: Tensor | None, noise: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Draws t (B,) and eps (B, C, H, W) unless given (in that order); returns (t, eps, x_t)."""
+    if t is None:
+        t = objective.sample_t(x.shape[0], generator=generator, device=x.device)
+    eps = randn(x.shape, generator, device=x.device, dtype=x.dtype) if noise is None else noise
+    a, s, _, _ = broadcast_coefficients(objective, t, x)
+    return t, eps, a * x + s * eps
+
+
+@dataclass(frozen=True)
+class _FlowPath:
+    """The rectified-flow path alpha = t, sigma = 1 - t and its training-time distribution.
+
+    t_sampling "logit_normal": t = sigmoid(N(loc, scale)); "uniform": t ~ U[0, 1). Then
+    `time_shift(t, shift)` (shift > 1: more weight near noise). label_dropout: probability of
+    training with the null class, which classifier-free guidance needs.
+    """
+
+    t_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    loc: float = 0.0
+    scale: float = 1.0
+    shift: float = 1.0
+    label_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.t_sampling not in ("logit_normal", "uniform"):
+            raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', not {self.t_sampling!r}")
+        if not self.shift > 0 or not self.scale > 0:
+            raise ValueError(f"shift and scale must be positive (got shift={self.shift}, scale={self.scale})")
+        if not 0 <= self.label_dropout <= 1:
+            raise ValueError(f"label_dropout must be in [0, 1], not {self.label_dropout}")
+
+    def coefficients(self, t: Tensor) -> Coefficients:
+        return Coefficients(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+
+    def sample_t(self, n: int, *, generator: Generators = None, device=None) -> Tensor:
+        """(n,) float32 training times."""
+        if self.t_sampling == "uniform":
+            t = rand((n,), generator, device=device)
+        else:
+            t = torch.sigmoid(self.loc + self.scale * randn((n,), generator, device=device))
+        return time_shift(t, self.shift)
+
+
+@dataclass(frozen=True)
+class FlowMatching(_FlowPath):
+    """Flow matching (DiP's objective): x_t = t x + (1 - t) eps; the network predicts the
+    velocity v = x - eps; plain MSE."""
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        return x0 - eps
+
+    def predict(self, out: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        return from_velocity(self, out, x_t, t)
+
+    def loss(
+        self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
+        generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """MSE between model(x_t, t, y') and x - eps; y' has labels dropped to the null class."""
+        t, eps, x_t = _noised(self, x, generator, t, noise)
+        y = drop_labels(y, self.label_dropout, num_classes, generator)
+        loss = _mse(model(x_t, t, y), self.target(x, eps, t))
+        return loss, {"loss": loss.detach()}
+
+
+@dataclass(frozen=True)
+class XPrediction(_FlowPath):
+    """JiT's parameterisation: the flow-matching path, the network predicts x0, and the loss is
+    the velocity MSE with v = (x0 - x_t) / (1 - t) for both prediction and target:
+
+        loss = mean(((x0_pred - x) / max(1 - t, t_eps))^2).
+
+    The clamp `t_eps` (JiT: 0.05) keeps the 1/(1-t)^2 weight finite near data; for 1 - t >= t_eps
+    the loss is exactly the velocity MSE. It is a training weight only: `predict` converts with
+    the exact 1 - t (singular at t = 1, where no solver evaluates the network), so sampling follows
+    the true ODE. (JiT's sampler also clamps there; that damps the last steps of sampling.)
+    """
+
+    t_eps: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.t_eps <= 1:
+            raise ValueError(f"t_eps must be in (0, 1], not {self.t_eps}")
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        return x0
+
+    def predict(self, out: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        return from_x0(self, out, x_t, t)
+
+    def loss(
+        self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
+        generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
+        t, eps, x_t = _noised(self, x, generator, t, noise)
+        y = drop_labels(y, self.label_dropout, num_classes, generator)
+        x0_pred = model(x_t, t, y).to(x.dtype)
+        # (v_pred - v) with v_pred = (x0_pred - x_t)/(1-t), v = (x - x_t)/(1-t), both clamped alike
+        loss = ((x0_pred - x) / _bcast((1 - t).clamp_min(self.t_eps), x)).square().mean()
+        return loss, {"loss": loss.detach(), "x0_mse": _mse(x0_pred, x).detach()}
+
+
+def _monotone_slopes(y: Tensor) -> Tensor:
+    """Knot derivatives (per knot spacing) of a shape-preserving cubic Hermite interpolant:
+    harmonic mean of the neighbouring secants (Fritsch-Butland), one-sided at the ends. y is
+    strictly increasing here, so the interpolant is too."""
+    d = y[1:] - y[:-1]
+    inner = 2 * d[:-1] * d[1:] / (d[:-1] + d[1:])
+    return torch.cat([d[:1], inner, d[-1:]])
+
+
+@functools.lru_cache(maxsize=8)
+def _alpha_knots(num_steps: int, beta_schedule: str, beta_start: float, beta_end: float) -> tuple[Tensor, Tensor]:
+    """alpha = sqrt(alpha_bar) at t_j = j/N, j = 0..N (discrete step k = N-1-j, then 1 at t = 1)
+    and the knot slopes of its interpolant; float64, (N+1,) each."""
+    n = num_steps
+    if beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+    else:  # Nichol & Dhariwal's cosine schedule, betas clipped at 0.999 (only the last one is)
+        f = torch.cos((torch.arange(n + 1, dtype=torch.float64) / n + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    alpha = torch.exp(0.5 * torch.cumsum(torch.log1p(-betas), 0))  # index k = 0..N-1
+    y = torch.cat([alpha.flip(0), alpha.new_ones(1)])
+    return y, _monotone_slopes(y)
+
+
+@dataclass(frozen=True)
+class DDPM:
+    """DDPM (Ho et al.): variance preserving, eps-prediction, plain MSE on eps.
+
+    Discrete step k in {0..N-1} (k = 0 least noisy; alpha_bar_k = prod_{i<=k} (1 - beta_i)) is
+    presented to the network as the continuous time t = 1 - (k + 1)/N, so k = N-1 is t = 0 and
+    t = 1 (alpha_bar = 1) is clean data; training draws k uniformly. For ODE/SDE solvers the
+    schedule is made continuous by a monotone C1 cubic interpolation of alpha = sqrt(alpha_bar)
+    through these N+1 knots: exact at every discrete step (so DDIM/ancestral on grids of knots
+    reproduce the discrete samplers exactly) and smooth enough for high-order and adaptive
+    solvers (alpha, unlike log(alpha_bar), stays smooth where the cosine schedule goes to 0).
+    sigma = sqrt(1 - alpha^2). At t = 0, alpha is small but non-zero (sqrt(alpha_bar_{N-1})) and
+    sampling starts from N(0, I) as DDPM does. sigma' is infinite at t = 1.
+    beta_start/beta_end apply to the linear schedule only.
+    """
+
+    num_steps: int = 1000
+    beta_schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    label_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in ("linear", "cosine"):
+            raise ValueError(f"beta_schedule must be 'linear' or 'cosine', not {self.beta_schedule!r}")
+        if self.num_steps < 2:
+            raise ValueError(f"num_steps must be at least 2, not {self.num_steps}")
+        if not 0 < self.beta_start <= self.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1 (got {self.beta_start}, {self.beta_end})")
+        if not 0 <= self.label_dropout <= 1:
+            raise ValueError(f"label_dropout must be in [0, 1], not {self.label_dropout}")
+
+    def coefficients(self, t: Tensor) -> Coefficients:
+        y, m = _alpha_knots(self.num_steps, self.beta_schedule, self.beta_start, self.beta_end)
+        y, m = y.to(t.device), m.to(t.device)
+        u = t.to(torch.float64).clamp(0, 1) * self.num_steps
+        j = u.floor().clamp(max=self.num_steps - 1)
+        tau = u - j  # position in [t_j, t_j+1], in knot spacings
+        j = j.long()
+        y0, y1, m0, m1 = y[j], y[j + 1], m[j], m[j + 1]
+        tau2, tau3 = tau * tau, tau * tau * tau  # cubic Hermite basis and its derivative
+        alpha = (2 * tau3 - 3 * tau2 + 1) * y0 + (tau3 - 2 * tau2 + tau) * m0 + (3 * tau2 - 2 * tau3) * y1 + (tau3 - tau2) * m1
+        d_alpha = (6 * tau2 - 6 * tau) * (y0 - y1) + (3 * tau2 - 4 * tau + 1) * m0 + (3 * tau2 - 2 * tau) * m1
+        d_alpha = d_alpha * self.num_steps
+        sigma = torch.sqrt((1 - alpha) * (1 + alpha))  # factored: no cancellation as alpha -> 1
+        d_sigma = -alpha * d_alpha / sigma  # from alpha^2 + sigma^2 = 1
+        return Coefficients(*(c.to(t.dtype) for c in (alpha, sigma, d_alpha, d_sigma)))
+
+    def sample_t(self, n: int, *, generator: Generators = None, device=None) -> Tensor:
+        """(n,) float32 times t = 1 - (k+1)/N of uniformly drawn discrete steps k."""
+        k = (rand((n,), generator, device=device, dtype=torch.float64) * self.num_steps).long()
+        return (1 - (k.clamp(max=self.num_steps - 1) + 1) / self.num_steps).float()
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        return eps
+
+    def predict(self, out: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        return from_eps(self, out, x_t, t)
+
+    def loss(
+        self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
+        generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """MSE between model(x_t, t, y') and eps."""
+        t, eps, x_t = _noised(self, x, generator, t, noise)
+        y = drop_labels(y, self.label_dropout, num_classes, generator)
+        loss = _mse(model(x_t, t, y), eps)
+        return loss, {"loss": loss.detach()}
+
+
+def gaussian_model(objective: Objective, mean: Tensor, std: Tensor) -> Model:
+    """The exact (Bayes-optimal) network of `objective` for data x0 ~ N(mean, std^2) per element.
+
+    mean/std broadcast against one sample (C, H, W). With var = alpha^2 std^2 + sigma^2:
+    E[x0 | x_t] = mean + alpha std^2 (x_t - alpha mean) / var, E[eps | x_t] = sigma (x_t - alpha mean) / var.
+    Labels are ignored. Used to test solvers (ours or a plugin's) against closed forms.
+    """
+
+    def model(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        a, s, _, _ = broadcast_coefficients(objective, t, x)
+        m, sd = mean.to(x), std.to(x)
+        residual = (x - a * m) / (a * a * sd * sd + s * s)
+        return objective.target(m + a * sd * sd * residual, s * residual, t)
+
+    return model

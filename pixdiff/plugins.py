@@ -1,0 +1,91 @@
+"""Plugin discovery: the entry-point group `pixdiff.plugins` and the local `plugins/` folder.
+
+A plugin is a module that may define, at module level,
+    HEADS:   dict[str, type]       name -> head config class (see pixdiff.heads)
+    RECIPES: dict[str, callable]   name -> function returning a Recipe (`pixdiff train plugin:NAME`)
+Local plugins are the `*.py` files of `./plugins` (or $PIXDIFF_PLUGINS, or the repo's plugins/).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+ENTRY_POINT_GROUP = "pixdiff.plugins"
+LOCAL_PACKAGE = "pixdiff_local_plugins"
+
+
+class PluginError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Plugins:
+    heads: dict[str, type] = field(default_factory=dict)
+    recipes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # "HEADS:name" -> the plugin that defined it
+
+
+def local_plugin_dirs() -> list[Path]:
+    dirs = [Path(os.environ["PIXDIFF_PLUGINS"])] if os.environ.get("PIXDIFF_PLUGINS") else []
+    dirs += [Path.cwd() / "plugins", Path(__file__).resolve().parent.parent / "plugins"]
+    unique = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def _import_file(path: Path) -> ModuleType:
+    name = f"{LOCAL_PACKAGE}.{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if LOCAL_PACKAGE not in sys.modules:
+        sys.modules[LOCAL_PACKAGE] = ModuleType(LOCAL_PACKAGE)  # namespace so class paths round-trip
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise PluginError(f"plugin {path.stem!r} ({path}) failed to load: {type(e).__name__}: {e}") from e
+    return module
+
+
+def load_local_plugins() -> list[tuple[str, ModuleType]]:
+    return [(str(path), _import_file(path)) for d in local_plugin_dirs() for path in sorted(d.glob("[!_]*.py"))]
+
+
+def _load_entry_points() -> list[tuple[str, ModuleType]]:
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded.append((f"entry point {ep.name} ({ep.value})", ep.load()))
+        except Exception as e:
+            raise PluginError(f"plugin {ep.name!r} (entry point {ep.value}) failed to load: "
+                              f"{type(e).__name__}: {e}") from e
+    return loaded
+
+
+def discover() -> Plugins:
+    """Load every plugin; a broken one raises PluginError naming it."""
+    plugins = Plugins()
+    for source, module in load_local_plugins() + _load_entry_points():
+        for attr, table in (("HEADS", plugins.heads), ("RECIPES", plugins.recipes)):
+            entries = getattr(module, attr, {})
+            if not isinstance(entries, dict):
+                raise PluginError(f"plugin {source}: {attr} must be a dict, got {type(entries).__name__}")
+            for name, obj in entries.items():
+                key = f"{attr}:{name}"
+                if key in plugins.sources:
+                    raise PluginError(f"plugin {source}: {attr} name {name!r} is already defined by {plugins.sources[key]}")
+                table[name] = obj
+                plugins.sources[key] = source
+    return plugins

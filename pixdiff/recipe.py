@@ -1,0 +1,185 @@
+"""Recipes: Python files whose functions return a `Recipe` (a tree of frozen dataclasses).
+
+`recipes/dip_xl16.py` defines `build()`; ablations are sibling functions that call `build()` and
+`dataclasses.replace` one field, selected as `recipes/dip_xl16.py:dit_only`. A spec is one of
+    path/to/file.py[:function]        a recipe file (function defaults to `build`)
+    name[:function]                   a built-in recipe, recipes/<name>.py
+    plugin:name                       a recipe registered by a plugin (see pixdiff.plugins)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pixdiff.config_tree import apply_overrides
+from pixdiff.model import ModelConfig
+from pixdiff.objectives import FlowMatching, Objective
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RepaConfig:
+    """REPA: align an MLP projection of one block's tokens with a frozen encoder's patch tokens."""
+
+    encoder: str  # a TorchScript file or `module:attr` of a factory returning an nn.Module
+    weight: float = 0.5
+    block: int = 7  # 0-based index: the 8th block's output
+    proj_dim: int = 768  # the encoder's token width
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoder, str) or not self.encoder:
+            raise ValueError("REPA needs an encoder: set train.repa.encoder=FILE.pt or module:factory first")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    global_batch: int = 256
+    max_steps: int = 3_000_000  # about 600 epochs of ImageNet-1k at batch 256
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-3
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    grad_accum: int = 1
+    ema_decay: float = 0.9999
+    precision: Literal["bf16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    compile: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    seed: int = 0
+    num_workers: int = 4
+    log_every: int = 100
+    ckpt_every: int = 5000
+    sample_every: int = 10000
+    repa: RepaConfig | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "emoji"  # "emoji" (built in, offline) or an image folder with one sub-folder per class
+    cache_dir: str = ".cache/pixdiff"
+    flip: bool = True
+    on_error: Literal["skip", "stop"] = "skip"
+    small: Literal["upscale", "reject"] = "upscale"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    steps: int = 100
+    solver: str = "euler"
+    cfg_scale: float = 4.0
+    cfg_interval: tuple[float, float] = (0.1, 1.0)
+    time_shift: float = 1.0
+    grid_images: int = 16
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: Objective = field(default_factory=FlowMatching)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    @property
+    def resolution(self) -> int:
+        return self.model.backbone.image_size
+
+
+def recipe_functions(module: Any) -> dict[str, Any]:
+    """Functions defined in a recipe module that can be called with no arguments."""
+    out = {}
+    for name, fn in vars(module).items():
+        if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != module.__name__:
+            continue
+        try:
+            inspect.signature(fn).bind()
+        except TypeError:
+            continue
+        out[name] = fn
+    return out
+
+
+def builtin_recipes() -> list[Path]:
+    return sorted(RECIPES_DIR.glob("*.py")) if RECIPES_DIR.is_dir() else []
+
+
+def load_recipe_module(path: Path) -> Any:
+    name = f"pixdiff_recipe_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise RecipeError(f"recipe file {path} failed to import: {type(e).__name__}: {e}") from e
+    return module
+
+
+def _resolve_path(file_part: str) -> Path:
+    path = Path(file_part)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        return path
+    builtin = RECIPES_DIR / f"{file_part}.py"
+    if builtin.is_file():
+        return builtin
+    names = ", ".join(p.stem for p in builtin_recipes()) or "none"
+    raise RecipeError(f"no recipe file {file_part!r} (not a path; built-in recipes: {names})")
+
+
+def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
+    """Build the recipe named by `spec` and apply `key=value` overrides (type-checked)."""
+    if spec.startswith("plugin:"):
+        from pixdiff.plugins import discover
+
+        recipes = discover().recipes
+        name = spec.removeprefix("plugin:")
+        if name not in recipes:
+            raise RecipeError(f"no plugin recipe {name!r}; plugin recipes: {', '.join(sorted(recipes)) or 'none'}")
+        fn = recipes[name]
+    else:
+        # split "file.py:fn" on the last colon that is not part of a Windows drive
+        file_part, sep, fn_name = spec.rpartition(":") if ":" in spec[2:] else (spec, "", "")
+        module = load_recipe_module(_resolve_path(file_part))
+        fns = recipe_functions(module)
+        fn_name = fn_name or "build"
+        if fn_name not in fns:
+            raise RecipeError(
+                f"recipe file {file_part} has no function {fn_name!r}; available: {', '.join(sorted(fns)) or 'none'}"
+            )
+        fn = fns[fn_name]
+    recipe = fn()
+    if not isinstance(recipe, Recipe):
+        raise RecipeError(f"{spec} returned {type(recipe).__name__}, expected a pixdiff Recipe")
+    return apply_overrides(recipe, list(overrides))
+
+
+def replace(node: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` that also takes dotted keys into nested sections: `**{"train.lr": 2e-4}`.
+
+    Changes to one section are applied together, so validation sees the final combination."""
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = replace(direct.get(head, getattr(node, head)), **sub)
+    return dataclasses.replace(node, **direct)

@@ -1,0 +1,47 @@
+"""REPA: align an intermediate block's tokens with a frozen image encoder's patch tokens.
+
+The encoder is the user's: a `torch.export` program (`.pt2`), a TorchScript file, or
+`package.module:factory` returning an nn.Module.
+It receives the clean training images (B, C, H, W) in [-1, 1] at the recipe's resolution and must
+return patch tokens (B, N, proj_dim) with N equal to the DiT's token count (DINOv2-B/14 at 224 px
+gives 256 tokens of 768 for 256 px images with 16 px patches); resizing and normalising for the
+encoder is the encoder module's job. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def load_encoder(spec: str) -> nn.Module:
+    """The frozen encoder named by `spec`, in eval mode, its parameters excluded from autograd."""
+    if Path(spec).suffix == ".pt2" and Path(spec).is_file():
+        encoder = torch.export.load(spec).module()
+    elif Path(spec).is_file():
+        encoder = torch.jit.load(spec, map_location="cpu")
+    else:
+        module, sep, attr = spec.partition(":")
+        if not sep:
+            raise FileNotFoundError(f"REPA encoder {spec!r} is neither a file nor `module:factory`")
+        encoder = getattr(importlib.import_module(module), attr)()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder
+
+
+def projector(dim: int, out_dim: int) -> nn.Sequential:
+    """The authors' projection MLP: D -> D -> D -> out_dim with SiLU."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, out_dim))
+
+
+def alignment_loss(tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative mean cosine similarity between (B, N, E) projections and encoder tokens."""
+    if tokens.shape != target.shape:
+        raise ValueError(f"REPA: projected tokens {tuple(tokens.shape)} do not match the encoder's "
+                         f"{tuple(target.shape)}")
+    return -F.cosine_similarity(tokens.float(), target.float(), dim=-1).mean()

@@ -1,0 +1,44 @@
+"""Size and cost of a recipe's model, measured on the meta device (no memory, no weights)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pixdiff.model import ModelConfig
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def forward_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> int:
+    """FLOPs of one forward (multiply-add = 2) at the recipe's resolution, counted by torch's
+    FlopCounterMode on tensors of the model's device (meta works)."""
+    bb = config.backbone
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, bb.channels, bb.image_size, bb.image_size, device=device)
+    t = torch.zeros(batch, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t, y)
+    return counter.get_total_flops()
+
+
+def model_summary(config: ModelConfig) -> dict:
+    with torch.device("meta"):
+        model = config.build()
+    bb = config.backbone
+    return {
+        "params": count_params(model),
+        "params_backbone": count_params(model.backbone),
+        "params_head": count_params(model) - count_params(model.backbone),
+        "head": type(config.head).__name__,
+        "placement": config.placement,
+        "tokens": bb.num_tokens,
+        "patch_size": bb.patch_size,
+        "resolution": bb.image_size,
+        "depth": bb.depth,
+        "dim": bb.dim,
+        "gflops": forward_flops(model, config) / 1e9,
+    }

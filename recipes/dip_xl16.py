@@ -1,0 +1,73 @@
+"""DiP-XL/16 at 256 px on ImageNet (the paper's main model) and its Table 2 / Fig. 5 ablations.
+
+`build()` carries the paper's full training settings (DESIGN.md section 2). Point `data.source` at
+an ImageNet train folder (one sub-folder per class), e.g.
+    pixdiff train recipes/dip_xl16.py --set data.source=/data/imagenet/train
+"""
+
+from pixdiff.backbone import DiTConfig
+from pixdiff.heads.coord_mlp import CoordinateMLP
+from pixdiff.heads.intra_attention import IntraPatchAttention
+from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.mlp import StandardMLP
+from pixdiff.heads.unet import ConvUNet
+from pixdiff.model import ModelConfig
+from pixdiff.objectives import FlowMatching
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+
+
+def build() -> Recipe:
+    return Recipe(
+        name="dip_xl16",
+        model=ModelConfig(
+            backbone=DiTConfig(depth=26, dim=1152, num_heads=16, patch_size=16, image_size=256, num_classes=1000),
+            head=ConvUNet(depth=4, width=64),
+            placement="post",
+        ),
+        objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
+        train=TrainConfig(
+            global_batch=256, max_steps=3_000_000, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-3,
+            ema_decay=0.9999, precision="bf16",
+        ),
+        data=DataConfig(source="imagenet/train", flip=True),
+        sample=SampleConfig(steps=100, solver="euler", cfg_scale=4.0, cfg_interval=(0.1, 1.0)),
+    )
+
+
+# Table 2, "Scaling up DiT": the DiT alone, with DiT's usual output layer instead of a head.
+def dit_only() -> Recipe:
+    return replace(build(), name="dit_only", **{"model.head": LinearOut()})
+
+
+def dit_only_32l() -> Recipe:
+    return replace(dit_only(), name="dit_only_32l", **{"model.backbone.depth": 32})
+
+
+def dit_only_1280() -> Recipe:
+    return replace(dit_only(), name="dit_only_1280", **{"model.backbone.dim": 1280})
+
+
+def dit_only_1536() -> Recipe:
+    return replace(dit_only(), name="dit_only_1536", **{"model.backbone.dim": 1536})
+
+
+# Table 2, "Different Patch Detailer Head".
+def mlp_head() -> Recipe:
+    return replace(build(), name="mlp_head", **{"model.head": StandardMLP()})
+
+
+def intra_attn_head() -> Recipe:
+    return replace(build(), name="intra_attn_head", **{"model.head": IntraPatchAttention()})
+
+
+def coord_mlp_head() -> Recipe:
+    return replace(build(), name="coord_mlp_head", **{"model.head": CoordinateMLP()})
+
+
+# Fig. 5 placements: the U-Net head after block 13 of 26 (inject_after is 0-based).
+def intermediate() -> Recipe:
+    return replace(build(), name="intermediate", **{"model.placement": "intermediate", "model.inject_after": 12})
+
+
+def hybrid() -> Recipe:
+    return replace(build(), name="hybrid", **{"model.placement": "hybrid", "model.inject_after": 12})

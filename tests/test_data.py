@@ -1,0 +1,286 @@
+"""Tests for pixdiff.data: decoding, ADM crop, sources, the cache and the Dataset."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pixdiff.data import (
+    EMOJI_CLASSES,
+    CacheDataset,
+    DataError,
+    build_cache,
+    center_crop,
+    emoji_source,
+    flip_decision,
+    folder_source,
+    open_cache,
+    prepare,
+    resize_square,
+    to_rgb,
+)
+from pixdiff.data import cache as cache_module
+
+RES = 16
+
+
+def _gradient(w: int, h: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 200, w)[None, :, None] + np.linspace(0, 50, h)[:, None, None]
+    return np.clip(base + rng.integers(0, 5, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """root/{cats,dogs}: PNG/JPEG of several sizes, grayscale, RGBA, palette, upper-case suffix."""
+    root = tmp_path / "imgs"
+    cats, dogs = root / "cats", root / "dogs"
+    cats.mkdir(parents=True)
+    dogs.mkdir()
+    Image.fromarray(_gradient(40, 30, 0)).save(cats / "a.png")
+    Image.fromarray(_gradient(33, 50, 1)).save(cats / "b.JPG", quality=95)
+    Image.fromarray(_gradient(64, 64, 2)[..., 0], "L").save(cats / "c_gray.png")
+    rgba = np.dstack([_gradient(20, 24, 3), np.full((24, 20), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(dogs / "d_rgba.png")
+    Image.fromarray(_gradient(50, 20, 4)).convert("P", palette=Image.Palette.ADAPTIVE).save(dogs / "e_pal.png")
+    (dogs / "notes.txt").write_text("not an image")
+    (dogs / "._e_pal.png").write_bytes(b"macOS resource fork")  # hidden: ignored
+    return root
+
+
+# ---------------------------------------------------------------- decoding and the ADM crop
+
+
+def test_center_crop_shape_dtype() -> None:
+    out = center_crop(Image.fromarray(_gradient(100, 37, 0)), 32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_center_crop_hand_computed() -> None:
+    # 16x8 image made of 4x4 blocks of value v (+-1, +-2 inside each 2x2 so that BOX must average):
+    # halving twice (min side 8 >= 2*2, then 4 >= 2*2) gives the 4x2 block means, the bicubic
+    # step is then an identity (short side already 2), and the crop keeps block columns 1..2.
+    values = np.array([[10, 50, 90, 130], [170, 210, 30, 70]], np.int64)
+    pattern = np.array([[-1, 1], [-2, 2]])
+    gray = np.kron(values, np.ones((4, 4), np.int64)) + np.tile(pattern, (4, 8))
+    img = Image.fromarray(np.repeat(gray[..., None], 3, axis=2).astype(np.uint8))
+    expected = np.repeat(values[:, 1:3, None], 3, axis=2)
+    np.testing.assert_array_equal(center_crop(img, 2), expected)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    w=st.integers(1, 300),
+    h=st.integers(1, 300),
+    size=st.sampled_from([1, 2, 7, 16, 32]),
+    color=st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+)
+def test_center_crop_property(w: int, h: int, size: int, color: tuple[int, int, int]) -> None:
+    # Any size in, (size, size, 3) uint8 out; resampling must not change a flat colour.
+    out = center_crop(Image.new("RGB", (w, h), color), size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.broadcast_to(np.array(color, np.uint8), out.shape))
+
+
+def test_to_rgb_modes() -> None:
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(rgba)).tolist() == np.full((4, 4, 3), 255).tolist()  # transparent -> white
+    half = np.asarray(to_rgb(Image.new("RGBA", (2, 2), (0, 0, 0, 128))))
+    assert np.all(np.abs(half.astype(int) - 127) <= 1)
+    pal = Image.new("P", (2, 2), 0)
+    pal.putpalette([255, 0, 0, 0, 0, 255])
+    pal.info["transparency"] = 1
+    pal.putpixel((0, 0), 1)
+    arr = np.asarray(to_rgb(pal))
+    assert arr[0, 0].tolist() == [255, 255, 255] and arr[1, 1].tolist() == [255, 0, 0]
+    gray16 = Image.fromarray(np.full((2, 2), 65535, np.uint16))
+    assert np.asarray(to_rgb(gray16)).min() == 255  # rescaled, not clipped from the low byte
+    assert np.asarray(to_rgb(Image.new("L", (2, 2), 77))).tolist() == np.full((2, 2, 3), 77).tolist()
+
+
+def test_small_policy() -> None:
+    tiny = Image.fromarray(_gradient(10, 12, 0))
+    assert center_crop(tiny, RES).shape == (RES, RES, 3)
+    assert resize_square(Image.fromarray(_gradient(10, 10, 0)), RES).shape == (RES, RES, 3)
+    with pytest.raises(DataError, match="smaller than the resolution"):
+        center_crop(tiny, RES, small="reject")
+
+
+# ---------------------------------------------------------------- image-folder source
+
+
+def test_folder_labels(image_folder: Path) -> None:
+    src = folder_source(image_folder)
+    assert src.class_names == ("cats", "dogs")
+    names = {item.path.name: item.label for item in src.items}
+    assert names == {"a.png": 0, "b.JPG": 0, "c_gray.png": 0, "d_rgba.png": 1, "e_pal.png": 1}
+    assert [i.label for i in src.take(1).items] == [0, 1]
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=str(tmp_path / "missing")):
+        folder_source(tmp_path / "missing")
+    (tmp_path / "flat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "x.png")
+    with pytest.raises(DataError, match="no class sub-folders"):
+        folder_source(tmp_path / "flat")
+    (tmp_path / "none" / "a").mkdir(parents=True)
+    (tmp_path / "none" / "a" / "readme.txt").write_text("")
+    with pytest.raises(DataError, match=f"no images .* {tmp_path / 'none'}"):
+        folder_source(tmp_path / "none")
+    (tmp_path / "some" / "full").mkdir(parents=True)
+    (tmp_path / "some" / "hollow").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "some" / "full" / "x.png")
+    with pytest.raises(DataError, match=str(tmp_path / "some" / "hollow")):
+        folder_source(tmp_path / "some")
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_build_and_open(image_folder: Path, tmp_path: Path) -> None:
+    info = build_cache(folder_source(image_folder), tmp_path / "c", RES)
+    assert (info.count, info.num_classes, info.class_counts, info.skipped) == (5, 2, (3, 2), ())
+    cache = open_cache(tmp_path / "c", resolution=RES)
+    assert cache.images.shape == (5, 3, RES, RES) and cache.images.dtype == torch.uint8
+    assert cache.labels.tolist() == [0, 0, 0, 1, 1]
+    direct = center_crop(Image.open(image_folder / "cats" / "a.png"), RES)
+    np.testing.assert_array_equal(cache.images[0].numpy(), direct.transpose(2, 0, 1))
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    assert meta["resolution"] == RES and meta["class_names"] == ["cats", "dogs"] and meta["format_version"] == 1
+    with pytest.raises(DataError, match=f"{tmp_path / 'c'} is {RES}px"):
+        open_cache(tmp_path / "c", resolution=32)
+    with pytest.raises(DataError, match="already exists"):
+        build_cache(folder_source(image_folder), tmp_path / "c", RES)
+
+
+def test_corrupt_file_skip_and_stop(image_folder: Path, tmp_path: Path) -> None:
+    bad = image_folder / "dogs" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    info = build_cache(folder_source(image_folder), tmp_path / "skip", RES, on_error="skip", workers=2)
+    assert info.count == 5 and [s.path for s in info.skipped] == [str(bad)]
+    assert str(bad) in info.summary()
+    assert open_cache(tmp_path / "skip").info.skipped == info.skipped  # recorded in meta.json
+    with pytest.raises(DataError, match=str(bad)):
+        build_cache(folder_source(image_folder), tmp_path / "stop", RES, on_error="stop")
+    assert not (tmp_path / "stop").exists()
+
+
+def test_small_reject_in_cache(image_folder: Path, tmp_path: Path) -> None:
+    # At 48px, the 40x30, 33x50, 20x24 and 50x20 images are too small; only 64x64 stays.
+    info = build_cache(folder_source(image_folder), tmp_path / "r", 48, small="reject")
+    assert info.count == 1 and len(info.skipped) == 4
+    assert all("smaller than the resolution" in s.reason for s in info.skipped)
+    assert build_cache(folder_source(image_folder), tmp_path / "u", 48).count == 5
+
+
+def test_atomic_build(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = cache_module.load_image
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # like a kill: not an image error, must abort the build
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "load_image", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(folder_source(image_folder), tmp_path / "out", RES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no cache, no temp leftovers
+    with pytest.raises(DataError, match="no cache directory"):
+        open_cache(tmp_path / "out")
+    # A hard kill leaves the temp dir; it has no meta.json, so it is never taken for a cache.
+    partial = tmp_path / ".out.tmp-1-abcd"
+    partial.mkdir()
+    (partial / "images.u8").write_bytes(b"\0" * 100)
+    with pytest.raises(DataError, match="meta.json is missing"):
+        open_cache(partial)
+
+
+def test_open_cache_rejects_corruption(image_folder: Path, tmp_path: Path) -> None:
+    build_cache(folder_source(image_folder), tmp_path / "c", RES)
+    with open(tmp_path / "c" / "images.u8", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(DataError, match="images.u8 has"):
+        open_cache(tmp_path / "c")
+    (tmp_path / "c" / "meta.json").write_text("{not json")
+    with pytest.raises(DataError, match="corrupt cache metadata"):
+        open_cache(tmp_path / "c")
+
+
+def test_prepare_reuses(image_folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "caches"
+    first = prepare(image_folder, root, RES)
+    images_file = first.info.path / "images.u8"
+    stamp = images_file.stat().st_mtime_ns
+    again = prepare(str(image_folder), root, RES)
+    assert again.info.path == first.info.path and images_file.stat().st_mtime_ns == stamp
+    assert prepare(image_folder, root, 8).info.path != first.info.path  # keyed by resolution
+    rebuilt = prepare(image_folder, root, RES, rebuild=True)
+    assert (rebuilt.info.path / "images.u8").stat().st_mtime_ns != stamp
+    (rebuilt.info.path / "meta.json").unlink()  # an unusable cache is rebuilt, not trusted
+    assert prepare(image_folder, root, RES).info.count == 5
+
+
+def test_prepare_stop_on_reused_skips(image_folder: Path, tmp_path: Path) -> None:
+    (image_folder / "cats" / "zz.png").write_bytes(b"garbage")
+    assert len(prepare(image_folder, tmp_path / "caches", RES).info.skipped) == 1
+    with pytest.raises(DataError, match="zz.png"):
+        prepare(image_folder, tmp_path / "caches", RES, on_error="stop")
+
+
+# ---------------------------------------------------------------- emoji source
+
+
+def test_emoji_source_listing() -> None:
+    full = emoji_source()
+    assert len(full.items) > 3700 and full.class_names == EMOJI_CLASSES
+    assert [i.path for i in emoji_source().items[:20]] == [i.path for i in full.items[:20]]  # deterministic
+
+
+def test_emoji_cache(tmp_path: Path) -> None:
+    info = build_cache(emoji_source(limit=2), tmp_path / "e", RES)
+    assert info.count == 2 * len(EMOJI_CLASSES) and info.skipped == ()
+    cache = open_cache(tmp_path / "e")
+    assert len(set(cache.labels.tolist())) >= 2
+    images = cache.images.numpy()
+    assert images.shape == (info.count, 3, RES, RES)
+    not_white = (images < 250).any(axis=(1, 2, 3))
+    assert not_white.all()  # every emoji has visible content
+    assert (images.reshape(info.count, -1).std(axis=1) > 10).all()  # and is not a flat colour
+
+
+# ---------------------------------------------------------------- Dataset
+
+
+def test_dataset_items(image_folder: Path, tmp_path: Path) -> None:
+    build_cache(folder_source(image_folder), tmp_path / "c", RES)
+    ds = CacheDataset(tmp_path / "c", hflip=True, seed=3)
+    assert (len(ds), ds.num_classes, ds.class_names, ds.resolution) == (5, 2, ("cats", "dogs"), RES)
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.dtype == torch.float32 and x.shape == (3, RES, RES)
+        assert -1.0 <= x.min() and x.max() <= 1.0 and y.dtype == torch.int64
+        raw = ds.cache.images[i].float() / 127.5 - 1
+        expected = raw.flip(-1) if flip_decision(3, 0, i) else raw
+        torch.testing.assert_close(x, expected)
+    with pytest.raises(IndexError):
+        ds[5]
+    flips = [[flip_decision(3, e, i) for i in range(64)] for e in range(2)]
+    assert 10 < sum(flips[0]) < 54 and flips[0] != flips[1]  # a fair-ish coin that changes per epoch
+
+    clone = pickle.loads(pickle.dumps(ds))
+    assert len(pickle.dumps(ds)) < 10_000  # file names travel, not pixels
+    torch.testing.assert_close(clone[2][0], ds[2][0])
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=1)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (5, 3, RES, RES) and yb.tolist() == [0, 0, 0, 1, 1]

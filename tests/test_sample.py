@@ -1,0 +1,98 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pixdiff import checkpoint
+from pixdiff.config_tree import to_dict
+from pixdiff.interop import to_reference
+from pixdiff.npz import load_images, load_labels, load_meta
+from pixdiff.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
+        "model.backbone.image_size=16", "model.head.width=8"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A random-weight tiny DiP saved as a pixdiff checkpoint (sampling does not care about training)."""
+    torch.manual_seed(0)
+    r = load_recipe("emoji_tiny", TINY)
+    sd = r.model.build().state_dict()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, path)
+    return path
+
+
+def cli(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, *(launcher or ("-m",)), "pixdiff.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def sample(ckpt: Path, out: Path, *extra: str, launcher: tuple[str, ...] = ()) -> np.ndarray:
+    res = cli("sample", str(ckpt), "--out", str(out), "--steps", "3", "--cfg", "2.0", "--device", "cpu", *extra,
+              launcher=launcher)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return load_images(out / "samples.npz")
+
+
+def test_sample_npz_round_trip_and_balanced_labels(ckpt, tmp_path):
+    images = sample(ckpt, tmp_path, "--num", "10", "--classes", "5", "--batch-size", "4")
+    assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8
+    labels = load_labels(tmp_path / "samples.npz")
+    assert np.bincount(labels).tolist() == [2, 2, 2, 2, 2]
+    meta = load_meta(tmp_path / "samples.npz")
+    assert meta["labels"] == "balanced" and meta["num"] == 10 and meta["steps"] == 3
+    assert (tmp_path / "grid.png").is_file()
+    assert len({im.tobytes() for im in images}) == 10  # no duplicates
+
+
+def test_samples_do_not_depend_on_batch_size(ckpt, tmp_path):
+    a = sample(ckpt, tmp_path / "a", "--num", "6", "--batch-size", "1")
+    b = sample(ckpt, tmp_path / "b", "--num", "6", "--batch-size", "6")
+    # per-sample noise makes the sets equal; CPU matmuls of other shapes may differ in the last float
+    # bits, which can move a pixel across a rounding boundary, never more than one level
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert (a == b).mean() > 0.999
+
+
+def test_two_gloo_ranks_write_exactly_n_unique_samples_for_odd_n(ckpt, tmp_path):
+    one = sample(ckpt, tmp_path / "one", "--num", "7", "--labels", "random")
+    two = sample(ckpt, tmp_path / "two", "--num-images", "7", "--labels", "random",
+                 launcher=("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", "-m"))
+    assert two.shape[0] == 7 and len({im.tobytes() for im in two}) == 7
+    assert np.abs(one.astype(int) - two.astype(int)).max() <= 1
+    np.testing.assert_array_equal(load_labels(tmp_path / "one" / "samples.npz"),
+                                  load_labels(tmp_path / "two" / "samples.npz"))
+    assert load_meta(tmp_path / "two" / "samples.npz")["world_size"] == 2
+    assert not (tmp_path / "two" / ".parts").exists()
+
+
+def test_authors_reference_checkpoint_samples_like_the_converted_one(ckpt, tmp_path):
+    ours = checkpoint.load(ckpt)
+    ref = tmp_path / "ref.ckpt"
+    torch.save({"state_dict": {f"ema_denoiser.{k}": v for k, v in to_reference(ours["ema"]).items()}}, ref)
+    direct = sample(ref, tmp_path / "direct", "--num", "3", "--recipe", "emoji_tiny", *[
+        a for o in TINY for a in ("--set", o)])
+    res = cli("convert", str(ref), str(tmp_path / "converted.pt"), "--recipe", "emoji_tiny",
+              *[a for o in TINY for a in ("--set", o)])
+    assert res.returncode == 0, res.stderr
+    converted = sample(tmp_path / "converted.pt", tmp_path / "conv", "--num", "3")
+    original = sample(ckpt, tmp_path / "orig", "--num", "3")
+    np.testing.assert_array_equal(direct, original)
+    np.testing.assert_array_equal(converted, original)
+
+
+def test_sample_errors_are_clear(ckpt, tmp_path):
+    res = cli("sample", str(tmp_path / "missing.pt"), "--out", str(tmp_path))
+    assert res.returncode == 2 and "checkpoint not found" in res.stderr
+    bare = tmp_path / "bare.pt"
+    torch.save({"x": torch.zeros(1)}, bare)
+    res = cli("sample", str(bare), "--out", str(tmp_path))
+    assert res.returncode == 2 and "--recipe" in res.stderr
