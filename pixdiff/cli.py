@@ -144,6 +144,8 @@ def train(
         result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress)
     except (*user_errors(), DataError, TrainingError) as e:
         fail(str(e))
+    if not result.main:
+        return
     typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.last_loss:.4f}")
     typer.echo(f"checkpoint: {result.checkpoint}")
     if result.sample_grid:

@@ -226,8 +226,8 @@ class Extractor(ABC):
         batch_size: int = 64,
         device: str | torch.device = "cpu",
         want_logits: bool = False,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yield (features float64 (B, F), logits float64 (B, C) or None) per batch, in order.
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Yield (features (B, F), logits (B, C) or None) per batch, in order, as float tensors on ``device``.
 
         ``images`` is a uint8 (N, H, W, 3) array or an iterable of such chunks (streaming).
         """
@@ -241,19 +241,18 @@ class Extractor(ABC):
                 _check_images(chunk)
                 for start in range(0, len(chunk), batch_size):
                     x = torch.from_numpy(np.ascontiguousarray(chunk[start : start + batch_size]))
-                    feats, logits = self._forward(x.to(device).permute(0, 3, 1, 2), want_logits)
-                    yield feats.double().cpu().numpy(), None if logits is None else logits.double().cpu().numpy()
+                    yield self._forward(x.to(device).permute(0, 3, 1, 2), want_logits)
 
     def features_and_logits(
         self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
     ) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, H, W, 3), N >= 1 -> (float64 (N, F) features, float64 (N, C) class logits)."""
         feats, logits = zip(*self.run(images, batch_size=batch_size, device=device, want_logits=True))
-        return np.concatenate(feats), np.concatenate(logits)
+        return _to_numpy(feats), _to_numpy(logits)
 
     def features(self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
         """uint8 (N, H, W, 3), N >= 1 -> float64 (N, F) features."""
-        return np.concatenate([f for f, _ in self.run(images, batch_size=batch_size, device=device)])
+        return _to_numpy([f for f, _ in self.run(images, batch_size=batch_size, device=device)])
 
     def logits(self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
         """uint8 (N, H, W, 3), N >= 1 -> float64 (N, C) class logits (for the Inception Score)."""
@@ -356,6 +355,10 @@ def _check_images(images: np.ndarray) -> None:
         raise TypeError(f"images must be a uint8 numpy array, got {getattr(images, 'dtype', type(images))}")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
+
+
+def _to_numpy(batches: Iterable[torch.Tensor]) -> np.ndarray:
+    return torch.cat(list(batches)).double().cpu().numpy()
 
 
 def _file_digest(path: str) -> str:

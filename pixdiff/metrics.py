@@ -73,8 +73,15 @@ class FeatureStats:
 # Metric arithmetic
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """``|mu1 - mu2|² + Tr(S1 + S2 - 2 (S1 S2)^½)`` in float64.
+def frechet_distance(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    *,
+    device: str | torch.device = "cpu",
+) -> float:
+    """``|mu1 - mu2|² + Tr(S1 + S2 - 2 (S1 S2)^½)``, computed in float64 on ``device``.
 
     Tr((S1 S2)^½) is the sum of square roots of the eigenvalues of the symmetric PSD matrix
     S1^½ S2 S1^½, which has the same spectrum as S1 S2. The reference implementations (pytorch-fid,
@@ -93,8 +100,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         )
     if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):
         raise ValueError("statistics contain NaN or inf")
-    root1 = _psd_sqrt(sigma1)
-    tr_covmean = np.sqrt(_clip_round_off(np.linalg.eigvalsh(_symmetric(root1 @ sigma2 @ root1)))).sum()
+    s1, s2 = (torch.as_tensor(s, device=device) for s in (sigma1, sigma2))
+    root1 = _psd_sqrt(s1)
+    tr_covmean = _clip_round_off(torch.linalg.eigvalsh(_symmetric(root1 @ s2 @ root1))).sqrt().sum().item()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
@@ -338,7 +346,8 @@ def evaluate(
         "num_samples": sample_stats.count,
         "num_ref": ref_stats.count,
         "num_ref_features": ref_rows,
-        spec.fd_key: frechet_distance(sample_stats.mu, sample_stats.sigma, ref_stats.mu, ref_stats.sigma),
+        spec.fd_key: frechet_distance(sample_stats.mu, sample_stats.sigma, ref_stats.mu, ref_stats.sigma,
+                                      device=device),
     }
     if ref_stats.features is not None and ref_rows > pr_k:
         assert sample_stats.features is not None
@@ -366,7 +375,7 @@ def _extract(
     *,
     want_logits: bool,
 ) -> tuple[FeatureStats, np.ndarray | None]:
-    """Stream images through the extractor, accumulating mean/covariance in float64."""
+    """Stream images through the extractor, accumulating mean/covariance in float64 on ``device``."""
     count, chunks = _image_chunks(images, batch_size)
     if count < 2:
         raise ValueError(f"need at least 2 images to estimate feature statistics, got {count}")
@@ -377,25 +386,27 @@ def _extract(
     kept, logits, start = [], [], 0
     for feats, batch_logits in extractor.run(chunks, batch_size=batch_size, device=device,
                                              want_logits=want_logits):
+        feats = feats.double()
         if shift is None:
             # Accumulating around a provisional mean keeps sum-of-squares cancellation harmless.
-            shift = feats.mean(axis=0)
-            total, outer = np.zeros_like(shift), np.zeros((len(shift), len(shift)))
+            shift = feats.mean(dim=0)
+            total, outer = torch.zeros_like(shift), shift.new_zeros(len(shift), len(shift))
         centred = feats - shift
-        total += centred.sum(axis=0)
+        total += centred.sum(dim=0)
         outer += centred.T @ centred
         rows = slice(None) if keep is None else keep[(keep >= start) & (keep < start + len(feats))] - start
-        kept.append(feats[rows].astype(np.float32))
+        kept.append(feats[rows].float().cpu().numpy())
         if batch_logits is not None:
-            logits.append(batch_logits)
+            logits.append(batch_logits.double().cpu().numpy())
         start += len(feats)
     mean = total / count
+    sigma = (outer - count * torch.outer(mean, mean)) / (count - 1)
     stats = FeatureStats(
         extractor=extractor.name,
         fingerprint=extractor.fingerprint,
         count=count,
-        mu=shift + mean,
-        sigma=_symmetric((outer - count * np.outer(mean, mean)) / (count - 1)),
+        mu=(shift + mean).cpu().numpy(),
+        sigma=_symmetric(sigma).cpu().numpy(),
         features=None if max_features == 0 else np.concatenate(kept),
     )
     return stats, np.concatenate(logits) if logits else None
@@ -443,23 +454,23 @@ def _check_compatible(stats: FeatureStats, extractor: Extractor, where: str) -> 
         )
 
 
-def _symmetric(a: np.ndarray) -> np.ndarray:
+def _symmetric(a: torch.Tensor) -> torch.Tensor:
     return (a + a.T) / 2.0
 
 
-def _psd_sqrt(a: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(_symmetric(a))
-    return (v * np.sqrt(_clip_round_off(w))) @ v.T
+def _psd_sqrt(a: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(_symmetric(a))
+    return (v * _clip_round_off(w).sqrt()) @ v.T
 
 
-def _clip_round_off(eig: np.ndarray) -> np.ndarray:
+def _clip_round_off(eig: torch.Tensor) -> torch.Tensor:
     """Zero the eigenvalues of a PSD matrix that are round-off (negative or below d·eps·max).
 
     Covariances from fewer samples than dimensions are singular; their null-space eigenvalues
     come out as +-1e-16-sized noise, and the square root would amplify that to ~1e-8 each.
     """
-    tol = max(eig.max(initial=0.0), 0.0) * len(eig) * np.finfo(np.float64).eps
-    return np.where(eig > tol, eig, 0.0)
+    tol = eig.max().clamp_min(0.0) * len(eig) * torch.finfo(eig.dtype).eps
+    return torch.where(eig > tol, eig, torch.zeros_like(eig))
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

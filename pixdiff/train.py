@@ -48,6 +48,7 @@ class TrainResult:
     seconds: float
     checkpoint: Path | None
     sample_grid: Path | None
+    main: bool  # whether this process is rank 0 (the one that reports)
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -81,10 +82,9 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, [p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params)],
-                         1.0 - decay)
+def ema_update(ema: list[torch.Tensor], live: list[torch.Tensor], decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * live, in place (plain tensors or FSDP shards alike)."""
+    torch._foreach_lerp_(ema, [p.detach().to(e.dtype) for p, e in zip(live, ema)], 1.0 - decay)
 
 
 def full_state_dict(module: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
@@ -196,12 +196,17 @@ class Trainer:
         # model, EMA (fp32, never wrapped), optimizer
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         model = recipe.model.build().to(d.device)
-        self.ema = recipe.model.build().to(d.device).requires_grad_(False).eval()
-        self.ema.load_state_dict(model.state_dict())
         if tc.compile:
             model.compile()  # in place: parameter names (and checkpoints) stay as they are
         self.net = TrainingLoss(model, recipe.objective, self.num_classes, tc.repa).to(d.device)
         self.wrapped = self._wrap(self.net)
+        # EMA in fp32: under FSDP one shard per live shard (no communication to update it);
+        # otherwise a full model that sample grids run on
+        self.ema_model = None if self.fsdp else recipe.model.build().to(d.device).requires_grad_(False).eval()
+        if self.ema_model is not None:
+            self.ema_model.load_state_dict(model.state_dict())
+        self.ema = [p.detach().clone().float() for p in model.parameters()] if self.fsdp \
+            else list(self.ema_model.parameters())
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=tc.lr, betas=tc.betas,
                                            weight_decay=tc.weight_decay, fused=d.device.type == "cuda")
         self.step = 0
@@ -242,7 +247,7 @@ class Trainer:
             "recipe": to_dict(self.recipe),
             "step": self.step,
             "model": split_prefix(net, "model."),
-            "ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+            "ema": self.ema_state(),
             "optimizer": optim,
             "rng": {"torch": torch.get_rng_state()},
             "data": {"samples_seen": self.step * self.recipe.train.global_batch,
@@ -272,7 +277,7 @@ class Trainer:
         net = {f"model.{k}": v for k, v in ckpt["model"].items()}
         net.update({f"repa_projector.{k}": v for k, v in ckpt.get("repa_projector", {}).items()})
         load_full_state_dict(self.net, net, self.fsdp)
-        self.ema.load_state_dict(ckpt["ema"])
+        self.load_ema(ckpt["ema"])
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -336,37 +341,53 @@ class Trainer:
                                                    tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.fsdp:
-            self._ema_update_fsdp()
-        else:
-            ema_update(self.ema, self.net.model, tc.ema_decay)
+        ema_update(self.ema, list(self.net.model.parameters()), tc.ema_decay)
         self.step += 1
         stats.update(loss=loss.item(), lr=lr, grad_norm=float(grad_norm))
         return stats
 
-    def _ema_update_fsdp(self) -> None:
-        # the EMA stays a full, unsharded module: gather the live weights (collective), then lerp
-        state = split_prefix(full_state_dict(self.net, fsdp=True), "model.")
+    def ema_state(self) -> dict[str, torch.Tensor]:
+        """Full EMA weights on CPU (a collective under FSDP: every rank calls it)."""
+        if not self.fsdp:
+            return {k: v.detach().cpu() for k, v in self.ema_model.state_dict().items()}
+        names = [n for n, _ in self.net.model.named_parameters()]
+        return {n: e.full_tensor().cpu() for n, e in zip(names, self.ema)}
+
+    def load_ema(self, state: dict[str, torch.Tensor]) -> None:
+        if not self.fsdp:
+            self.ema_model.load_state_dict(state)
+            return
+        from torch.distributed.tensor import distribute_tensor
+
         with torch.no_grad():
-            for name, p in self.ema.named_parameters():
-                p.lerp_(state[name].to(p.device, p.dtype), 1.0 - self.recipe.train.ema_decay)
+            for (name, _), e in zip(self.net.model.named_parameters(), self.ema):
+                e.copy_(distribute_tensor(state[name].to(e.device, e.dtype), e.device_mesh, e.placements))
 
     def _checkpoint_step(self) -> int:
         return int(self.last_ckpt.stem.split("_")[1]) if self.last_ckpt else -1
 
     # ------------------------------------------------------------------ samples
     @torch.no_grad()
-    def sample_grid(self) -> Path:
+    def sample_grid(self) -> Path | None:
+        """EMA samples as a PNG grid, written by rank 0 (every rank must call it under FSDP)."""
         from pixdiff.grid import make_grid, save_png, to_uint8
         from pixdiff.sampling import balanced_labels, sample, seed_generators
 
+        ema = self.ema_model
+        if self.fsdp:
+            state = self.ema_state()
+            if self.d.main:
+                ema = self.recipe.model.build().to(self.d.device).eval()
+                ema.load_state_dict(state)
+        if not self.d.main:
+            return None
         sc, n = self.recipe.sample, self.recipe.sample.grid_images
         classes = self.cache.info.num_classes
         y = balanced_labels(n, classes, device=self.d.device)
         gens = seed_generators(range(n), self.d.device)
         bb = self.recipe.model.backbone
         with self._autocast():
-            x = sample(self.ema, self.recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
+            x = sample(ema, self.recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
                        steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale, cfg_interval=sc.cfg_interval,
                        time_shift=sc.time_shift, generators=gens, num_classes=self.num_classes)
         scale = max(1, 128 // bb.image_size)
@@ -396,16 +417,17 @@ class Trainer:
                     bar.update(self.step, last["loss"], ips)
                 if self.step % tc.ckpt_every == 0 and self.step != tc.max_steps:
                     self.save_checkpoint()
-                if tc.sample_every > 0 and self.step % tc.sample_every == 0 and self.step != tc.max_steps and d.main:
+                if tc.sample_every > 0 and self.step % tc.sample_every == 0 and self.step != tc.max_steps:
                     grid = self.sample_grid()
         if self._checkpoint_step() != self.step:
             self.save_checkpoint()
+        if tc.sample_every > 0:
+            grid = self.sample_grid()
         if d.main:
-            if tc.sample_every > 0:
-                grid = self.sample_grid()
             plot_loss(log_path, self.out_dir / "loss.png")
         barrier(d)
-        return TrainResult(self.out_dir, self.step, last["loss"], time.perf_counter() - t0, self.last_ckpt, grid)
+        return TrainResult(self.out_dir, self.step, last["loss"], time.perf_counter() - t0, self.last_ckpt, grid,
+                           d.main)
 
 
 class _ProgressBar:

@@ -114,23 +114,27 @@ def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_a_used_folder(
     assert res.returncode == 2 and "no checkpoint" in res.stderr
 
 
-def test_distributed_drill_two_gloo_ranks_match_one_process(cache_dir, tmp_path):
-    args = sets(tiny(cache_dir, "train.max_steps=3", "train.grad_clip=0"))
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_distributed_drill_two_gloo_ranks_match_one_process(cache_dir, tmp_path, parallel):
+    args = sets(tiny(cache_dir, "train.max_steps=3", "train.grad_clip=1.0"))
     single = tmp_path / "single"
     assert cli("train", "emoji_tiny", "--out", str(single), "--no-progress", *args).returncode == 0
-    ddp = tmp_path / "ddp"
+    multi = tmp_path / parallel
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", "-m", "pixdiff.cli", "train", "emoji_tiny", "--out", str(ddp),
-                          "--no-progress", "--device", "cpu", *args],
+                          f"--master_port={29517 + (parallel == 'fsdp')}", "-m", "pixdiff.cli", "train", "emoji_tiny",
+                          "--out", str(multi), "--no-progress", "--device", "cpu",
+                          *args, "--set", f"train.parallel={parallel}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    a = checkpoint.load(single / "checkpoints" / "step_00000003.pt")["model"]
-    b = checkpoint.load(ddp / "checkpoints" / "step_00000003.pt")["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert res.stdout.count("trained 3 steps") == 1  # only rank 0 reports
+    a = checkpoint.load(single / "checkpoints" / "step_00000003.pt")
+    b = checkpoint.load(multi / "checkpoints" / "step_00000003.pt")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4, msg=k)
+        torch.testing.assert_close(a["ema"][k], b["ema"][k], atol=1e-5, rtol=1e-4, msg=k)
     # the logged loss is the global mean either way
-    for (s1, l1), (s2, l2) in zip(losses(single), losses(ddp)):
+    for (s1, l1), (s2, l2) in zip(losses(single), losses(multi)):
         assert s1 == s2 and abs(l1 - l2) < 1e-5
 
 

@@ -1,0 +1,509 @@
+"""Speed of a recipe's model: sampling latency (the paper's protocol) and sampling/training throughput.
+
+Weights are random: speed does not depend on their values. Every figure comes from the real code
+paths: `pixdiff.sampling.sample` (solver, guidance interval, per-sample generators, final clamp) and
+`pixdiff.train.TrainingLoss` with AdamW.
+
+Timing. Each timed call is one whole sampling call (or one training step). On CUDA it is bracketed
+by CUDA events after a `torch.cuda.synchronize()`; on the CPU by `time.perf_counter`. Warm-up calls
+run first and are not timed, except the first, reported as `first_call_s` (with `compile` it holds
+the compilation, so `compile_s` = first call - median).
+
+Precision ("bf16"). Sampling converts the parameters to bf16 (what a fast inference path does:
+autocast would re-cast every fp32 weight on every forward, ~3.8 GB of memory traffic per forward
+for DiP-XL/16), while the RoPE tables stay fp32 and the solver state stays fp32: the network input
+is cast to bf16 and its output back to fp32 at each call. Training keeps fp32 master weights under
+bf16 autocast, as `pixdiff.train` does. "fp32" is plain fp32 with torch's defaults (TF32 matmuls
+off; cuDNN convolutions may use TF32, torch's default).
+
+Compilation. `torch.compile(model, mode=compile_mode, dynamic=False)`: one static graph per batch
+shape (sampling with a guidance interval runs two: B outside the interval, 2B inside). Latency
+defaults to mode "reduce-overhead" (inductor + CUDA graphs: the batch-2 run is launch-bound, so
+graph replay is the big win); throughput to "default". Training compiles in place (`model.compile`)
+as the trainer does.
+
+FLOPs. `summary.forward_flops` at batch 1 (torch's FlopCounterMode on a meta-device copy); a call
+at batch b costs b times that. A training image costs 3x a forward (forward + backward ~ 2x).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+
+from pixdiff.heads.linear import LinearOut
+from pixdiff.model import ModelConfig
+from pixdiff.recipe import Recipe
+from pixdiff.sampling import balanced_labels, sample, seed_generators
+from pixdiff.summary import count_params, forward_flops
+
+Dtype = Literal["bf16", "fp32"]
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+
+# Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by device-name substring, checked in
+# order. bf16 only: for fp32 the ceiling depends on TF32 settings (matmuls vs cuDNN convolutions),
+# so fp32 MFU needs an explicit `peak_tflops`.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),  # SXM5 / HBM3
+    ("H200 NVL", 835.0),
+    ("H200", 989.0),
+    ("A100", 312.0),
+)
+
+
+# ----------------------------------------------------------------------------- environment
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | torch.device) -> Dtype:
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def default_peak_tflops(device_name: str, dtype: Dtype) -> float | None:
+    """The device's dense bf16 peak, or None (CPU, fp32, unknown GPU)."""
+    if dtype != "bf16":
+        return None
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name), None)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _resolve(device: str | None, dtype: str | None) -> tuple[torch.device, Dtype]:
+    dev = torch.device(device or default_device())
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    dt = dtype or default_dtype(dev)
+    if dt not in DTYPES:
+        raise ValueError(f"dtype must be 'bf16' or 'fp32', not {dt!r}")
+    return dev, dt
+
+
+def _environment(device: torch.device, dtype: Dtype) -> dict[str, Any]:
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "dtype": dtype,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+# ----------------------------------------------------------------------------- timing and memory
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_each(fn: Callable[[int], object], n: int, device: torch.device) -> list[float]:
+    """Seconds of each of n back-to-back calls fn(0..n-1). On CUDA, events between the calls
+    (no host sync added between them); one synchronize before and after."""
+    _sync(device)
+    if device.type == "cuda":
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
+        events[0].record()
+        for i in range(n):
+            fn(i)
+            events[i + 1].record()
+        events[-1].synchronize()
+        return [a.elapsed_time(b) / 1e3 for a, b in zip(events, events[1:])]
+    times = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
+        "times_s": times,
+    }
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _memory_start(device: torch.device) -> int | None:
+    """Start a peak-memory window; returns the CPU's current RSS in bytes (None on CUDA or where
+    the peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return None
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # Linux: reset this process's peak RSS (VmHWM) to its current RSS
+        return _proc_status_kb("VmRSS") * 1024
+    except OSError:
+        return None
+
+
+def _memory_peak(device: torch.device, start: int | None) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"peak_mem_bytes": torch.cuda.max_memory_allocated(device),
+                "peak_mem_kind": "cuda_max_memory_allocated"}
+    if start is None:
+        return {"peak_mem_bytes": None, "peak_mem_kind": None}
+    # approximate: the allocator may reuse pages freed by an earlier model without raising the peak
+    return {"peak_mem_bytes": _proc_status_kb("VmHWM") * 1024 - start, "peak_mem_kind": "cpu_peak_rss_increase"}
+
+
+def _release(device: torch.device, compiled: bool) -> None:
+    """Drop the previous model's compiled graphs (and CUDA graph pools) and cached memory."""
+    gc.collect()
+    if compiled:
+        torch._dynamo.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- models
+def dit_only(config: ModelConfig) -> ModelConfig:
+    """The recipe's DiT-only counterpart: same backbone, DiT's linear output layer, post placement."""
+    return dataclasses.replace(config, head=LinearOut(), placement="post")
+
+
+def _forward_gflops(config: ModelConfig) -> float:
+    with torch.device("meta"):
+        model = config.build()
+    return forward_flops(model, config) / 1e9
+
+
+def _build(config: ModelConfig, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    with device:
+        return config.build()
+
+
+def _sizes(model: torch.nn.Module) -> dict[str, int]:
+    params = count_params(model)
+    return {"params": params, "params_head": params - count_params(model.backbone)}
+
+
+class _Network:
+    """The network as the sampler calls it: the fp32 solver state is cast to the weights' dtype and
+    the output back to fp32; each call's batch is recorded (with CFG inside the interval: 2B)."""
+
+    def __init__(self, net: Callable, dtype: torch.dtype, cudagraphs: bool):
+        self.net, self.dtype, self.cudagraphs = net, dtype, cudagraphs
+        self.batches: list[int] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.cudagraphs:
+            # inference loop under CUDA graphs: the previous call's outputs are dead by now, so
+            # the graphs may overwrite them (otherwise cudagraph trees would re-record)
+            torch.compiler.cudagraph_mark_step_begin()
+        self.batches.append(x.shape[0])
+        return self.net(x.to(self.dtype), t, y).float()
+
+
+def _measure_sampling(
+    config: ModelConfig, recipe: Recipe, *, steps: int, cfg_scale: float, batch: int, dtype: Dtype,
+    compile: bool, compile_mode: str, device: torch.device, warmup: int, repeats: int,
+) -> dict[str, Any]:
+    """Time whole sampling calls of one model; figures for one model (no environment keys)."""
+    gflops = _forward_gflops(config)
+    mem_start = _memory_start(device)
+    model = _build(config, device).eval().requires_grad_(False)
+    if dtype == "bf16":
+        for p in model.parameters():  # parameters only: buffers (RoPE tables) stay fp32
+            p.data = p.data.to(torch.bfloat16)
+    sizes = _sizes(model)
+    net = torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
+    network = _Network(net, DTYPES[dtype], compile and compile_mode in CUDAGRAPH_MODES)
+    bb = config.backbone
+    y = balanced_labels(batch, bb.num_classes, device=device)
+
+    def call(i: int) -> None:
+        network.batches.clear()
+        sample(network, recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
+               num_classes=bb.num_classes, steps=steps, solver=recipe.sample.solver, cfg_scale=cfg_scale,
+               cfg_interval=recipe.sample.cfg_interval, time_shift=recipe.sample.time_shift,
+               generators=seed_generators(range(i * batch, (i + 1) * batch), device))
+
+    first = _time_each(call, 1, device)[0]
+    _time_each(call, max(warmup - 1, 0), device)
+    times = _time_each(call, repeats, device)
+    stats = _stats(times)
+    batches = list(network.batches)  # of the last timed call; every call runs the same grid
+    guided = sum(b == 2 * batch for b in batches)
+    flops = gflops * 1e9 * sum(batches)
+    out = {
+        **stats,
+        "first_call_s": first,
+        "compile_s": max(first - stats["median_s"], 0.0) if compile else None,
+        "nfe": len(batches),
+        "nfe_guided": guided,
+        "evals_per_image": sum(batches) / batch,
+        # the paper's convention: steps x 2 with CFG, though the interval leaves some steps at B
+        "nfe_label": f"{len(batches)}x2" if guided else str(len(batches)),
+        **sizes,
+        "gflops_per_forward": gflops,
+        "tflop_per_call": flops / 1e12,
+        "tflops": flops / stats["median_s"] / 1e12,
+        **_memory_peak(device, mem_start),
+    }
+    del net, model, network
+    _release(device, compile)
+    return out
+
+
+# ----------------------------------------------------------------------------- public API
+def latency(
+    recipe: Recipe, *, steps: int = 100, cfg_scale: float | None = None, batch: int = 1,
+    dtype: Dtype | None = None, compile: bool = False, compile_mode: str = "reduce-overhead",
+    device: str | None = None, warmup: int = 2, repeats: int = 5, baseline: bool = True,
+    peak_tflops: float | None = None,
+) -> dict[str, Any]:
+    """The paper's latency protocol: one whole sampling call (default: 1 image, 100 steps of the
+    recipe's solver, the recipe's CFG scale and interval), `warmup` untimed calls then `repeats`
+    timed ones. With `baseline`, the recipe's DiT-only counterpart is measured the same way in the
+    same run (`baseline`, `ratio` = median / baseline median).
+
+    Defaults: device cuda if available else cpu; dtype bf16 on cuda, fp32 on cpu."""
+    dev, dt = _resolve(device, dtype)
+    if warmup < 1 or repeats < 1:
+        raise ValueError("warmup and repeats must be at least 1 (the first call is never timed)")
+    scale = recipe.sample.cfg_scale if cfg_scale is None else cfg_scale
+    env = _environment(dev, dt)
+    peak = peak_tflops if peak_tflops is not None else default_peak_tflops(env["device"], dt)
+    common = dict(steps=steps, cfg_scale=scale, batch=batch, dtype=dt, compile=compile,
+                  compile_mode=compile_mode, device=dev, warmup=warmup, repeats=repeats)
+
+    def with_mfu(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "mfu": r["tflops"] / peak if peak else None}
+
+    result: dict[str, Any] = {
+        "kind": "latency",
+        "recipe": recipe.name,
+        "resolution": recipe.resolution,
+        "steps": steps,
+        "solver": recipe.sample.solver,
+        "cfg_scale": scale,
+        "cfg_interval": list(recipe.sample.cfg_interval),
+        "batch": batch,
+        "compile": compile,
+        "compile_mode": compile_mode if compile else None,
+        "warmup": warmup,
+        "repeats": repeats,
+        "peak_tflops": peak,
+        **env,
+        **with_mfu(_measure_sampling(recipe.model, recipe, **common)),
+        "baseline": None,
+        "ratio": None,
+    }
+    if baseline:
+        base = with_mfu(_measure_sampling(dit_only(recipe.model), recipe, **common))
+        result["baseline"] = base
+        result["ratio"] = result["median_s"] / base["median_s"]
+    return result
+
+
+def _measure_training(
+    recipe: Recipe, *, batch: int, dtype: Dtype, compile: bool, compile_mode: str, device: torch.device,
+    warmup: int, iters: int,
+) -> dict[str, Any]:
+    """forward + backward + AdamW step of `pixdiff.train.TrainingLoss` on random data in [-1, 1]
+    (REPA off, no EMA update, no gradient clipping)."""
+    from pixdiff.train import TrainingLoss
+
+    gflops = _forward_gflops(recipe.model)
+    mem_start = _memory_start(device)
+    model = _build(recipe.model, device)
+    sizes = _sizes(model)
+    if compile:
+        model.compile(mode=compile_mode)  # in place, as the trainer does
+    bb, tc = recipe.model.backbone, recipe.train
+    loss_fn = TrainingLoss(model, recipe.objective, bb.num_classes, repa=None)
+    optimizer = torch.optim.AdamW(loss_fn.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
+                                  fused=device.type == "cuda")
+    data = torch.Generator(device).manual_seed(0)
+    x = torch.rand(batch, bb.channels, bb.image_size, bb.image_size, generator=data, device=device) * 2 - 1
+    y = torch.randint(bb.num_classes, (batch,), generator=data, device=device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
+
+    def step(i: int) -> None:
+        gens = seed_generators(range(i * batch, (i + 1) * batch), device)  # per-sample, as in training
+        with autocast():
+            loss, _ = loss_fn(x, y, gens)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    first = _time_each(step, 1, device)[0]
+    _time_each(step, max(warmup - 1, 0), device)
+    stats = _stats(_time_each(step, iters, device))
+    flops = 3 * gflops * 1e9 * batch
+    out = {
+        **stats,
+        "first_call_s": first,
+        "compile_s": max(first - stats["median_s"], 0.0) if compile else None,
+        **sizes,
+        "gflops_per_forward": gflops,
+        "flops_convention": "3 x forward FLOPs per image (forward + backward ~ 2x forward)",
+        "tflop_per_call": flops / 1e12,
+        "tflops": flops / stats["median_s"] / 1e12,
+        **_memory_peak(device, mem_start),
+    }
+    del loss_fn, model, optimizer
+    _release(device, compile)
+    return out
+
+
+def throughput(
+    recipe: Recipe, *, mode: Literal["sample", "train"] = "sample", batch: int = 64, dtype: Dtype | None = None,
+    compile: bool = False, compile_mode: str = "default", device: str | None = None, steps: int | None = None,
+    cfg_scale: float | None = None, iters: int | None = None, warmup: int | None = None,
+    peak_tflops: float | None = None,
+) -> dict[str, Any]:
+    """Images per second at a large batch.
+
+    mode "sample": whole sampling calls of `batch` images with `steps` steps (default: the
+    recipe's; no extrapolation) and the recipe's CFG (2B per guided step); images/s = batch /
+    median call time. Defaults iters 3, warmup 1.
+    mode "train": forward + backward + AdamW steps of TrainingLoss on `batch` random images (bf16
+    autocast with fp32 master weights, or fp32); images/s = batch / median step time, FLOPs
+    3x forward per image. Defaults iters 10, warmup 3.
+    MFU = achieved TFLOP/s / `peak_tflops` (default: the device's dense bf16 peak; None on CPU)."""
+    if mode not in ("sample", "train"):
+        raise ValueError(f"mode must be 'sample' or 'train', not {mode!r}")
+    dev, dt = _resolve(device, dtype)
+    iters = iters if iters is not None else (3 if mode == "sample" else 10)
+    warmup = warmup if warmup is not None else (1 if mode == "sample" else 3)
+    if warmup < 1 or iters < 1:
+        raise ValueError("warmup and iters must be at least 1 (the first call is never timed)")
+    env = _environment(dev, dt)
+    peak = peak_tflops if peak_tflops is not None else default_peak_tflops(env["device"], dt)
+    result: dict[str, Any] = {
+        "kind": "throughput",
+        "mode": mode,
+        "recipe": recipe.name,
+        "resolution": recipe.resolution,
+        "batch": batch,
+        "compile": compile,
+        "compile_mode": compile_mode if compile else None,
+        "warmup": warmup,
+        "iters": iters,
+        **env,
+    }
+    if mode == "sample":
+        scale = recipe.sample.cfg_scale if cfg_scale is None else cfg_scale
+        n_steps = steps or recipe.sample.steps
+        result.update(steps=n_steps, solver=recipe.sample.solver, cfg_scale=scale,
+                      cfg_interval=list(recipe.sample.cfg_interval))
+        measured = _measure_sampling(recipe.model, recipe, steps=n_steps, cfg_scale=scale, batch=batch, dtype=dt,
+                                     compile=compile, compile_mode=compile_mode, device=dev, warmup=warmup,
+                                     repeats=iters)
+    else:
+        measured = _measure_training(recipe, batch=batch, dtype=dt, compile=compile, compile_mode=compile_mode,
+                                     device=dev, warmup=warmup, iters=iters)
+    result.update(measured)
+    result.update(
+        images_per_s=batch / measured["median_s"],
+        peak_tflops=peak,
+        mfu=measured["tflops"] / peak if peak else None,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- printing
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _mem(r: dict[str, Any]) -> str:
+    if r.get("peak_mem_bytes") is None:
+        return "-"
+    return f"{r['peak_mem_bytes'] / 2**30:.2f} GiB ({r['peak_mem_kind']})"
+
+
+def result_table(result: dict[str, Any]):
+    """A rich Table for a `latency` or `throughput` result."""
+    from rich.table import Table
+
+    r = result
+    title = (f"{r['kind']}: {r['recipe']} on {r['device']} ({r['dtype']}, "
+             f"{'compiled ' + r['compile_mode'] if r['compile'] else 'eager'}, torch {r['torch_version']})")
+    if r["kind"] == "latency":
+        cols = [r] + ([r["baseline"]] if r["baseline"] else [])
+        table = Table(title=title)
+        table.add_column("")
+        table.add_column(r["recipe"], justify="right")
+        if r["baseline"]:
+            table.add_column("DiT-only baseline", justify="right")
+        rows = [
+            ("median s", "median_s"), ("min s", "min_s"), ("max s", "max_s"), ("std s", "std_s"),
+            ("first call s", "first_call_s"), ("compile s", "compile_s"),
+            ("NFE (network calls)", "nfe"), ("  of which CFG (batch 2B)", "nfe_guided"),
+            ("evaluations per image", "evals_per_image"), ("paper convention", "nfe_label"),
+            ("parameters", "params"), ("  head", "params_head"), ("GFLOP / forward (B=1)", "gflops_per_forward"),
+            ("achieved TFLOP/s", "tflops"), ("MFU", "mfu"),
+        ]
+        for label, key in rows:
+            table.add_row(label, *(_fmt(c[key]) for c in cols))
+        table.add_row("peak memory", *(_mem(c) for c in cols))
+        table.caption = (f"batch {r['batch']}, {r['steps']} {r['solver']} steps, CFG {r['cfg_scale']} on "
+                         f"{tuple(r['cfg_interval'])}, {r['repeats']} repeats"
+                         + (f"; ratio {r['ratio']:.3f}" if r["ratio"] else ""))
+        return table
+    table = Table(title=title, show_header=False)
+    rows = [
+        ("mode", r["mode"]), ("batch", r["batch"]), ("images / s", r["images_per_s"]),
+        ("median s / call", r["median_s"]), ("min / max s", f"{r['min_s']:.4g} / {r['max_s']:.4g}"),
+        ("first call s", r["first_call_s"]), ("compile s", r["compile_s"]),
+        ("achieved TFLOP/s", r["tflops"]), ("peak TFLOP/s", r["peak_tflops"]), ("MFU", r["mfu"]),
+        ("parameters", r["params"]), ("GFLOP / forward (B=1)", r["gflops_per_forward"]), ("peak memory", _mem(r)),
+    ]
+    if r["mode"] == "sample":
+        rows.insert(3, ("steps / CFG", f"{r['steps']} {r['solver']} / {r['cfg_scale']} on {tuple(r['cfg_interval'])}"))
+        rows.insert(4, ("NFE (guided)", f"{r['nfe']} ({r['nfe_guided']})"))
+    else:
+        rows.insert(3, ("FLOPs", r["flops_convention"]))
+    for label, value in rows:
+        table.add_row(label, _fmt(value))
+    return table
+
+
+def print_result(result: dict[str, Any], console: Any = None) -> None:
+    from rich.console import Console
+
+    (console or Console()).print(result_table(result))

@@ -1,0 +1,67 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pixdiff.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["sample", "--help"], ["info", "--help"]])
+def test_help_does_not_import_torch(args):
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "pixdiff.cli", *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "Usage" in res.stdout
+
+
+def test_info_json_reports_the_papers_counts():
+    res = cli("info", "recipes/dip_xl16.py", "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["params"] == 631_989_411 and info["params_head"] == 6_968_067
+    assert info["tokens"] == 256 and info["patch_size"] == 16 and info["resolution"] == 256
+    assert 250 < info["gflops"] < 260
+
+
+def test_info_table_and_overrides():
+    res = cli("info", "dip_xl16:dit_only", "--set", "model.backbone.depth=32")
+    assert res.returncode == 0, res.stderr
+    assert "771,953,664" in res.stdout
+
+
+def test_ls_lists_recipes_functions_and_plugins():
+    res = cli("ls")
+    assert res.returncode == 0, res.stderr
+    assert "dip_xl16: build, dit_only" in res.stdout and "emoji_tiny" in res.stdout
+    assert "plugin head film_conv" in res.stdout and "plugin recipe dip_xl16_film" in res.stdout
+
+
+def test_plugin_recipe_builds():
+    res = cli("info", "plugin:dip_xl16_film", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["head"] == "FiLMConvHead"
+
+
+def test_broken_plugin_is_named_in_one_clear_error(tmp_path):
+    (tmp_path / "broken_head.py").write_text("import not_a_module_anywhere\n")
+    res = cli("ls", env={"PIXDIFF_PLUGINS": str(tmp_path)})
+    assert res.returncode == 2
+    assert "plugin 'broken_head'" in res.stderr and "not_a_module_anywhere" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_recipe_and_key_errors():
+    res = cli("info", "nope")
+    assert res.returncode == 2 and "built-in recipes:" in res.stderr
+    res = cli("info", "dip_xl16", "--set", "model.backbone.width=3")
+    assert res.returncode == 2 and "unknown key 'model.backbone.width'" in res.stderr
+    assert "model.backbone.dim" in res.stderr
