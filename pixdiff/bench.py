@@ -18,9 +18,10 @@ off; cuDNN convolutions may use TF32, torch's default).
 
 Compilation. `torch.compile(model, mode=compile_mode, dynamic=False)`: one static graph per batch
 shape (sampling with a guidance interval runs two: B outside the interval, 2B inside). Latency
-defaults to mode "reduce-overhead" (inductor + CUDA graphs: the batch-2 run is launch-bound, so
-graph replay is the big win); throughput to "default". Training compiles in place (`model.compile`)
-as the trainer does.
+defaults to mode "reduce-overhead" on CUDA (inductor + CUDA graphs: the batch-2 run is launch-bound,
+so graph replay is the big win) and "default" on the CPU (no CUDA graphs there); throughput to
+"default". Only the network is compiled: the solver, guidance and casts around it run eagerly, as
+in `sample`. Training compiles in place (`model.compile`) as the trainer does.
 
 FLOPs. `summary.forward_flops` at batch 1 (torch's FlopCounterMode on a meta-device copy); a call
 at batch b costs b times that. A training image costs 3x a forward (forward + backward ~ 2x).
@@ -243,7 +244,7 @@ def _measure_sampling(
             p.data = p.data.to(torch.bfloat16)
     sizes = _sizes(model)
     net = torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
-    network = _Network(net, DTYPES[dtype], compile and compile_mode in CUDAGRAPH_MODES)
+    network = _Network(net, DTYPES[dtype], compile and device.type == "cuda" and compile_mode in CUDAGRAPH_MODES)
     bb = config.backbone
     y = balanced_labels(batch, bb.num_classes, device=device)
 
@@ -284,7 +285,7 @@ def _measure_sampling(
 # ----------------------------------------------------------------------------- public API
 def latency(
     recipe: Recipe, *, steps: int = 100, cfg_scale: float | None = None, batch: int = 1,
-    dtype: Dtype | None = None, compile: bool = False, compile_mode: str = "reduce-overhead",
+    dtype: Dtype | None = None, compile: bool = False, compile_mode: str | None = None,
     device: str | None = None, warmup: int = 2, repeats: int = 5, baseline: bool = True,
     peak_tflops: float | None = None,
 ) -> dict[str, Any]:
@@ -293,8 +294,11 @@ def latency(
     timed ones. With `baseline`, the recipe's DiT-only counterpart is measured the same way in the
     same run (`baseline`, `ratio` = median / baseline median).
 
-    Defaults: device cuda if available else cpu; dtype bf16 on cuda, fp32 on cpu."""
+    Defaults: device cuda if available else cpu; dtype bf16 on cuda, fp32 on cpu; compile_mode
+    "reduce-overhead" on cuda, "default" on cpu. MFU against `peak_tflops` (default: the device's
+    dense bf16 peak; None on CPU)."""
     dev, dt = _resolve(device, dtype)
+    compile_mode = compile_mode or ("reduce-overhead" if dev.type == "cuda" else "default")
     if warmup < 1 or repeats < 1:
         raise ValueError("warmup and repeats must be at least 1 (the first call is never timed)")
     scale = recipe.sample.cfg_scale if cfg_scale is None else cfg_scale
@@ -451,9 +455,11 @@ def _fmt(value: Any) -> str:
 
 
 def _mem(r: dict[str, Any]) -> str:
-    if r.get("peak_mem_bytes") is None:
+    n = r.get("peak_mem_bytes")
+    if n is None:
         return "-"
-    return f"{r['peak_mem_bytes'] / 2**30:.2f} GiB ({r['peak_mem_kind']})"
+    size = f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+    return f"{size} ({r['peak_mem_kind']})"
 
 
 def result_table(result: dict[str, Any]):
@@ -473,7 +479,7 @@ def result_table(result: dict[str, Any]):
         rows = [
             ("median s", "median_s"), ("min s", "min_s"), ("max s", "max_s"), ("std s", "std_s"),
             ("first call s", "first_call_s"), ("compile s", "compile_s"),
-            ("NFE (network calls)", "nfe"), ("  of which CFG (batch 2B)", "nfe_guided"),
+            ("NFE (network calls)", "nfe"), ("  CFG calls (batch 2B)", "nfe_guided"),
             ("evaluations per image", "evals_per_image"), ("paper convention", "nfe_label"),
             ("parameters", "params"), ("  head", "params_head"), ("GFLOP / forward (B=1)", "gflops_per_forward"),
             ("achieved TFLOP/s", "tflops"), ("MFU", "mfu"),

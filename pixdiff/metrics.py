@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,9 +155,10 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     n = len(p)
     scores = []
     for i in range(splits):
-        part, part_logp = p[i * n // splits : (i + 1) * n // splits], logp[i * n // splits : (i + 1) * n // splits]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kl = np.where(part > 0, part * (part_logp - np.log(part.mean(axis=0))), 0.0)
+        rows = slice(i * n // splits, (i + 1) * n // splits)
+        part = p[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 * log 0 terms are set to 0
+            kl = np.where(part > 0, part * (logp[rows] - np.log(part.mean(axis=0))), 0.0)
         scores.append(np.exp(kl.sum(axis=1).mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
@@ -226,10 +228,16 @@ def save_stats(path: str | os.PathLike, stats: FeatureStats) -> None:
 
 def load_stats(path: str | os.PathLike) -> FeatureStats:
     """Read statistics written by ``save_stats``; clear errors for other or damaged files."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such statistics file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "format" not in data.files or str(data["format"]) != STATS_FORMAT:
-                raise ValueError(f"{path}: not a pixdiff statistics file (no '{STATS_FORMAT}' marker)")
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    with data:
+        if "format" not in data.files or str(data["format"]) != STATS_FORMAT:
+            raise ValueError(f"{path}: not a pixdiff statistics file (no '{STATS_FORMAT}' marker)")
+        try:
             return FeatureStats(
                 extractor=str(data["extractor"]),
                 fingerprint=str(data["fingerprint"]),
@@ -238,10 +246,8 @@ def load_stats(path: str | os.PathLike) -> FeatureStats:
                 sigma=data["sigma"].astype(np.float64),
                 features=data["features"] if "features" in data.files else None,
             )
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such statistics file: {path}") from None
-    except (OSError, KeyError, EOFError) as exc:
-        raise ValueError(f"{path}: damaged statistics file ({exc})") from exc
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: damaged statistics file ({exc})") from exc
 
 
 def is_stats_file(path: str | os.PathLike) -> bool:
@@ -283,7 +289,7 @@ def reference_stats(
     elif isinstance(ref, np.ndarray):
         stats, where = compute_stats(ref, extractor, batch_size=batch_size, device=device,
                                      max_features=max_features, seed=seed), "the reference array"
-    elif is_stats_file(ref):
+    elif not isinstance(ref, ImageSource) and is_stats_file(ref):
         stats, where = load_stats(ref), str(ref)
     else:
         source = ref if isinstance(ref, ImageSource) else open_images(ref)
@@ -294,7 +300,8 @@ def reference_stats(
             cache_file = Path(cache_dir or default_cache_dir()) / f"ref-{extractor.name}-{key}.npz"
         stats = _load_cached(cache_file) if cache_file is not None else None
         if stats is None:
-            log.info("extracting %s features of %d reference images from %s", extractor.name, source.count, where)
+            log.info("extracting %s features of %d reference images from %s",
+                     extractor.name, source.count, where)
             stats = compute_stats(source, extractor, batch_size=batch_size, device=device,
                                   max_features=max_features, seed=seed)
             if cache_file is not None:
@@ -349,8 +356,8 @@ def evaluate(
         spec.fd_key: frechet_distance(sample_stats.mu, sample_stats.sigma, ref_stats.mu, ref_stats.sigma,
                                       device=device),
     }
-    if ref_stats.features is not None and ref_rows > pr_k:
-        assert sample_stats.features is not None
+    if ref_stats.features is not None and min(ref_rows, sample_stats.count) > pr_k:
+        assert sample_stats.features is not None  # samples keep all their feature rows
         out[f"kid{sfx}"], out[f"kid{sfx}_std"] = kernel_distance(
             sample_stats.features, ref_stats.features, num_subsets=kid_subsets,
             subset_size=kid_subset_size, seed=seed, device=device)

@@ -13,8 +13,9 @@ Images can also come from a folder (recursive, sorted by relative path, converte
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,34 +37,38 @@ __all__ = [
     "load_meta",
 ]
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def savez_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """``np.savez`` (uncompressed) to ``path`` via a temporary file and rename.
+    """``np.savez`` (uncompressed) to ``path`` via a temporary file in the same folder and a rename.
 
     A crash or a full disk never leaves a truncated file under the final name, which matters for
     multi-GB sample files that other jobs poll for.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:  # plain open: the file gets the usual umask permissions
             np.savez(f, **arrays)  # a file object keeps np.savez from appending ".npz" to the name
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def save_samples(
     path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, meta: dict[str, Any] | None = None
 ) -> None:
-    """Write an ADM-evaluator sample file: ``arr_0`` uint8 (N, H, W, 3), ``labels`` int64 (N,), ``meta`` JSON."""
+    """Write an ADM-evaluator sample file: ``arr_0`` uint8 (N, H, W, 3), ``labels`` int64 (N,), ``meta``.
+
+    ``meta`` (JSON-serialisable) should record how the labels were drawn and the sampler settings.
+    """
     _check_image_array(images, str(path))
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
@@ -74,6 +79,12 @@ def save_samples(
         meta_json = json.dumps(meta or {}, sort_keys=True)
     except TypeError as exc:
         raise TypeError(f"{path}: meta must be JSON-serialisable: {exc}") from exc
+    if len(np.unique(labels)) > 1 and np.all(np.diff(labels) >= 0):
+        log.warning(
+            "%s: samples are sorted by label; the ADM evaluator computes the Inception Score over "
+            "contiguous splits, which then see only a few classes each -- shuffle the sample order",
+            path,
+        )
     savez_atomic(path, arr_0=images, labels=labels.astype(np.int64), meta=np.array(meta_json))
 
 
@@ -131,7 +142,10 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     with _open_npz(path) as data:
         if "meta" not in data.files:
             return {}
-        return json.loads(str(data["meta"]))
+        try:
+            return json.loads(str(data["meta"]))
+        except ValueError as exc:
+            raise ValueError(f"{path}: meta is not valid JSON ({exc})") from exc
 
 
 # --------------------------------------------------------------------------------------------------

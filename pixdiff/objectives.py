@@ -235,7 +235,7 @@ class XPrediction(_FlowPath):
     The clamp `t_eps` (JiT: 0.05) keeps the 1/(1-t)^2 weight finite near data; for 1 - t >= t_eps
     the loss is exactly the velocity MSE. It is a training weight only: `predict` converts with
     the exact 1 - t (singular at t = 1, where no solver evaluates the network), so sampling follows
-    the true ODE. (JiT's sampler also clamps there; that damps the last steps of sampling.)
+    the true ODE (clamping there too would damp the last sampling steps).
     """
 
     t_eps: float = 0.05
@@ -255,7 +255,7 @@ class XPrediction(_FlowPath):
         self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
         generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float | Tensor]]:
-        t, eps, x_t = _noised(self, x, generator, t, noise)
+        t, _, x_t = _noised(self, x, generator, t, noise)
         y = drop_labels(y, self.label_dropout, num_classes, generator)
         x0_pred = model(x_t, t, y).to(x.dtype)
         # (v_pred - v) with v_pred = (x0_pred - x_t)/(1-t), v = (x - x_t)/(1-t), both clamped alike
@@ -299,8 +299,10 @@ class DDPM:
     reproduce the discrete samplers exactly) and smooth enough for high-order and adaptive
     solvers (alpha, unlike log(alpha_bar), stays smooth where the cosine schedule goes to 0).
     sigma = sqrt(1 - alpha^2). At t = 0, alpha is small but non-zero (sqrt(alpha_bar_{N-1})) and
-    sampling starts from N(0, I) as DDPM does. sigma' is infinite at t = 1.
-    beta_start/beta_end apply to the linear schedule only.
+    sampling starts from N(0, I) as DDPM does. Near data sigma ~ sqrt(1 - t), so sigma' is
+    infinite at t = 1 and the final Euler step of the ODE solvers (from the last grid point into
+    t = 1) is only accurate to O(sqrt(h)) there; ddim, whose last step returns the x0 prediction,
+    is the natural sampler for DDPM models. beta_start/beta_end apply to the linear schedule only.
     """
 
     num_steps: int = 1000
@@ -328,9 +330,9 @@ class DDPM:
         j = j.long()
         y0, y1, m0, m1 = y[j], y[j + 1], m[j], m[j + 1]
         tau2, tau3 = tau * tau, tau * tau * tau  # cubic Hermite basis and its derivative
-        alpha = (2 * tau3 - 3 * tau2 + 1) * y0 + (tau3 - 2 * tau2 + tau) * m0 + (3 * tau2 - 2 * tau3) * y1 + (tau3 - tau2) * m1
+        alpha = (2 * tau3 - 3 * tau2 + 1) * y0 + (3 * tau2 - 2 * tau3) * y1 + (tau3 - 2 * tau2 + tau) * m0 + (tau3 - tau2) * m1
         d_alpha = (6 * tau2 - 6 * tau) * (y0 - y1) + (3 * tau2 - 4 * tau + 1) * m0 + (3 * tau2 - 2 * tau) * m1
-        d_alpha = d_alpha * self.num_steps
+        d_alpha = d_alpha * self.num_steps  # per knot spacing -> per unit t
         sigma = torch.sqrt((1 - alpha) * (1 + alpha))  # factored: no cancellation as alpha -> 1
         d_sigma = -alpha * d_alpha / sigma  # from alpha^2 + sigma^2 = 1
         return Coefficients(*(c.to(t.dtype) for c in (alpha, sigma, d_alpha, d_sigma)))

@@ -8,7 +8,6 @@ Local plugins are the `*.py` files of `./plugins` (or $PIXDIFF_PLUGINS, or the r
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
+
+from pixdiff.pyfile import import_file
 
 ENTRY_POINT_GROUP = "pixdiff.plugins"
 LOCAL_PACKAGE = "pixdiff_local_plugins"
@@ -42,25 +43,19 @@ def local_plugin_dirs() -> list[Path]:
     return unique
 
 
-def _import_file(path: Path) -> ModuleType:
+def _import_plugin(path: Path) -> ModuleType:
     name = f"{LOCAL_PACKAGE}.{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
-    if LOCAL_PACKAGE not in sys.modules:
-        sys.modules[LOCAL_PACKAGE] = ModuleType(LOCAL_PACKAGE)  # namespace so class paths round-trip
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules.setdefault(LOCAL_PACKAGE, ModuleType(LOCAL_PACKAGE))  # a namespace, so class paths round-trip
     try:
-        spec.loader.exec_module(module)
+        return import_file(path, name)
     except Exception as e:
-        del sys.modules[name]
         raise PluginError(f"plugin {path.stem!r} ({path}) failed to load: {type(e).__name__}: {e}") from e
-    return module
 
 
 def load_local_plugins() -> list[tuple[str, ModuleType]]:
-    return [(str(path), _import_file(path)) for d in local_plugin_dirs() for path in sorted(d.glob("[!_]*.py"))]
+    return [(str(path), _import_plugin(path)) for d in local_plugin_dirs() for path in sorted(d.glob("[!_]*.py"))]
 
 
 def _load_entry_points() -> list[tuple[str, ModuleType]]:

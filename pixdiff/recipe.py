@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +18,7 @@ from typing import Any, Literal
 from pixdiff.config_tree import apply_overrides
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import FlowMatching, Objective
+from pixdiff.pyfile import import_file
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -116,16 +115,10 @@ def builtin_recipes() -> list[Path]:
 
 
 def load_recipe_module(path: Path) -> Any:
-    name = f"pixdiff_recipe_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        return import_file(path, f"pixdiff_recipe_{path.stem}")
     except Exception as e:
-        del sys.modules[name]
         raise RecipeError(f"recipe file {path} failed to import: {type(e).__name__}: {e}") from e
-    return module
 
 
 def _resolve_path(file_part: str) -> Path:

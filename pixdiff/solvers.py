@@ -32,13 +32,23 @@ from torch import Tensor
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_METHODS
 from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver, FixedGridODESolver
 
-from pixdiff.objectives import Generators, Schedule, broadcast_coefficients, from_velocity, randn, time_shift
+from pixdiff.objectives import (
+    Generators,
+    Prediction,
+    Schedule,
+    broadcast_coefficients,
+    from_velocity,
+    randn,
+    time_shift,
+)
 
 Velocity = Callable[[Tensor, Tensor], Tensor]  # f(x (B, ...), t (B,)) -> dx/dt (B, ...)
 Callback = Callable[[int, Tensor, Tensor], None]  # (step i, t_{i+1} (0-d), x_{i+1} (B, ...))
 
 
 class Solver(Protocol):
+    """The solver signature (see the module docstring); solver-specific options are keywords."""
+
     def __call__(
         self, f: Velocity, x: Tensor, ts: Tensor, *, schedule: Schedule | None = None,
         generator: Generators = None, callback: Callback | None = None, **options: Any,
@@ -79,9 +89,15 @@ def _noise(x: Tensor, generator: Generators) -> Tensor:
 
 
 def _alpha_sigma(schedule: Schedule, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """alpha(t), sigma(t) at a grid time, as (B, 1, ..., 1) in x's dtype."""
-    a, s, _, _ = broadcast_coefficients(schedule, _at(t, x), x)
+    """alpha(t), sigma(t) at a grid time (0-d), as (1, 1, ..., 1) in x's dtype: the samples share t,
+    so the schedule is evaluated once rather than per sample."""
+    a, s, _, _ = broadcast_coefficients(schedule, t.reshape(1), x)
     return a, s
+
+
+def _split(schedule: Schedule, v: Tensor, x: Tensor, t: Tensor) -> Prediction:
+    """x0 and eps from the velocity at a grid time (0-d)."""
+    return from_velocity(schedule, v, x, t.reshape(1))
 
 
 def euler(
@@ -103,8 +119,8 @@ def heun(
     """Second order (explicit trapezoid): 2 evaluations per step, 2(T-1) - 1 in all.
 
     The last step is plain Euler: its corrector would evaluate f at t = 1 (singular for VP and
-    x-prediction, see the module docstring) and one Euler step only adds a local O(h^2) error, so
-    the global error stays O(h^2).
+    x-prediction, see the module docstring), and for a velocity smooth up to t = 1 one Euler step
+    only adds a local O(h^2) error, so the global error stays O(h^2).
     """
     last = len(ts) - 2
     for i in range(last + 1):
@@ -132,7 +148,7 @@ def ddim(
     """
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
-        pred = from_velocity(schedule, f(x, _at(t, x)), x, _at(t, x))
+        pred = _split(schedule, f(x, _at(t, x)), x, t)
         a_t, s_t = _alpha_sigma(schedule, t, x)
         a_s, s_s = _alpha_sigma(schedule, s, x)
         c = eta * s_s * (1 - (a_t * s_s / (a_s * s_t)) ** 2).clamp_min(0).sqrt()
@@ -157,7 +173,7 @@ def ddpm_ancestral(
     """
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
-        pred = from_velocity(schedule, f(x, _at(t, x)), x, _at(t, x))
+        pred = _split(schedule, f(x, _at(t, x)), x, t)
         a_t, s_t = _alpha_sigma(schedule, t, x)
         a_s, s_s = _alpha_sigma(schedule, s, x)
         r = a_t / a_s
@@ -190,7 +206,7 @@ def euler_maruyama(
             x = x + h * v
         else:
             _, s_t = _alpha_sigma(schedule, t, x)
-            eps = from_velocity(schedule, v, x, _at(t, x)).eps
+            eps = _split(schedule, v, x, t).eps
             drift = v - 0.5 * noise_scale * s_t * eps
             x = x + h * drift + (noise_scale * h) ** 0.5 * s_t * _noise(x, generator)
         if callback is not None:
@@ -210,7 +226,8 @@ def odeint(
     otherwise steps past the end and interpolates, evaluating f beyond it, up to t >= 1); fixed-grid
     methods (euler, midpoint, rk4, ...) step on ts[:-1] unless `options` sets step_size. The
     callback runs for the last two grid points only; wrap f in NFECounter to count evaluations.
-    `options` go to torchdiffeq.
+    `options` go to torchdiffeq. An adaptive step size is shared by the whole batch, so unlike
+    the fixed-grid solvers its samples depend (slightly) on their batch-mates.
     """
     if len(ts) < 3:
         raise ValueError("odeint needs a grid of at least 3 points (an ODE part and the final step)")

@@ -64,7 +64,7 @@ def global_batch_indices(seed: int, step: int, global_batch: int, dataset_size: 
     epochs, offsets = positions // dataset_size, positions % dataset_size
     out = torch.empty_like(positions)
     for epoch in epochs.unique().tolist():
-        perm = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        perm = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
         mask = epochs == epoch
         out[mask] = perm[offsets[mask]]
     return out
@@ -189,9 +189,6 @@ class Trainer:
         if self.cache.info.num_classes > self.num_classes:
             raise TrainingError(f"the data has {self.cache.info.num_classes} classes but the model "
                                 f"{self.num_classes}; set model.backbone.num_classes")
-        if self.cache.info.count < tc.global_batch:
-            raise TrainingError(f"the data has {self.cache.info.count} images, fewer than one global batch "
-                                f"({tc.global_batch})")
 
         # model, EMA (fp32, never wrapped), optimizer
         torch.manual_seed(tc.seed)  # identical initial weights on every rank

@@ -64,7 +64,7 @@ def test_per_sample_generators_draw_each_row_from_its_own_generator():
 def test_time_shift_is_a_monotone_bijection_of_the_unit_interval(t1, t2, shift):
     a, b = sorted((t1, t2))
     ta, tb = time_shift(torch.tensor([a, b], dtype=F64), shift)
-    assert 0 <= ta <= tb <= 1
+    assert 0 <= ta <= tb + 1e-15 and tb <= 1  # monotone up to one rounding
     assert time_shift(torch.tensor([0.0, 1.0], dtype=F64), shift).tolist() == [0.0, 1.0]
     # shift > 1 moves t towards noise (t = 0), shift < 1 towards data; 1/shift inverts
     assert (ta <= a + 1e-12) if shift >= 1 else (ta >= a - 1e-12)
@@ -120,6 +120,22 @@ def test_ddpm_continuous_schedule_is_exact_at_the_discrete_steps(schedule):
     assert torch.allclose(a**2 + s**2, torch.ones(1000, dtype=F64))
     a1, s1, _, _ = obj.coefficients(torch.ones(1, dtype=F64))
     assert a1.item() == 1.0 and s1.item() == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_ddpm_interpolation_follows_the_discrete_schedule_between_steps(schedule):
+    # alpha at the knots samples a smooth function of t every 1/N: the interpolant's slope at a
+    # knot must match the central difference of its neighbours and its midpoints the mean of the
+    # two ends, up to curvature terms: O(1/N^2), except near data where beta (and so alpha')
+    # changes by ~20% per step; hence the absolute part, 1e-3 of the largest slope
+    obj, n = DDPM(beta_schedule=schedule), 1000
+    knots = torch.arange(n + 1, dtype=F64) / n
+    a, _, da, _ = obj.coefficients(knots)
+    central = (a[2:] - a[:-2]) * n / 2
+    assert torch.allclose(da[1:-1], central, rtol=1e-3, atol=1e-3 * central.abs().max().item())
+    mid, _, _, _ = obj.coefficients((knots[1:] + knots[:-1]) / 2)
+    # (not the first two intervals: the cosine schedule's clipped last beta kinks the data there)
+    assert torch.allclose(mid[2:], (a[3:] + a[2:-1]) / 2, rtol=1e-4)
 
 
 @settings(deadline=None, max_examples=60)

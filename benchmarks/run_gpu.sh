@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline), one JSON per result.
+#
+#   bash benchmarks/run_gpu.sh [all | latency | throughput | NAME ...]      (from anywhere)
+#
+# Results go to ${OUT:-benchmarks/results}/NAME.json: {"name", "command", "exit_code", "wall_s",
+# "nvidia_smi", "torch_version", "cuda_version", "git_commit", "result" (the CLI's --json output),
+# "error" (stderr tail, on failure)}. A failed benchmark is recorded and the others still run; the
+# exit status is the number of failures. pixdiff runs from the source tree (PYTHONPATH=<repo>), no
+# install needed. Environment: PYTHON (default python3), RECIPE (default dip_xl16), LIMIT (seconds
+# per benchmark before it is killed, default 900).
+#
+# Expected wall time on one H100: eager runs take seconds; each compiled run spends most of its
+# time compiling (one graph per batch shape; latency compiles the recipe and its baseline), about
+# 1-2 min per graph. See benchmarks/README.md for splitting the list across calls.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+RECIPE=${RECIPE:-dip_xl16}
+LIMIT=${LIMIT:-900}
+OUT_DIR=${OUT:-benchmarks/results}
+mkdir -p "$OUT_DIR"
+
+# name -> arguments of `pixdiff bench`; the paper's protocol: 1 image, 100 Euler steps, CFG 4.0
+LAT="latency $RECIPE --steps 100 --cfg 4.0 --batch 1 --device cuda"
+declare -A ARGS=(
+  [lat_bf16_eager]="$LAT --dtype bf16 --warmup 2 --repeats 5"
+  [lat_fp32_eager]="$LAT --dtype fp32 --warmup 1 --repeats 3"
+  [lat_bf16_compiled]="$LAT --dtype bf16 --compile --warmup 2 --repeats 5"
+  [lat_fp32_compiled]="$LAT --dtype fp32 --compile --warmup 2 --repeats 3"
+  [sample_b64_bf16_eager]="throughput $RECIPE --mode sample --batch 64 --steps 100 --dtype bf16 --device cuda --warmup 1 --iters 2"
+  [sample_b64_bf16_compiled]="throughput $RECIPE --mode sample --batch 64 --steps 100 --dtype bf16 --compile --device cuda --warmup 1 --iters 2"
+  [sample_b256_bf16_compiled]="throughput $RECIPE --mode sample --batch 256 --steps 100 --dtype bf16 --compile --device cuda --warmup 1 --iters 2"
+  [train_b32_bf16_eager]="throughput $RECIPE --mode train --batch 32 --dtype bf16 --device cuda --warmup 3 --iters 20"
+  [train_b32_bf16_compiled]="throughput $RECIPE --mode train --batch 32 --dtype bf16 --compile --device cuda --warmup 3 --iters 20"
+)
+LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
+THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
+            train_b32_bf16_eager train_b32_bf16_compiled)
+
+names=()
+for arg in "${@:-all}"; do
+  case $arg in
+    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}") ;;
+    latency) names+=("${LATENCY[@]}") ;;
+    throughput) names+=("${THROUGHPUT[@]}") ;;
+    *) if [[ -v ARGS[$arg] ]]; then names+=("$arg"); else
+         echo "unknown benchmark '$arg'; choose all, latency, throughput or: ${LATENCY[*]} ${THROUGHPUT[*]}" >&2
+         exit 2
+       fi ;;
+  esac
+done
+
+if command -v nvidia-smi >/dev/null; then
+  SMI=$(nvidia-smi --query-gpu=name,driver_version --format=csv 2>&1)
+else
+  SMI="nvidia-smi not found"
+fi
+echo "$SMI"
+failures=0
+for name in "${names[@]}"; do
+  read -r -a args <<<"${ARGS[$name]}"
+  cmd=("$PY" -m pixdiff.cli bench "${args[@]}" --json)
+  tmp=$(mktemp -d)
+  echo "== $name: ${cmd[*]}"
+  start=$SECONDS
+  rc=0
+  timeout "$LIMIT" "${cmd[@]}" >"$tmp/stdout" 2>"$tmp/stderr" || rc=$?
+  [ "$rc" -eq 0 ] || { failures=$((failures + 1)); tail -n 20 "$tmp/stderr"; }
+  NAME=$name RC=$rc WALL=$((SECONDS - start)) TMP=$tmp SMI=$SMI DEST="$OUT_DIR/$name.json" \
+  CMD="PYTHONPATH=. $(printf '%q ' "${cmd[@]}")" "$PY" - <<'EOF'
+import json, os, subprocess
+import torch
+
+e = os.environ
+stdout = open(f"{e['TMP']}/stdout").read()
+stderr = open(f"{e['TMP']}/stderr").read()
+try:
+    result = json.JSONDecoder().raw_decode(stdout[stdout.index("{"):])[0]
+except ValueError:
+    result = None
+try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+except OSError:
+    commit = None
+record = {"name": e["NAME"], "command": e["CMD"].strip(), "exit_code": int(e["RC"]), "wall_s": int(e["WALL"]),
+          "nvidia_smi": e["SMI"], "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
+          "git_commit": commit, "result": result}
+if int(e["RC"]) != 0 or result is None:
+    record["error"] = (stderr or stdout)[-4000:]
+with open(e["DEST"], "w") as f:
+    json.dump(record, f, indent=2)
+EOF
+  rm -rf "$tmp"
+done
+
+# one line per benchmark (the numbers are in the JSON files)
+NAMES="${names[*]}" DIR=$OUT_DIR "$PY" - <<'EOF'
+import json, os
+for name in os.environ["NAMES"].split():
+    rec = json.load(open(os.path.join(os.environ["DIR"], name + ".json")))
+    r = rec["result"]
+    if r is None:
+        print(f"{name:28s} FAILED (exit {rec['exit_code']}), see {name}.json")
+    elif r["kind"] == "latency":
+        base = r["baseline"] or {}
+        print(f"{name:28s} {r['median_s']:.3f} s  (DiT-only {base.get('median_s', float('nan')):.3f} s, "
+              f"ratio {r['ratio'] or float('nan'):.3f}, {r['tflops']:.1f} TFLOP/s, compile {r['compile_s'] or 0:.0f} s)")
+    else:
+        mfu = f"MFU {r['mfu']:.1%}" if r["mfu"] is not None else "MFU -"
+        print(f"{name:28s} {r['images_per_s']:.1f} img/s  ({r['tflops']:.1f} TFLOP/s, {mfu}, "
+              f"compile {r['compile_s'] or 0:.0f} s)")
+EOF
+echo "results in $OUT_DIR; $failures failed"
+exit "$failures"
