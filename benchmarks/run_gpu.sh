@@ -20,20 +20,21 @@ PY=${PYTHON:-python3}
 RECIPE=${RECIPE:-dip_xl16}
 LIMIT=${LIMIT:-900}
 OUT_DIR=${OUT:-benchmarks/results}
-mkdir -p "$OUT_DIR"
 
 # name -> arguments of `pixdiff bench`; the paper's protocol: 1 image, 100 Euler steps, CFG 4.0
 LAT="latency $RECIPE --steps 100 --cfg 4.0 --batch 1 --device cuda"
+SAMPLE="throughput $RECIPE --mode sample --steps 100 --device cuda --warmup 1 --iters 2"
+TRAIN="throughput $RECIPE --mode train --batch 32 --device cuda --warmup 3 --iters 20"
 declare -A ARGS=(
   [lat_bf16_eager]="$LAT --dtype bf16 --warmup 2 --repeats 5"
   [lat_fp32_eager]="$LAT --dtype fp32 --warmup 1 --repeats 3"
   [lat_bf16_compiled]="$LAT --dtype bf16 --compile --warmup 2 --repeats 5"
   [lat_fp32_compiled]="$LAT --dtype fp32 --compile --warmup 2 --repeats 3"
-  [sample_b64_bf16_eager]="throughput $RECIPE --mode sample --batch 64 --steps 100 --dtype bf16 --device cuda --warmup 1 --iters 2"
-  [sample_b64_bf16_compiled]="throughput $RECIPE --mode sample --batch 64 --steps 100 --dtype bf16 --compile --device cuda --warmup 1 --iters 2"
-  [sample_b256_bf16_compiled]="throughput $RECIPE --mode sample --batch 256 --steps 100 --dtype bf16 --compile --device cuda --warmup 1 --iters 2"
-  [train_b32_bf16_eager]="throughput $RECIPE --mode train --batch 32 --dtype bf16 --device cuda --warmup 3 --iters 20"
-  [train_b32_bf16_compiled]="throughput $RECIPE --mode train --batch 32 --dtype bf16 --compile --device cuda --warmup 3 --iters 20"
+  [sample_b64_bf16_eager]="$SAMPLE --batch 64 --dtype bf16"
+  [sample_b64_bf16_compiled]="$SAMPLE --batch 64 --dtype bf16 --compile"
+  [sample_b256_bf16_compiled]="$SAMPLE --batch 256 --dtype bf16 --compile"
+  [train_b32_bf16_eager]="$TRAIN --dtype bf16"
+  [train_b32_bf16_compiled]="$TRAIN --dtype bf16 --compile"
 )
 LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
 THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
@@ -52,6 +53,7 @@ for arg in "${@:-all}"; do
   esac
 done
 
+mkdir -p "$OUT_DIR"
 if command -v nvidia-smi >/dev/null; then
   SMI=$(nvidia-smi --query-gpu=name,driver_version --format=csv 2>&1)
 else
@@ -105,8 +107,9 @@ for name in os.environ["NAMES"].split():
         print(f"{name:28s} FAILED (exit {rec['exit_code']}), see {name}.json")
     elif r["kind"] == "latency":
         base = r["baseline"] or {}
-        print(f"{name:28s} {r['median_s']:.3f} s  (DiT-only {base.get('median_s', float('nan')):.3f} s, "
-              f"ratio {r['ratio'] or float('nan'):.3f}, {r['tflops']:.1f} TFLOP/s, compile {r['compile_s'] or 0:.0f} s)")
+        base_s = base.get("median_s", float("nan"))
+        print(f"{name:28s} {r['median_s']:.3f} s  (DiT-only {base_s:.3f} s, ratio {r['ratio'] or float('nan'):.3f}, "
+              f"{r['tflops']:.1f} TFLOP/s, compile {r['compile_s'] or 0:.0f} s)")
     else:
         mfu = f"MFU {r['mfu']:.1%}" if r["mfu"] is not None else "MFU -"
         print(f"{name:28s} {r['images_per_s']:.1f} img/s  ({r['tflops']:.1f} TFLOP/s, {mfu}, "

@@ -357,7 +357,8 @@ def _measure_training(
     data = torch.Generator(device).manual_seed(0)
     x = torch.rand(batch, bb.channels, bb.image_size, bb.image_size, generator=data, device=device) * 2 - 1
     y = torch.randint(bb.num_classes, (batch,), generator=data, device=device)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
     def step(i: int) -> None:
         gens = seed_generators(range(i * batch, (i + 1) * batch), device)  # per-sample, as in training

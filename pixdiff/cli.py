@@ -223,6 +223,85 @@ def eval_cmd(
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency and sampling/training throughput.")
+app.add_typer(bench_app, name="bench")
+DeviceOpt = Annotated[Optional[str], typer.Option(help="'cuda' or 'cpu' (default: cuda when available).")]
+DtypeOpt = Annotated[Optional[str], typer.Option(help="'bf16' or 'fp32' (default: bf16 on cuda, fp32 on cpu).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model (compile time excluded).")]
+CompileModeOpt = Annotated[Optional[str], typer.Option(help="torch.compile mode (default: reduce-overhead on "
+                                                            "cuda for latency, default otherwise).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the result as JSON.")]
+PeakOpt = Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: by GPU name).")]
+
+
+def report(result: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from pixdiff.bench import print_result
+
+    print_result(result)
+
+
+@bench_app.command("latency")
+def bench_latency(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    steps: Annotated[int, typer.Option(help="Euler steps (the paper: 100).")] = 100,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    batch: Annotated[int, typer.Option(help="Images per sampling call (the paper: 1).")] = 1,
+    dtype: DtypeOpt = None,
+    compile_: CompileOpt = False,
+    compile_mode: CompileModeOpt = None,
+    device: DeviceOpt = None,
+    warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 2,
+    repeats: Annotated[int, typer.Option(help="Timed calls; the median is reported.")] = 5,
+    baseline: Annotated[bool, typer.Option(help="Also time the DiT-only counterpart.")] = True,
+    peak_tflops: PeakOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Seconds to sample images with random weights, as the paper measures (1 image, 100 Euler
+    steps, CFG), for the recipe and its DiT-only counterpart, with NFE, GFLOPs and peak memory."""
+    from pixdiff.bench import latency
+
+    try:
+        result = latency(load(recipe, set_), steps=steps, cfg_scale=cfg, batch=batch, dtype=dtype,
+                         compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
+                         repeats=repeats, baseline=baseline, peak_tflops=peak_tflops)
+    except (*user_errors(), ValueError) as e:
+        fail(str(e))
+    report(result, as_json)
+
+
+@bench_app.command("throughput")
+def bench_throughput(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    mode: Annotated[str, typer.Option(help="'sample' (whole sampling calls) or 'train' (optimizer steps).")] = "sample",
+    batch: Annotated[int, typer.Option(help="Images per call or per training step.")] = 64,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (default: the recipe's).")] = None,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    dtype: DtypeOpt = None,
+    compile_: CompileOpt = False,
+    compile_mode: Annotated[str, typer.Option(help="torch.compile mode.")] = "default",
+    device: DeviceOpt = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed iterations (default 1 sample / 3 train).")] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Timed iterations (default 3 sample / 10 train).")] = None,
+    peak_tflops: PeakOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Images per second for sampling or training, with achieved TFLOP/s and MFU against a stated peak."""
+    from pixdiff.bench import throughput
+
+    try:
+        result = throughput(load(recipe, set_), mode=mode, batch=batch, steps=steps, cfg_scale=cfg, dtype=dtype,
+                            compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
+                            iters=iters, peak_tflops=peak_tflops)
+    except (*user_errors(), ValueError) as e:
+        fail(str(e))
+    report(result, as_json)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Training data: build or inspect the preprocessed cache.")
 app.add_typer(data_app, name="data")
 

@@ -65,3 +65,15 @@ def test_unknown_recipe_and_key_errors():
     res = cli("info", "dip_xl16", "--set", "model.backbone.width=3")
     assert res.returncode == 2 and "unknown key 'model.backbone.width'" in res.stderr
     assert "model.backbone.dim" in res.stderr
+
+
+def test_bench_latency_json_on_cpu():
+    res = cli("bench", "latency", "emoji_tiny", "--steps", "3", "--warmup", "1", "--repeats", "2", "--device", "cpu",
+              "--set", "model.backbone.depth=2", "--set", "model.backbone.dim=32", "--set", "model.backbone.num_heads=2",
+              "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in ("median_s", "min_s", "max_s", "nfe", "params", "device", "dtype", "torch_version", "baseline"):
+        assert key in out, key
+    assert out["min_s"] <= out["median_s"] <= out["max_s"]
+    assert out["baseline"]["params"] < out["params"] and out["dtype"] == "fp32"
