@@ -168,6 +168,17 @@ def _noised(
     return t, eps, a * x + s * eps
 
 
+def _target_mse(
+    objective: Objective, model: Model, x: Tensor, y: Tensor, num_classes: int,
+    generator: Generators, t: Tensor | None, noise: Tensor | None,
+) -> tuple[Tensor, dict[str, float | Tensor]]:
+    """Plain MSE between the network output and `objective.target` (flow matching, DDPM)."""
+    t, eps, x_t = _noised(objective, x, generator, t, noise)
+    y = drop_labels(y, objective.label_dropout, num_classes, generator)
+    loss = _mse(model(x_t, t, y), objective.target(x, eps, t))
+    return loss, {"loss": loss.detach()}
+
+
 @dataclass(frozen=True)
 class _FlowPath:
     """The rectified-flow path alpha = t, sigma = 1 - t and its training-time distribution.
@@ -219,10 +230,7 @@ class FlowMatching(_FlowPath):
         generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """MSE between model(x_t, t, y') and x - eps; y' has labels dropped to the null class."""
-        t, eps, x_t = _noised(self, x, generator, t, noise)
-        y = drop_labels(y, self.label_dropout, num_classes, generator)
-        loss = _mse(model(x_t, t, y), self.target(x, eps, t))
-        return loss, {"loss": loss.detach()}
+        return _target_mse(self, model, x, y, num_classes, generator, t, noise)
 
 
 @dataclass(frozen=True)
@@ -353,10 +361,7 @@ class DDPM:
         generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """MSE between model(x_t, t, y') and eps."""
-        t, eps, x_t = _noised(self, x, generator, t, noise)
-        y = drop_labels(y, self.label_dropout, num_classes, generator)
-        loss = _mse(model(x_t, t, y), eps)
-        return loss, {"loss": loss.detach()}
+        return _target_mse(self, model, x, y, num_classes, generator, t, noise)
 
 
 def gaussian_model(objective: Objective, mean: Tensor, std: Tensor) -> Model:
