@@ -40,6 +40,14 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
         raise
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files of writes that were killed before their rename (SIGKILL skips cleanup)."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

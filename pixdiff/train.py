@@ -209,6 +209,8 @@ class Trainer:
         self.step = 0
         self.last_ckpt: Path | None = None
         if resume:
+            if d.main:
+                checkpoint.remove_stale_temps(self.out_dir / CKPT_DIR)
             self._resume()
         elif latest_checkpoint(self.out_dir) is not None:
             raise TrainingError(f"{self.out_dir} already holds checkpoints: pass --resume to continue it, "
