@@ -1,0 +1,230 @@
+"""Shared plumbing for the paper-claim experiments: devices, timing, PSNR, JSON, small figures.
+
+Nothing here re-implements the toolkit: models, training, sampling, data and metrics come from
+`pixdiff`. This module only holds what every driver needs around them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+# run folders, caches and sample files: git-ignored, never committed
+DEFAULT_WORK = REPO / "runs" / "experiments"
+
+
+# ----------------------------------------------------------------------------- device and threads
+def configure(threads: int | None, device: str) -> torch.device:
+    """Pin the intra-op thread count (None keeps torch's default) and return the device."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--scale gpu needs a CUDA device; none is visible (torch.cuda.is_available() is False)")
+    return torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+
+
+def dist_for(device: torch.device) -> Any:
+    """The single-process `pixdiff.distributed.Dist` for `device` (what `Trainer` takes)."""
+    from pixdiff.distributed import Dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Dist(device=device)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (as the trainer and the sampler use it there); nothing on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """(fn(), seconds), with the device synchronised on both sides."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where the numbers were measured."""
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpu_name(),
+        "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> dict[str, Any]:
+    """The commit the code ran at and whether the tree had local changes (read-only git calls)."""
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain"))}
+
+
+def command_line() -> str:
+    """The command as typed (module form when run with -m)."""
+    argv = list(sys.argv)
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return " ".join(["python", "-m", spec.name.removesuffix(".__main__"), *argv[1:]])
+    return " ".join(["python", *argv])
+
+
+# ----------------------------------------------------------------------------- metrics
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float) -> float:
+    """Peak signal-to-noise ratio in dB between two arrays on the same scale (`peak` = max value)."""
+    a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).double()
+    b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b).double()
+    mse = (a - b).square().mean().item()
+    return float("inf") if mse == 0 else 10 * float(np.log10(peak**2 / mse))
+
+
+def high_frequency_energy(img: np.ndarray, cutoff: float = 0.25) -> float:
+    """Spectral energy of a uint8 (H, W, 3) image's luminance above `cutoff` cycles/pixel.
+
+    The ratio of this between a generated image and the photo tells blur (< 1: detail missing)
+    from noise (> 1: spurious high frequencies); 1 is the photo's amount of fine detail.
+    """
+    g = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # (H, W) luminance
+    g = g - g.mean()
+    spec = np.abs(np.fft.fft2(g)) ** 2
+    fy = np.fft.fftfreq(g.shape[0])[:, None]
+    fx = np.fft.fftfreq(g.shape[1])[None, :]
+    return float(spec[np.sqrt(fx**2 + fy**2) > cutoff].sum() / g.size)
+
+
+# ----------------------------------------------------------------------------- files
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def rel(path: Path) -> str:
+    """A path relative to the repository root when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def matplotlib_pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class Log:
+    """Timestamped progress lines on stderr (the drivers' only console output)."""
+
+    def __init__(self, name: str):
+        self.name, self.t0 = name, time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        print(f"[{self.name} {time.perf_counter() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[dict[str, float]]:
+    box: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["s"] = time.perf_counter() - t0
+
+
+def results_dir(scale: str) -> Path:
+    """docs/experiments for the committed CPU run, docs/experiments_<scale> for any other size."""
+    return DOCS / ("experiments" if scale == "cpu" else f"experiments_{scale}")
+
+
+def page_path(scale: str) -> Path:
+    return DOCS / ("experiments.md" if scale == "cpu" else f"experiments_{scale}.md")
+
+
+def parse_sets(items: list[str], base: Any) -> dict[str, Any]:
+    """`FIELD=VALUE` strings -> {field: value} typed like the dataclass `base`'s current values."""
+    import ast
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(base)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"unknown field {key!r}; fields: {', '.join(sorted(fields))}")
+        cur = getattr(base, key)
+        try:
+            val = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            val = raw
+        if isinstance(cur, float) and isinstance(val, int):
+            val = float(val)
+        if isinstance(cur, tuple) and isinstance(val, list):
+            val = tuple(val)
+        out[key] = val
+    return out
