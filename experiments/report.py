@@ -322,6 +322,11 @@ def caveats(scale: str, ov: dict | None, ab: dict | None) -> list[str]:
             out.append("- One training seed: the spread in the table is that of the FD estimate (disjoint sample "
                        "sets from one trained model), not of training; two runs of one design can differ by more, "
                        "so gaps near the margin may be noise. The GPU variant trains 3 seeds.")
+        out.append("- Objective: every variant uses the paper's velocity prediction. At budgets this small a "
+                   "v-predicting model has not learned to remove the last few percent of noise (it must output "
+                   "eps from an input where eps has amplitude 1 - t), so samples whose head sees the noisy patch "
+                   "directly stay grainy (see the sample rows) and FD-EffNet largely scores that grain. The "
+                   "CPU demo recipe `recipes/emoji_tiny.py` predicts x0 instead for this reason.")
         out.append("- Guidance: samples are drawn without classifier-free guidance (scale 1.0) for every variant, "
                    "so no guidance scale had to be tuned per head; the paper's Table 2 uses CFG.")
     out.append("- Timings (s / step, latency) were measured on a shared 2-core machine while other jobs ran; "
