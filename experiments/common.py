@@ -197,6 +197,33 @@ def stopwatch() -> Iterator[dict[str, float]]:
         box["s"] = time.perf_counter() - t0
 
 
+def save_report(out: Path, report: dict[str, Any], *, t_start: float, train_s: float,
+                device: torch.device) -> dict[str, Any]:
+    """Add where, when and how a driver ran to its report and write <out>/results.json."""
+    report.update({
+        "train_wall_s": round(train_s, 1),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "environment": environment(device),
+        "command": command_line(),
+    })
+    write_json(out / "results.json", report)
+    return report
+
+
+def driver_parser(doc: str, name: str, scales: dict[str, Any], set_example: str) -> Any:
+    """The options every driver takes: --scale, --out, --work, --threads, --set."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=sorted(scales), default="cpu")
+    p.add_argument("--out", type=Path, default=None, help=f"results folder (default docs/experiments[_gpu]/{name})")
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder for runs, samples, caches")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help=f"override a field of the scale (pilots), e.g. {set_example}")
+    return p
+
+
 def results_dir(scale: str) -> Path:
     """docs/experiments for the committed CPU run, docs/experiments_<scale> for any other size."""
     return DOCS / ("experiments" if scale == "cpu" else f"experiments_{scale}")

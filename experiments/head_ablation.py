@@ -26,7 +26,6 @@ Writes docs/experiments/head_ablation/{results.json, fd.png, samples.png}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 import time
@@ -312,14 +311,14 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
     scores: dict[tuple[str, int, int], dict] = {}
     grids: dict[str, np.ndarray] = {}
     sample_s: dict[tuple[str, int], float] = {}
+    settings = {sseed: SampleSettings(num=s.num_samples, steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale,
+                                      cfg_interval=(0.1, 1.0), time_shift=1.0, seed=sseed, labels="balanced",
+                                      batch_size=s.sample_batch) for sseed in s.sample_seeds}
     for (v, seed), model in ema.items():
         for sseed in s.sample_seeds:
-            settings = SampleSettings(num=s.num_samples, steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale,
-                                      cfg_interval=(0.1, 1.0), time_shift=1.0, seed=sseed, labels="balanced",
-                                      batch_size=s.sample_batch)
             sdir = work / "samples" / f"{v}-seed{seed}-sample{sseed}"
             npz, sample_s[(v, seed)] = common.timed(
-                lambda: generate(model, all_recipes[seed][v], settings, sdir, d, num_classes=cache.info.num_classes,
+                lambda: generate(model, all_recipes[seed][v], settings[sseed], sdir, d, num_classes=cache.info.num_classes,
                                  meta={"variant": v, "train_seed": seed}), device)
             scores[(v, seed, sseed)] = evaluate(npz, ref, features=extractor, device=device, seed=0)
             if seed == s.seeds[0] and sseed == s.sample_seeds[0]:
@@ -375,24 +374,14 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
         "recipes": {v: to_dict(first[v]) for v in variants},
         "results": rows,
         "figures": figures,
-        "train_wall_s": round(train_s, 1),
-        "wall_s": round(time.perf_counter() - t_start, 1),
-        "environment": common.environment(device),
-        "command": common.command_line(),
     }
-    common.write_json(out / "results.json", report)
+    common.save_report(out, report, t_start=t_start, train_s=train_s, device=device)
     log(f"done in {report['wall_s']:.0f}s")
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default docs/experiments[_gpu]/head_ablation)")
-    p.add_argument("--work", type=Path, default=common.DEFAULT_WORK, help="scratch folder for runs, samples, caches")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a field of the scale (pilots), e.g. --set steps=100 --set 'seeds=(0,1)'")
+    p = common.driver_parser(__doc__, NAME, SCALES, "--set steps=100 --set 'seeds=(0,1)'")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (pilots)")
     a = p.parse_args(argv)
     out = a.out or common.results_dir(a.scale) / NAME

@@ -22,7 +22,6 @@ Writes docs/experiments/overfit/{results.json, psnr_vs_step.png, crops.png, full
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 import time
@@ -35,6 +34,7 @@ import torch
 
 from experiments import common
 from pixdiff.backbone import DiTConfig
+from pixdiff.config_tree import to_dict
 from pixdiff.heads.linear import LinearOut
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
@@ -221,16 +221,12 @@ def save_figures(out: Path, photo: np.ndarray, samples: dict[str, np.ndarray], d
 
 
 # ----------------------------------------------------------------------------- driver
-def run(scale: str, out: Path, work: Path, *, steps: int | None = None, threads: int | None = None,
+def run(scale: str, out: Path, work: Path, *, threads: int | None = None,
         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from pixdiff.summary import model_summary
     from pixdiff.train import Trainer
 
-    s = SCALES[scale]
-    if steps is not None:
-        s = dataclasses.replace(s, steps=steps)
-    if overrides:
-        s = dataclasses.replace(s, **overrides)
+    s = dataclasses.replace(SCALES[scale], **(overrides or {}))
     device = common.configure(threads, s.device)
     log = common.Log(NAME)
     t_start = time.perf_counter()
@@ -325,41 +321,23 @@ def run(scale: str, out: Path, work: Path, *, steps: int | None = None, threads:
                    "patch_size": 16, "tokens": 256, "objective": "flow matching, v-prediction, logit-normal t",
                    "weights_evaluated": "live (not EMA) weights", "eval_noise_seed": 12345,
                    "sample_seeds": list(range(s.num_samples)), "crops": CROPS},
-        "recipes": {v: _recipe_dict(r) for v, r in rs.items()},
+        "recipes": {v: to_dict(r) for v, r in rs.items()},
         "results": results,
         "curve": curve,
         "loss_curve": {v: losses[v] for v in VARIANTS},
         "figures": figures,
-        "train_wall_s": round(train_s, 1),
-        "wall_s": round(time.perf_counter() - t_start, 1),
-        "environment": common.environment(device),
-        "command": common.command_line(),
     }
-    common.write_json(out / "results.json", report)
+    common.save_report(out, report, t_start=t_start, train_s=train_s, device=device)
     log(f"done in {report['wall_s']:.0f}s: " + "; ".join(
         f"{v} sample PSNR {results[v]['sample_psnr_mean']:.2f} dB, {results[v]['step_time_median_s']:.3f} s/step"
         for v in VARIANTS))
     return report
 
 
-def _recipe_dict(r: Recipe) -> dict:
-    from pixdiff.config_tree import to_dict
-
-    return to_dict(r)
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default docs/experiments[_gpu]/overfit)")
-    p.add_argument("--work", type=Path, default=common.DEFAULT_WORK, help="scratch folder for runs and caches")
-    p.add_argument("--steps", type=int, default=None, help="override the scale's number of steps (pilots)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a field of the scale (pilots), e.g. --set lr=1e-3")
-    a = p.parse_args(argv)
+    a = common.driver_parser(__doc__, NAME, SCALES, "--set steps=100 --set lr=1e-3").parse_args(argv)
     out = a.out or common.results_dir(a.scale) / NAME
-    run(a.scale, out, a.work, steps=a.steps, threads=a.threads, overrides=common.parse_sets(a.set, SCALES[a.scale]))
+    run(a.scale, out, a.work, threads=a.threads, overrides=common.parse_sets(a.set, SCALES[a.scale]))
 
 
 if __name__ == "__main__":
