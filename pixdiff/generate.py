@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pixdiff import checkpoint
-from pixdiff.config_tree import from_dict
+from pixdiff.config_tree import apply_overrides, from_dict
 from pixdiff.distributed import Dist, barrier
 from pixdiff.grid import make_grid, save_png, to_uint8
 from pixdiff.npz import save_samples
@@ -64,7 +64,9 @@ def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = 
     file = resolve_checkpoint(path)
     raw = torch.load(file, map_location="cpu", weights_only=True)
     if isinstance(raw, dict) and raw.get("format") == checkpoint.FORMAT:
-        r = load_recipe(recipe, list(overrides)) if recipe else from_dict(raw["recipe"])
+        # --set applies to the run's own recipe too (e.g. sample.time_shift), not only to a named one
+        r = load_recipe(recipe, list(overrides)) if recipe else apply_overrides(from_dict(raw["recipe"]),
+                                                                                 list(overrides))
         with torch.device("meta"):
             model = r.model.build()
         model = model.to_empty(device="cpu")

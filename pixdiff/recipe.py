@@ -70,6 +70,7 @@ class DataConfig:
     flip: bool = True
     on_error: Literal["skip", "stop"] = "skip"
     small: Literal["upscale", "reject"] = "upscale"
+    balance_classes: bool = False  # draw every class equally often (see train.epoch_order)
 
 
 @dataclass(frozen=True)

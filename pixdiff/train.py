@@ -58,15 +58,42 @@ def step_generators(seed: int, step: int, indices: range, device: torch.device) 
     return [torch.Generator(device).manual_seed(derive_seed(seed, step, i)) for i in indices]
 
 
-def global_batch_indices(seed: int, step: int, global_batch: int, dataset_size: int) -> torch.Tensor:
-    """Dataset indices of the global batch of `step`: a stream of per-epoch permutations."""
+def class_groups(labels: torch.Tensor) -> list[torch.Tensor]:
+    """The dataset indices of each class present in `labels` (N,), in index order."""
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels)
+    return [g for g in torch.split(order, counts.tolist()) if len(g)]
+
+
+def epoch_order(seed: int, epoch: int, dataset_size: int, groups: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The dataset indices of one epoch, `dataset_size` of them.
+
+    Without groups, a permutation. With `class_groups(labels)`, class-balanced: each class gets an
+    equal share of the slots (the first N % K classes one more), filled from a fresh permutation
+    of its images, cycled where the class is smaller than its share and cut where it is larger
+    (a different subset each epoch); then the slots are shuffled.
+    """
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch))
+    if groups is None:
+        return torch.randperm(dataset_size, generator=g)
+    share, extra = divmod(dataset_size, len(groups))
+    slots = []
+    for k, members in enumerate(groups):
+        members = members[torch.randperm(len(members), generator=g)]
+        need = share + (k < extra)
+        slots.append(members.repeat(-(-need // len(members)))[:need])
+    return torch.cat(slots)[torch.randperm(dataset_size, generator=g)]
+
+
+def global_batch_indices(seed: int, step: int, global_batch: int, dataset_size: int,
+                         groups: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Dataset indices of the global batch of `step`: a stream of `epoch_order` epochs."""
     positions = torch.arange(step * global_batch, (step + 1) * global_batch)
     epochs, offsets = positions // dataset_size, positions % dataset_size
     out = torch.empty_like(positions)
     for epoch in epochs.unique().tolist():
-        perm = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
         mask = epochs == epoch
-        out[mask] = perm[offsets[mask]]
+        out[mask] = epoch_order(seed, epoch, dataset_size, groups)[offsets[mask]]
     return out
 
 
@@ -186,6 +213,7 @@ class Trainer:
         barrier(d)
         if not d.main:
             self.cache = prepare(dc.source, dc.cache_dir, recipe.resolution, on_error=dc.on_error, small=dc.small)
+        self.class_groups = class_groups(self.cache.labels) if dc.balance_classes else None
         if self.cache.info.num_classes > self.num_classes:
             raise TrainingError(f"the data has {self.cache.info.num_classes} classes but the model "
                                 f"{self.num_classes}; set model.backbone.num_classes")
@@ -297,7 +325,7 @@ class Trainer:
     def _micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, range]:
         """This rank's micro-batch `micro` of `step`: images (b, C, H, W) in [-1, 1], labels, positions."""
         tc, b = self.recipe.train, self.micro_batch
-        indices = global_batch_indices(tc.seed, step, tc.global_batch, self.cache.info.count)
+        indices = global_batch_indices(tc.seed, step, tc.global_batch, self.cache.info.count, self.class_groups)
         start = (self.d.rank * tc.grad_accum + micro) * b
         positions = range(start, start + b)
         idx = indices[start:start + b]

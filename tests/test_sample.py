@@ -53,6 +53,15 @@ def test_sample_npz_round_trip_and_balanced_labels(ckpt, tmp_path):
     assert len({im.tobytes() for im in images}) == 10  # no duplicates
 
 
+def test_set_overrides_a_checkpoints_own_recipe(ckpt, tmp_path):
+    plain = sample(ckpt, tmp_path / "plain", "--num", "2")
+    shifted = sample(ckpt, tmp_path / "shifted", "--num", "2", "--set", "sample.time_shift=0.5")
+    assert load_meta(tmp_path / "shifted" / "samples.npz")["time_shift"] == 0.5
+    assert not np.array_equal(plain, shifted)
+    res = cli("sample", str(ckpt), "--out", str(tmp_path / "bad"), "--set", "sample.bogus=1")
+    assert res.returncode != 0 and "sample.bogus" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_samples_do_not_depend_on_batch_size(ckpt, tmp_path):
     a = sample(ckpt, tmp_path / "a", "--num", "6", "--batch-size", "1")
     b = sample(ckpt, tmp_path / "b", "--num", "6", "--batch-size", "6")

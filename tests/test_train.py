@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from pixdiff import checkpoint
 from pixdiff.config_tree import from_dict
 from pixdiff.distributed import Dist
 from pixdiff.recipe import load_recipe
-from pixdiff.train import Trainer, TrainingError, global_batch_indices
+from pixdiff.train import Trainer, TrainingError, class_groups, epoch_order, global_batch_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
@@ -48,6 +50,40 @@ def test_global_batches_cover_each_epoch_once():
     seen = torch.cat([global_batch_indices(0, s, 8, 20) for s in range(5)])  # 40 = two epochs
     assert sorted(seen[:20].tolist()) == list(range(20)) == sorted(seen[20:].tolist())
     assert not torch.equal(seen[:20], seen[20:])
+
+
+@settings(deadline=None, max_examples=30)
+@given(counts=st.lists(st.integers(0, 12), min_size=1, max_size=5).filter(any), seed=st.integers(0, 99),
+       epoch=st.integers(0, 9))
+def test_balanced_epochs_give_every_class_an_equal_share(counts, seed, epoch):
+    labels = torch.cat([torch.full((n,), k) for k, n in enumerate(counts)])
+    groups = class_groups(labels)
+    order = epoch_order(seed, epoch, len(labels), groups)
+    assert len(order) == len(labels)
+    present = [k for k, n in enumerate(counts) if n]
+    drawn = torch.bincount(labels[order], minlength=len(counts))
+    share = len(labels) // len(present)
+    assert all(share <= drawn[k] <= share + 1 for k in present)
+    for k in present:  # no image of a class is drawn twice before all of that class were drawn once
+        mine = order[labels[order] == k]
+        n = counts[k]
+        assert torch.bincount(mine, minlength=len(labels)).max() <= -(-len(mine) // n)
+    assert torch.equal(order, epoch_order(seed, epoch, len(labels), groups))
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_trainer_draws_classes_as_the_recipe_says(cache_dir, tmp_path, balance):
+    # global batch 7 divides the 3,773 emoji, so these steps are exactly one epoch
+    recipe = load_recipe("emoji_tiny", tiny(cache_dir, "train.global_batch=7", f"data.balance_classes={balance}"))
+    trainer = Trainer(recipe, tmp_path / "run", Dist(), progress=False)
+    n, info = trainer.cache.info.count, trainer.cache.info
+    assert n % 7 == 0
+    labels = torch.cat([trainer._micro_batch(step, 0)[1] for step in range(n // 7)])
+    drawn = torch.bincount(labels, minlength=info.num_classes).tolist()
+    if balance:
+        assert all(n // info.num_classes <= c <= n // info.num_classes + 1 for c in drawn)
+    else:
+        assert drawn == list(info.class_counts)
 
 
 def test_cli_training_run_loss_falls_and_writes_everything(cache_dir, tmp_path):
