@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,25 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     out = fn()
     sync(device)
     return out, time.perf_counter() - t0
+
+
+def train_round(trainers: Mapping[Hashable, Any], device: torch.device, step_times: dict[Hashable, list[float]],
+                window: dict[Hashable, list[float]]) -> None:
+    """One training step of every trainer in turn (so all see the same machine load); each step's
+    time goes to `step_times[key]`, its loss to `window[key]`."""
+    for key, trainer in trainers.items():
+        stats, dt = timed(trainer.train_step, device)
+        step_times[key].append(dt)
+        window[key].append(stats["loss"])
+
+
+def flush_losses(window: dict[Hashable, list[float]], losses: dict[Hashable, list[tuple[int, float]]],
+                 step: int) -> None:
+    """Append (step, mean loss since the last flush) per key and empty the windows."""
+    for key, values in window.items():
+        if values:
+            losses[key].append((step, float(np.mean(values))))
+            values.clear()
 
 
 def median(xs: list[float]) -> float:

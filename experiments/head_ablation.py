@@ -281,14 +281,9 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
     window: dict[tuple[str, int], list[float]] = {k: [] for k in trainers}
     t_train = time.perf_counter()
     for step in range(1, s.steps + 1):
-        for k, tr in trainers.items():
-            stats, dt = common.timed(tr.train_step, device)
-            step_times[k].append(dt)
-            window[k].append(stats["loss"])
+        common.train_round(trainers, device, step_times, window)
         if step % 50 == 0 or step == s.steps:
-            for k in trainers:
-                loss_log[k].append((step, float(np.mean(window[k]))))
-                window[k].clear()
+            common.flush_losses(window, loss_log, step)
             log(f"step {step}/{s.steps} ({time.perf_counter() - t_train:.0f}s): loss " + " ".join(
                 f"{v}={loss_log[(v, s.seeds[0])][-1][1]:.4f}" for v in variants))
     train_s = time.perf_counter() - t_train

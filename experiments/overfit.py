@@ -260,19 +260,14 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None,
             est = denoise(tr.net.model, objective, x, eps, ts, device)
             p = {str(t): round(common.psnr(to_unit(est[i]), to_unit(x[0]), 1.0), 3) for i, t in enumerate(s.eval_t)}
             curve.append({"step": step, "variant": v, "psnr": p})
-            if window[v]:
-                losses[v].append((step, float(np.mean(window[v]))))
-                window[v].clear()
+        common.flush_losses(window, losses, step)
         last = {v: curve[-len(VARIANTS) + i]["psnr"] for i, v in enumerate(VARIANTS)}
         log(f"step {step}: " + "; ".join(f"{v} " + " ".join(f"t={t}:{p}" for t, p in last[v].items()) for v in VARIANTS))
 
     evaluate(0)
     t_train = time.perf_counter()
     for step in range(1, s.steps + 1):
-        for v, tr in trainers.items():
-            stats, dt = common.timed(tr.train_step, device)
-            step_times[v].append(dt)
-            window[v].append(stats["loss"])
+        common.train_round(trainers, device, step_times, window)
         if step % s.eval_every == 0 or step == s.steps:
             evaluate(step)
     train_s = time.perf_counter() - t_train
