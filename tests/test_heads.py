@@ -311,3 +311,111 @@ def test_conv_unet_conforms_in_both_scopes(scope: str, s_injection: str) -> None
 
     check_head(ConvUNet(depth=2, width=8, scope=scope, s_injection=s_injection), patch_size=8)
     check_head(ConvUNet(depth=4, width=4, scope=scope, s_injection=s_injection), patch_size=16)
+
+
+def unet_pair(depth: int, width: int, patch_size: int, dim: int = 16, **kw):
+    """The same randomly initialised conv U-Net weights in a patch-scope and an image-scope head."""
+    from pixdiff.heads.unet import ConvUNet
+
+    torch.manual_seed(0)
+    per_patch = ConvUNet(depth=depth, width=width, scope="patch", **kw).build(dim, 3, patch_size)
+    whole = ConvUNet(depth=depth, width=width, scope="image", **kw).build(dim, 3, patch_size)
+    whole.load_state_dict(per_patch.state_dict(), strict=True)
+    return per_patch, whole
+
+
+def run_per_patch(head: nn.Module, x: torch.Tensor, s_grid: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """A patch-scope head on an image: x (B, C, H, W), s_grid (B, D, gh, gw) -> (B, C, H, W)."""
+    from pixdiff.patches import from_patches, to_patches
+
+    s = s_grid.flatten(2).transpose(1, 2).flatten(0, 1)  # (B*N, D), raster order
+    return from_patches(head(to_patches(x, patch_size), s, s_grid[:, :, 0, 0]), *x.shape[-2:])
+
+
+def test_conv_unet_image_scope_crosses_patch_borders_and_patch_scope_does_not() -> None:
+    per_patch, whole = unet_pair(depth=2, width=8, patch_size=8)
+    g = torch.Generator().manual_seed(0)
+    x, s = torch.randn(1, 3, 16, 24, generator=g), torch.randn(1, 16, 2, 3, generator=g)
+    x2 = x.clone()
+    x2[:, :, :8, :8] += torch.randn(1, 3, 8, 8, generator=g)  # patch (0, 0) only
+    with torch.no_grad():
+        for head, run in ((per_patch, lambda h, x: run_per_patch(h, x, s, 8)), (whole, lambda h, x: h(x, s, None))):
+            moved = (run(head, x2) - run(head, x)).abs()  # (1, 3, 16, 24)
+            assert moved[..., :8, :8].max() > 0
+            right_neighbour, lower_neighbour, far = moved[..., :8, 8:16], moved[..., 8:, :8], moved[..., 16:]
+            if head is per_patch:
+                assert right_neighbour.max() == lower_neighbour.max() == far.max() == 0
+            else:  # the 3x3 convolutions see across the border; 2 stages reach 7 px past it, not 9
+                assert right_neighbour.max() > 0 and lower_neighbour.max() > 0 and far.max() == 0
+
+
+@pytest.mark.parametrize(("depth", "s_injection"), [(3, "bottleneck"), (2, "every_stage")])
+def test_conv_unet_image_scope_on_a_single_patch_is_the_patch_head(depth: int, s_injection: str) -> None:
+    # zero padding at the image border is zero padding at the patch border when the image is one patch
+    per_patch, whole = unet_pair(depth=depth, width=4, patch_size=8, s_injection=s_injection)
+    with torch.no_grad():
+        for name, p in whole.named_parameters():
+            if name.startswith("film_"):  # FiLM starts at zero: make it matter
+                p.normal_(std=0.1)
+    per_patch.load_state_dict(whole.state_dict())
+    x, s = torch.randn(5, 3, 8, 8), torch.randn(5, 16)
+    with torch.no_grad():
+        assert torch.equal(whole(x, s[:, :, None, None], None), per_patch(x, s, None))
+
+
+@pytest.mark.parametrize(("depth", "cell"), [(3, 1), (2, 2)])
+def test_conv_unet_image_scope_puts_s_i_in_its_patchs_bottleneck_cell(depth: int, cell: int) -> None:
+    _, whole = unet_pair(depth=depth, width=4, patch_size=8)
+    seen = []
+    whole.bottleneck.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    s = torch.randn(2, 16, 2, 3)  # (B, D, gh, gw)
+    whole(torch.randn(2, 3, 16, 24), s, None)
+    s_part = seen[0][:, -16:]  # (B, D, gh*cell, gw*cell): the channels concatenated after the features
+    assert torch.equal(s_part, s.repeat_interleave(cell, 2).repeat_interleave(cell, 3))
+
+
+@pytest.mark.parametrize("scope", ["patch", "image"])
+def test_every_stage_starts_as_the_papers_head_and_then_uses_s_everywhere(scope: str) -> None:
+    from pixdiff.heads.unet import ConvUNet
+
+    torch.manual_seed(0)
+    film = ConvUNet(depth=2, width=4, scope=scope, s_injection="every_stage").build(16, 3, 8)
+    paper = ConvUNet(depth=2, width=4, scope=scope).build(16, 3, 8)
+    shared = {k: v for k, v in film.state_dict().items() if not k.startswith("film_")}
+    assert set(shared) == set(paper.state_dict())
+    paper.load_state_dict(shared, strict=True)
+    x, s = (torch.randn(2, 3, 8, 8), torch.randn(2, 16)) if scope == "patch" else \
+        (torch.randn(1, 3, 16, 16), torch.randn(1, 16, 2, 2))
+    with torch.no_grad():
+        assert torch.equal(film(x, s, None), paper(x, s, None))  # zero FiLM: h * (1 + 0) + 0 == h
+        for head in (film, paper):
+            head.bottleneck[0].weight[:, -16:] = 0  # cut s out of the bottleneck
+        for name, p in film.named_parameters():
+            if name.startswith("film_"):
+                p.normal_(std=0.1)
+        assert torch.equal(paper(x, s, None), paper(x, 2 * s, None))
+        assert not torch.equal(film(x, s, None), film(x, 2 * s, None))
+
+
+def test_conv_unet_checkpoints_load_across_scopes() -> None:
+    for kw in ({}, {"s_injection": "every_stage"}):
+        per_patch, whole = unet_pair(depth=2, width=4, patch_size=8, **kw)
+        assert per_patch.state_dict().keys() == whole.state_dict().keys()
+        per_patch.load_state_dict(whole.state_dict(), strict=True)  # and back (unet_pair loaded the other way)
+    from pixdiff.heads.unet import ConvUNet
+
+    with torch.device("meta"):
+        paper = ConvUNet(scope="image").build(D, 3, 16)
+    assert sum(p.numel() for p in paper.parameters()) == 6_968_067  # the paper's head, whatever the scope
+
+
+@pytest.mark.parametrize("placement", ["post", "hybrid"])
+def test_check_model_passes_with_an_image_scope_head(placement: str) -> None:
+    from pixdiff.backbone import DiTConfig
+    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.model import ModelConfig
+
+    backbone = DiTConfig(depth=2, dim=32, num_heads=4, patch_size=8, channels=3, num_classes=10, image_size=16)
+    check_model(ModelConfig(backbone=backbone, head=ConvUNet(depth=2, width=4, scope="image",
+                                                             s_injection="every_stage"),
+                            placement=placement, inject_after=0))
