@@ -72,3 +72,47 @@ def intermediate() -> Recipe:
 
 def hybrid() -> Recipe:
     return replace(build(), name="hybrid", **{"model.placement": "hybrid", "model.inject_after": 12})
+
+
+# Fig. 10a: the Patch Detailer Head's depth (down/up stages; 4 halves a 16 px patch to 1x1, the
+# most P=16 allows) and base width (64 in DiP). The text names the knobs but not the plotted
+# values; these cover every depth P=16 allows and widths from half to four times DiP's.
+def fig10_depth1() -> Recipe:
+    return replace(build(), name="fig10_depth1", **{"model.head.depth": 1})
+
+
+def fig10_depth2() -> Recipe:
+    return replace(build(), name="fig10_depth2", **{"model.head.depth": 2})
+
+
+def fig10_depth3() -> Recipe:
+    return replace(build(), name="fig10_depth3", **{"model.head.depth": 3})
+
+
+def fig10_width32() -> Recipe:
+    return replace(build(), name="fig10_width32", **{"model.head.width": 32})
+
+
+def fig10_width128() -> Recipe:
+    return replace(build(), name="fig10_width128", **{"model.head.width": 128})
+
+
+def fig10_width256() -> Recipe:
+    return replace(build(), name="fig10_width256", **{"model.head.width": 256})
+
+
+# Fig. 10b: patch size at 512 px, DiP against DiT-only (16 px patches: 1,024 tokens; 32 px: 256).
+def fig10_512_p16() -> Recipe:
+    return replace(build(), name="fig10_512_p16", **{"model.backbone.image_size": 512})
+
+
+def fig10_512_p32() -> Recipe:
+    return replace(fig10_512_p16(), name="fig10_512_p32", **{"model.backbone.patch_size": 32})
+
+
+def fig10_512_p16_dit_only() -> Recipe:
+    return replace(fig10_512_p16(), name="fig10_512_p16_dit_only", **{"model.head": DiTFinalLayer()})
+
+
+def fig10_512_p32_dit_only() -> Recipe:
+    return replace(fig10_512_p32(), name="fig10_512_p32_dit_only", **{"model.head": DiTFinalLayer()})

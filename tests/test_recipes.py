@@ -1,10 +1,17 @@
 import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from pixdiff.config_tree import OverrideError, apply_overrides, from_dict, leaf_keys, to_dict
 from pixdiff.recipe import RecipeError, load_recipe
-from pixdiff.summary import model_summary
+from pixdiff.summary import count_params, model_summary
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # (recipe spec, paper's parameter count); DiT-only 1536 is quoted as "1.1B" (two significant figures)
 PAPER = {
@@ -44,6 +51,39 @@ def test_dit_only_1536_matches_the_quoted_precision():
     # 1,115,891,328 is 1.4% above 1.1e9 but rounds to the paper's "1.1B"; exact layout otherwise
     params = model_summary(load_recipe("dip_xl16:dit_only_1536").model)["params"]
     assert round(params / 1e9, 1) == 1.1
+
+
+# Fig. 10: (params, params_head, tokens) of each recipe function, as `pixdiff info ... --json` reports
+FIG10 = {
+    "fig10_depth1": (625_191_459, 170_115, 256),
+    "fig10_depth2": (625_564_579, 543_235, 256),
+    "fig10_depth3": (626_908_835, 1_887_491, 256),
+    "fig10_width32": (626_912_035, 1_890_691, 256),
+    "fig10_width128": (651_704_227, 26_682_883, 256),
+    "fig10_width256": (729_374_115, 104_352_771, 256),
+    "fig10_512_p16": (631_989_411, 6_968_067, 1024),
+    "fig10_512_p32": (634_643_619, 6_968_067, 256),
+    "fig10_512_p16_dit_only": (628_563_360, 3_542_016, 1024),
+    "fig10_512_p32_dit_only": (633_874_080, 6_198_528, 256),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIG10))
+def test_fig10_recipes_exact_sizes(name):
+    # model_summary's counts without its FLOP count (the CLI test below runs the whole summary once)
+    config = load_recipe(f"recipes/dip_xl16.py:{name}").model
+    with torch.device("meta"):
+        model = config.build()
+    params = count_params(model)
+    assert (params, params - count_params(model.backbone), config.backbone.num_tokens) == FIG10[name]
+
+
+def test_fig10_recipe_through_pixdiff_info_json():
+    res = subprocess.run([sys.executable, "-m", "pixdiff.cli", "info", "recipes/dip_xl16.py:fig10_depth2", "--json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert (info["recipe"], info["params"], info["params_head"]) == ("fig10_depth2", *FIG10["fig10_depth2"][:2])
 
 
 def test_dip_xl32_has_256_tokens_at_512px():
