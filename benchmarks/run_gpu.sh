@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline), one JSON per result.
 #
-#   bash benchmarks/run_gpu.sh [all | latency | throughput | NAME ...]      (from anywhere)
+#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | NAME ...]      (from anywhere)
 #
 # Results go to ${OUT:-benchmarks/results}/NAME.json: {"name", "command", "exit_code", "wall_s",
 # "nvidia_smi", "torch_version", "cuda_version", "git_commit", "result" (the CLI's --json output),
@@ -35,19 +35,25 @@ declare -A ARGS=(
   [sample_b256_bf16_compiled]="$SAMPLE --batch 256 --dtype bf16 --compile"
   [train_b32_bf16_eager]="$TRAIN --dtype bf16"
   [train_b32_bf16_compiled]="$TRAIN --dtype bf16 --compile"
+  # the conv U-Net head over the whole image (convolving across patch borders) instead of per patch
+  [lat_bf16_eager_image_head]="$LAT --dtype bf16 --warmup 2 --repeats 5 --set model.head.scope=image"
+  [lat_bf16_compiled_image_head]="$LAT --dtype bf16 --compile --warmup 2 --repeats 5 --set model.head.scope=image"
 )
 LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
 THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
             train_b32_bf16_eager train_b32_bf16_compiled)
+HEADS=(lat_bf16_eager_image_head lat_bf16_compiled_image_head)
 
 names=()
 for arg in "${@:-all}"; do
   case $arg in
-    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}") ;;
+    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}") ;;
     latency) names+=("${LATENCY[@]}") ;;
     throughput) names+=("${THROUGHPUT[@]}") ;;
+    heads) names+=("${HEADS[@]}") ;;
     *) if [[ -v ARGS[$arg] ]]; then names+=("$arg"); else
-         echo "unknown benchmark '$arg'; choose all, latency, throughput or: ${LATENCY[*]} ${THROUGHPUT[*]}" >&2
+         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads or: ${LATENCY[*]} ${THROUGHPUT[*]}" \
+              "${HEADS[*]}" >&2
          exit 2
        fi ;;
   esac
