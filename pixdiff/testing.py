@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pixdiff.patches import to_patches
+
 # SGD steps (and their learning rate) allowed to wake chains of zero-initialised layers
 _WAKE_STEPS = 3
 _WAKE_LR = 1e-2
@@ -159,9 +161,7 @@ def _head_inputs(scope: str, images: int, grid: tuple[int, int], dim: int, chann
     c = torch.randn(images, dim, generator=g)  # (B, D)
     if scope == "image":
         return x, s, c
-    patches = x.unflatten(2, (gh, patch_size)).unflatten(4, (gw, patch_size))  # (B, C, gh, P, gw, P)
-    patches = patches.permute(0, 2, 4, 1, 3, 5).flatten(0, 2)  # (B*N, C, P, P), image-major, raster order
-    return patches.contiguous(), s.flatten(2).transpose(1, 2).flatten(0, 1).contiguous(), c  # s (B*N, D)
+    return to_patches(x, patch_size), s.flatten(2).transpose(1, 2).flatten(0, 1).contiguous(), c  # s (B*N, D)
 
 
 def check_head(config: Any, *, dim: int = 32, channels: int = 3, patch_size: int = 8, images: int = 2,
@@ -207,11 +207,11 @@ def check_head(config: Any, *, dim: int = 32, channels: int = 3, patch_size: int
         _check_meta(name, build, module)
         if _trainable(module):
             _check_gradients(name, module, run, seed)
-        patches, s, c = inputs
         if scope == "image":
             _check_isolation(name, "image independence", module, inputs, _perturb(inputs, 0, seed), [0],
                              "image 0 (pixels, s and c)", seed)
             return
+        patches, s, c = inputs
         n = patches.shape[0] // images
         j = n + 1  # a patch of the second image, neither its first nor (for n > 2) its last
         _check_isolation(name, "patch independence", module, inputs, [*_perturb([patches, s], j, seed), c], [j],

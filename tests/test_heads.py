@@ -195,6 +195,31 @@ class _DeadParameter(_ConvFiLM):
         return super().forward(patches, s, c) + 0 * self.gain  # used, but no step can ever move it
 
 
+class _LeaksConditioning(_ConvFiLM):
+    def forward(self, patches: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return super().forward(patches, s, c) + c.mean()  # every image's c reaches every patch
+
+
+class _ImageConvFiLM(nn.Module):
+    """A healthy minimal image head: a 3x3 conv over the whole image plus s_i over its patch."""
+
+    def __init__(self, dim: int, channels: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.film = nn.Conv2d(dim, channels, 1)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        s_map = self.film(s).repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
+        return self.conv(x) + s_map  # (B, C, H, W)
+
+
+class _MixesImages(_ImageConvFiLM):
+    def forward(self, x: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = super().forward(x, s, c)  # (B, C, H, W)
+        return h - h.mean(dim=0, keepdim=True)
+
+
 @dataclass(frozen=True)
 class _Head:
     module: type[nn.Module]
@@ -205,19 +230,42 @@ class _Head:
         return self.module(dim, channels)
 
 
-def test_check_head_accepts_the_healthy_base() -> None:
+@dataclass(frozen=True)
+class _ImageHead:
+    module: type[nn.Module]
+    scope: ClassVar[str] = "image"
+    reads: ClassVar[str] = "s"
+
+    def build(self, dim: int, channels: int, patch_size: int) -> nn.Module:
+        return self.module(dim, channels, patch_size)
+
+
+@dataclass(frozen=True)
+class _Undeclared:
+    module: type[nn.Module]
+    reads: ClassVar[str] = "s"
+
+    def build(self, dim: int, channels: int, patch_size: int) -> nn.Module:
+        return self.module(dim, channels)
+
+
+def test_check_head_accepts_the_healthy_bases() -> None:
     check_head(_Head(_ConvFiLM))
+    check_head(_ImageHead(_ImageConvFiLM))
 
 
-@pytest.mark.parametrize(("module", "message"), [
-    (_MixesPatches, "patch independence"),
-    (_UnusedParameter, r"no gradient at all .*forgotten"),
-    (_DeadParameter, r"still all zero .*gain"),
-])
-def test_check_head_rejects_broken_heads(module: type[nn.Module], message: str) -> None:
+@pytest.mark.parametrize(("config", "message"), [
+    (_Head(_MixesPatches), "patch independence"),
+    (_Head(_LeaksConditioning), r"patch independence.*c of image 0"),
+    (_Head(_UnusedParameter), r"no gradient at all .*forgotten"),
+    (_Head(_DeadParameter), r"still all zero .*gain"),
+    (_ImageHead(_MixesImages), "image independence"),
+    (_Undeclared(_ConvFiLM), r"declarations.*scope is None"),
+], ids=lambda v: v.module.__name__ if isinstance(v, (_Head, _ImageHead, _Undeclared)) else None)
+def test_check_head_rejects_broken_heads(config, message: str) -> None:
     with pytest.raises(AssertionError, match=message) as err:
-        check_head(_Head(module))
-    assert module.__name__ in str(err.value)  # the message names the config
+        check_head(config)
+    assert config.module.__name__ in str(err.value)  # the message names the config
 
 
 # ---- the head interface in the model; DiT's final layer as the DiT-only baseline ---------------
