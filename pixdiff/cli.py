@@ -198,29 +198,56 @@ def sample_cmd(
 @app.command("eval")
 def eval_cmd(
     samples: Annotated[Path, typer.Argument(help="Samples: an .npz (arr_0 uint8 NHWC) or an image folder.")],
-    ref: Annotated[Path, typer.Option(help="Reference: an .npz, an image folder, or a cached statistics file.")],
+    ref: Annotated[str, typer.Option(
+        help="Reference: an .npz, an image folder, a cached statistics file, or training data decoded as "
+             "training decodes it, at the samples' resolution: 'emoji' (built in) or 'data:FOLDER'.")],
     features: Annotated[str, typer.Option(
         help="'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
              "inception-2015-12-05.pt (reported as FID).")] = "effnet",
     batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.")] = 64,
+    cache_dir: Annotated[Path, typer.Option(help="Where training-data caches are kept (for --ref emoji).")]
+        = Path(".cache/pixdiff"),
     device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """FID-style Frechet distance, KID, IS and precision/recall of a sample set against a reference."""
+    import warnings
+
     import torch
 
-    from pixdiff.metrics import evaluate
+    from pixdiff.data import DataError
+    from pixdiff.metrics import SampleSizeWarning, evaluate
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        result = evaluate(samples, ref, features=features, batch_size=batch_size, device=dev)
-    except (FileNotFoundError, ValueError) as e:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SampleSizeWarning)
+            result = evaluate(samples, resolve_reference(ref, samples, cache_dir), features=features,
+                              batch_size=batch_size, device=dev)
+    except (FileNotFoundError, ValueError, DataError) as e:
         fail(str(e))
+    for w in caught:
+        if issubclass(w.category, SampleSizeWarning):
+            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     for k, v in result.items():
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+
+
+def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
+    """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
+    becomes the data set's reference export at the samples' resolution; anything else is a path."""
+    if ref != "emoji" and not ref.startswith("data:"):
+        return Path(ref)
+    from pixdiff.data.reference import reference_file
+    from pixdiff.npz import open_images
+
+    height, width, _ = open_images(samples).shape
+    if height != width:
+        raise ValueError(f"{samples}: samples are {height}x{width}; training data are square")
+    return reference_file(ref.removeprefix("data:"), height, cache_dir=cache_dir)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency and sampling/training throughput.")
@@ -325,6 +352,27 @@ def data_prepare(
     except DataError as e:
         fail(str(e))
     typer.echo(cache.info.summary())
+
+
+@data_app.command("export")
+def data_export(
+    source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.")],
+    out: Annotated[Path, typer.Argument(help="Output .npz in the ADM-evaluator layout (arr_0 uint8 NHWC, labels).")],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.")],
+    part: Annotated[Optional[str], typer.Option(
+        help="Keep part K of M ('K/M'): cache indices i with i % M == K; parts are disjoint.")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+) -> None:
+    """Write training data, decoded exactly as training decodes it, as a reference batch for `pixdiff eval`."""
+    from pixdiff.data import DataError
+    from pixdiff.data.reference import export, parse_part
+
+    try:
+        path = export(source, out, resolution, cache_dir=cache_dir, part=parse_part(part), per_class=per_class)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:

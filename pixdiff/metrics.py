@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ __all__ = [
     "reference_stats",
     "default_cache_dir",
     "evaluate",
+    "SampleSizeWarning",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 STATS_FORMAT = "pixdiff-feature-stats-v1"
 
 ImagesLike = np.ndarray | str | os.PathLike | ImageSource
+
+
+class SampleSizeWarning(UserWarning):
+    """Fewer images than feature dimensions: the Fréchet distance is not meaningful."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +352,7 @@ def evaluate(
     sample_stats, logits = _extract(samples, extractor, batch_size, device, None, seed,
                                     want_logits=extractor.has_logits)
     spec, sfx = extractor.spec, extractor.spec.key_suffix
+    warn_if_too_few(spec.metric_name, sample_stats.count, ref_stats.count, len(sample_stats.mu))
     ref_rows = 0 if ref_stats.features is None else len(ref_stats.features)
     out: dict[str, float | int | str] = {
         "extractor": extractor.name,
@@ -366,6 +373,20 @@ def evaluate(
     if logits is not None and len(logits) >= is_splits:
         out[f"is{sfx}"], out[f"is{sfx}_std"] = inception_score(logits, splits=is_splits)
     return out
+
+
+def warn_if_too_few(metric: str, num_samples: int, num_ref: int, dim: int) -> None:
+    """Warn when either side has fewer images than feature dimensions.
+
+    Below that its covariance estimate is rank-deficient: the distance is then dominated by the
+    sample size (biased upwards, noisy) and says little about the model. Values at one N can still
+    be ranked against each other, never against published numbers."""
+    n = min(num_samples, num_ref)
+    if n < dim:
+        warnings.warn(
+            f"{metric} from {num_samples} samples against {num_ref} reference images: fewer than its {dim} "
+            f"feature dimensions, so the value is biased upwards and noisy; compare only runs with the same "
+            f"N, and use at least {dim} (50,000 for the published protocol)", SampleSizeWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------------

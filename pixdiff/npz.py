@@ -6,7 +6,8 @@ and ``meta`` (a JSON string, e.g. how the labels were drawn and with which sampl
 are ignored by the ADM evaluator. guided-diffusion's own sample files keep labels in ``arr_1``,
 which ``load_labels`` also understands.
 
-Images can also come from a folder (recursive, sorted by relative path, converted to RGB).
+Images can also come from a folder (recursive, sorted by relative path), decoded to RGB exactly as
+training data are (``pixdiff.data.images.to_rgb``: transparency composited onto white).
 ``open_images`` reads either kind in chunks, so 50k-image files need not fit in memory at once.
 """
 
@@ -25,6 +26,8 @@ from typing import IO, Any
 
 import numpy as np
 from PIL import Image
+
+from pixdiff.data.images import to_rgb
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -233,7 +236,7 @@ def _open_folder(path: str) -> ImageSource:
 def _read_image(file: str, shape: tuple[int, int, int] | None) -> np.ndarray:
     try:
         with Image.open(file) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(to_rgb(im))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{file}: cannot read image ({exc})") from exc
     if shape is not None and arr.shape != shape:
