@@ -13,9 +13,9 @@ the compilation, so `compile_s` = first call - median).
 Precision ("bf16"). Sampling converts the parameters to bf16 (what a fast inference path does:
 autocast would re-cast every fp32 weight on every forward, ~3.8 GB of memory traffic per forward
 for DiP-XL/16), while the RoPE tables stay fp32 and the solver state stays fp32: the network input
-is cast to bf16 (under bf16 autocast on CUDA) and its output back to fp32 at each call. Training keeps fp32 master weights under
-bf16 autocast, as `pixdiff.train` does. "fp32" is plain fp32 with torch's defaults (TF32 matmuls
-off; cuDNN convolutions may use TF32, torch's default).
+is cast to bf16 (under bf16 autocast on CUDA) and its output back to fp32 at each call. Training
+keeps fp32 master weights under bf16 autocast on CUDA, as `pixdiff.train` does. "fp32" is plain
+fp32 with torch's defaults (TF32 matmuls off; cuDNN convolutions may use TF32, torch's default).
 
 Compilation. `torch.compile(model, mode=compile_mode, dynamic=False)`: one static graph per batch
 shape (sampling with a guidance interval runs two: B outside the interval, 2B inside). Latency

@@ -52,7 +52,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return ckpt
 
 
-def model_from_state(config: Any, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> torch.nn.Module:
+def model_from_state(config: Any, state: dict[str, torch.Tensor],
+                     device: torch.device | str = "cpu") -> torch.nn.Module:
     """An eval-mode, frozen model of `config` (a ModelConfig) holding `state`; built on the meta
     device, so nothing is initialised twice and no random numbers are drawn."""
     with torch.device("meta"):

@@ -174,8 +174,10 @@ def sample_cmd(
     ema: Annotated[Optional[float], typer.Option(
         help="Which EMA, by decay (one of the run's train.ema_decays; default: the first).")] = None,
     device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
-    dtype: Annotated[str, typer.Option(help="'fp32' or 'bf16' (weights converted to bf16; autocast on CUDA).")] = "fp32",
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network (as bench latency does).")] = False,
+    dtype: Annotated[str, typer.Option(
+        help="'fp32' or 'bf16' (weights converted to bf16; autocast on CUDA).")] = "fp32",
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the network (the path bench latency times).")] = False,
 ) -> None:
     """Sample images to an ADM-evaluator .npz and a PNG grid; under torchrun the ranks split the work."""
     from pixdiff.distributed import setup, teardown

@@ -1,6 +1,6 @@
 """DiP-XL/16 at 256 px on ImageNet (the paper's main model) and its Table 2 / Fig. 5 ablations.
 
-`build()` carries the paper's full training settings (DESIGN.md section 2). Point `data.source` at
+`build()` carries the paper's full training settings (docs/design.md, section 1). Point `data.source` at
 an ImageNet train folder (one sub-folder per class), e.g.
     pixdiff train recipes/dip_xl16.py --set data.source=/data/imagenet/train
 """

@@ -30,7 +30,7 @@ from pixdiff.train import checkpointing, parallel
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
-from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, is_log_step, plot_loss
+from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, is_log_step, plot_loss
 from pixdiff.train.schedule import lr_at
 from pixdiff.train.stream import BatchStream, MicroBatch
 
@@ -138,9 +138,7 @@ class Trainer:
             with parallel.gradient_sync(p.wrapped, micro == tc.grad_accum - 1), autocast(self.d.device, tc.precision):
                 loss, parts = p.wrapped(mb.x, mb.y, gens)
                 (loss / tc.grad_accum).backward()
-            for k, v in {**parts, "loss": loss}.items():
-                v = v.detach().float() / tc.grad_accum
-                sums[k] = sums[k] + v if k in sums else v
+            accumulate(sums, {**parts, "loss": loss}, tc.grad_accum)
         sums["loss"] = mean_across(self.d, sums["loss"])
         return sums
 

@@ -16,12 +16,20 @@ import torch
 
 from pixdiff.distributed import Dist, mean_across
 from pixdiff.recipe import TrainConfig
+from pixdiff.train.errors import TrainingError
 
 
 def is_log_step(step: int, tc: TrainConfig) -> bool:
     """Steps that get a row: the first, every log_every-th and the last (a function of the step
     alone, so that a resumed run logs the rows the uninterrupted one did)."""
     return step == 1 or step % tc.log_every == 0 or step == tc.max_steps
+
+
+def accumulate(sums: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], divisor: int = 1) -> None:
+    """sums[k] += stats[k] / divisor for each statistic, on the device (fp32)."""
+    for k, v in stats.items():
+        v = v.detach().float() / divisor
+        sums[k] = sums[k] + v if k in sums else v
 
 
 class Window:
@@ -34,9 +42,7 @@ class Window:
         self.timed_steps, self.t0 = 0, time.perf_counter()  # this process's steps: throughput
 
     def add(self, stats: dict[str, torch.Tensor]) -> None:
-        for k, v in stats.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        accumulate(self.sums, stats)
         self.steps += 1
         self.timed_steps += 1
 
@@ -77,8 +83,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
-                raise ImportError("train.tensorboard=true needs the tensorboard package: "
-                                  "pip install 'pixdiff[tensorboard]'") from e
+                raise TrainingError("train.tensorboard=true needs the tensorboard package: "
+                                    "pip install 'pixdiff[tensorboard]'") from e
             # purge_step: a resumed run overwrites the events logged after its checkpoint
             self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resumed_at)
 
