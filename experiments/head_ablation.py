@@ -311,6 +311,7 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
             sdir = work / "samples" / f"{v}-seed{seed}-sample{sseed}"
             npz, sample_s[(v, seed)] = common.timed(
                 lambda: generate(model, all_recipes[seed][v], settings[sseed], sdir, d, num_classes=cache.info.num_classes,
+                                 dtype="bf16" if device.type == "cuda" else "fp32",
                                  meta={"variant": v, "train_seed": seed}), device)
             scores[(v, seed, sseed)] = evaluate(npz, ref, features=extractor, device=device, seed=0)
             if seed == s.seeds[0] and sseed == s.sample_seeds[0]:
