@@ -82,6 +82,7 @@ class Trainer:
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
+        self.stream: BatchStream | None = None  # opened by the first step, at the step it starts from
         self.batches: Iterator[MicroBatch] | None = None
         if resume:
             self._resume()
@@ -120,9 +121,9 @@ class Trainer:
 
     def __exit__(self, *exc: Any) -> None:
         """Stop the data stream (its workers, with the real feed)."""
-        if self.batches is not None:
+        if self.stream is not None:
             self.stream.close()
-            self.batches = None
+            self.stream = self.batches = None
 
     # ------------------------------------------------------------------ one step
     def _gradients(self) -> dict[str, torch.Tensor]:
@@ -162,8 +163,8 @@ class Trainer:
 
     def _record_nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         first = ~(torch.isfinite(loss) & torch.isfinite(grad_norm)) & (self.halted == 0)
-        self.bad.copy_(torch.where(first, torch.stack([torch.tensor(self.step + 1.0, device=loss.device), loss]),
-                                   self.bad))
+        # new_full: a fill on the device, not a host-to-device copy
+        self.bad.copy_(torch.where(first, torch.stack([loss.new_full((), self.step + 1.0), loss]), self.bad))
         self.halted.copy_(torch.maximum(self.halted, first.float()))
 
     def _stop_if_nonfinite(self) -> None:
