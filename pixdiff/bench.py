@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import os
 import platform
 import statistics
 import time
