@@ -46,13 +46,6 @@ def dist_for(device: torch.device) -> Any:
     return Dist(device=device)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (as the trainer and the sampler use it there); nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -74,7 +67,7 @@ def train_round(trainers: Mapping[Hashable, Any], device: torch.device, step_tim
     for key, trainer in trainers.items():
         stats, dt = timed(trainer.train_step, device)
         step_times[key].append(dt)
-        window[key].append(stats["loss"])
+        window[key].append(float(stats["loss"]))
 
 
 def flush_losses(window: dict[Hashable, list[float]], losses: dict[Hashable, list[tuple[int, float]]],
@@ -162,10 +155,10 @@ def high_frequency_energy(img: np.ndarray, cutoff: float = 0.25) -> float:
 
 # ----------------------------------------------------------------------------- files
 def write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    from pixdiff.atomic import atomic_write
+
+    with atomic_write(path, text=True) as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
     return path
 
 

@@ -45,6 +45,7 @@ from pixdiff.heads.mlp import StandardMLP
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import FlowMatching
+from pixdiff.precision import autocast
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
 
 NAME = "head_ablation"
@@ -116,7 +117,7 @@ def base_recipe(s: Scale, cache_dir: Path, seed: int) -> Recipe:
         model=ModelConfig(backbone=backbone, head=DiTFinalLayer()),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
         train=TrainConfig(global_batch=s.batch, max_steps=s.steps, lr=s.lr, warmup_steps=s.warmup, weight_decay=0.0,
-                          grad_clip=1.0, ema_decay=s.ema_decay, precision="bf16", num_workers=0, seed=seed,
+                          grad_clip=1.0, ema_decays=(s.ema_decay,), precision="bf16", num_workers=0, seed=seed,
                           log_every=50, ckpt_every=10**9, sample_every=0),
         data=DataConfig(source="emoji", cache_dir=str(cache_dir), flip=False),
         sample=SampleConfig(steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale, cfg_interval=(0.1, 1.0),
@@ -168,17 +169,13 @@ def recipes(s: Scale, cache_dir: Path, seed: int) -> tuple[dict[str, Recipe], di
 @torch.no_grad()
 def latency_one_image(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> float:
     """Seconds to sample one image with the experiment's sampler settings."""
-    from pixdiff.sampling import sample, seed_generators
+    from pixdiff.sampling import sample_recipe, seed_generators
 
-    sc, bb = recipe.sample, recipe.model.backbone
     y = torch.zeros(1, dtype=torch.long, device=device)
 
     def go() -> torch.Tensor:
-        with common.autocast(device):
-            return sample(model, recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
-                          num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
-                          cfg_interval=sc.cfg_interval, time_shift=sc.time_shift,
-                          generators=seed_generators([0], device))
+        with autocast(device, "bf16"):
+            return sample_recipe(model, recipe, y, seed_generators([0], device))
 
     return common.timed(go, device)[1]
 
@@ -289,7 +286,7 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
     train_s = time.perf_counter() - t_train
 
     # ---- latency (interleaved repeats, after one warm-up each)
-    ema = {k: tr.ema_model for k, tr in trainers.items()}
+    ema = {k: tr.ema_model() for k, tr in trainers.items()}
     lat: dict[str, list[float]] = {v: [] for v in variants}
     for v in variants:
         latency_one_image(ema[(v, s.seeds[0])], first[v], device)
@@ -314,6 +311,7 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
             sdir = work / "samples" / f"{v}-seed{seed}-sample{sseed}"
             npz, sample_s[(v, seed)] = common.timed(
                 lambda: generate(model, all_recipes[seed][v], settings[sseed], sdir, d, num_classes=cache.info.num_classes,
+                                 dtype="bf16" if device.type == "cuda" else "fp32",
                                  meta={"variant": v, "train_seed": seed}), device)
             scores[(v, seed, sseed)] = evaluate(npz, ref, features=extractor, device=device, seed=0)
             if seed == s.seeds[0] and sseed == s.sample_seeds[0]:

@@ -39,6 +39,7 @@ from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import FlowMatching
+from pixdiff.precision import autocast
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
 
 NAME = "overfit"
@@ -106,7 +107,7 @@ def recipes(s: Scale, data_root: Path, cache_dir: Path) -> dict[str, Recipe]:
         model=ModelConfig(backbone=backbone, head=DiTFinalLayer()),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.0),
         train=TrainConfig(global_batch=s.batch, max_steps=s.steps, lr=s.lr, warmup_steps=s.warmup, weight_decay=0.0,
-                          grad_clip=1.0, ema_decay=0.999, precision="bf16", num_workers=0, seed=s.seed,
+                          grad_clip=1.0, ema_decays=(0.999,), precision="bf16", num_workers=0, seed=s.seed,
                           log_every=s.eval_every, ckpt_every=10**9, sample_every=0),
         data=DataConfig(source=str(data_root), cache_dir=str(cache_dir), flip=False),
         sample=SampleConfig(steps=s.sample_steps, solver="euler", cfg_scale=1.0, cfg_interval=(0.0, 1.0),
@@ -124,7 +125,7 @@ def denoise(model: torch.nn.Module, objective: FlowMatching, x: torch.Tensor, ep
     x_t = t x + (1 - t) eps at each t of ts (T,)."""
     x_t = ts[:, None, None, None] * x + (1 - ts[:, None, None, None]) * eps  # (T, C, H, W)
     y = torch.zeros(len(ts), dtype=torch.long, device=device)
-    with common.autocast(device):
+    with autocast(device, "bf16"):
         out = model(x_t, ts, y)
     return objective.predict(out.float(), x_t, ts).x0.clamp(-1, 1)
 
@@ -137,15 +138,11 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 def sample_images(model: torch.nn.Module, recipe: Recipe, n: int, device: torch.device) -> np.ndarray:
     """n samples uint8 (n, H, W, 3) from seeds 0..n-1 with the recipe's sampler settings."""
     from pixdiff.grid import to_uint8
-    from pixdiff.sampling import sample, seed_generators
+    from pixdiff.sampling import sample_recipe, seed_generators
 
-    sc, bb = recipe.sample, recipe.model.backbone
     y = torch.zeros(n, dtype=torch.long, device=device)
-    with common.autocast(device):
-        x = sample(model, recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
-                   num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
-                   cfg_interval=sc.cfg_interval, time_shift=sc.time_shift,
-                   generators=seed_generators(range(n), device))
+    with autocast(device, "bf16"):
+        x = sample_recipe(model, recipe, y, seed_generators(range(n), device))
     return to_uint8(x)
 
 

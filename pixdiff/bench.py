@@ -1,7 +1,8 @@
 """Speed of a recipe's model: sampling latency (the paper's protocol) and sampling/training throughput.
 
 Weights are random: speed does not depend on their values. Every figure comes from the real code
-paths: `pixdiff.sampling.sample` (solver, guidance interval, per-sample generators, final clamp) and
+paths: `pixdiff.sampling.inference_network` + `sample_recipe`, exactly what `pixdiff sample`
+runs (solver, guidance interval, per-sample generators, final clamp, --dtype, --compile), and
 `pixdiff.train.TrainingLoss` with AdamW.
 
 Timing. Each timed call is one whole sampling call (or one training step). On CUDA it is bracketed
@@ -12,9 +13,9 @@ the compilation, so `compile_s` = first call - median).
 Precision ("bf16"). Sampling converts the parameters to bf16 (what a fast inference path does:
 autocast would re-cast every fp32 weight on every forward, ~3.8 GB of memory traffic per forward
 for DiP-XL/16), while the RoPE tables stay fp32 and the solver state stays fp32: the network input
-is cast to bf16 and its output back to fp32 at each call. Training keeps fp32 master weights under
-bf16 autocast, as `pixdiff.train` does. "fp32" is plain fp32 with torch's defaults (TF32 matmuls
-off; cuDNN convolutions may use TF32, torch's default).
+is cast to bf16 (under bf16 autocast on CUDA) and its output back to fp32 at each call. Training
+keeps fp32 master weights under bf16 autocast on CUDA, as `pixdiff.train` does. "fp32" is plain
+fp32 with torch's defaults (TF32 matmuls off; cuDNN convolutions may use TF32, torch's default).
 
 Compilation. `torch.compile(model, mode=compile_mode, dynamic=False)`: one static graph per batch
 shape (sampling with a guidance interval runs two: B outside the interval, 2B inside). Latency
@@ -32,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import os
 import platform
 import statistics
 import time
@@ -44,12 +44,11 @@ import torch
 from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.model import ModelConfig
 from pixdiff.recipe import Recipe
-from pixdiff.sampling import balanced_labels, sample, seed_generators
+from pixdiff.precision import DTYPES, Dtype, autocast
+from pixdiff.sampling import (balanced_labels, default_compile_mode, inference_network, sample_recipe,
+                              seed_generators)
 from pixdiff.summary import count_params, forward_flops
 
-Dtype = Literal["bf16", "fp32"]
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by device-name substring, checked in
 # order. bf16 only: for fp32 the ceiling depends on TF32 settings (matmuls vs cuDNN convolutions),
@@ -214,23 +213,6 @@ def _sizes(model: torch.nn.Module) -> dict[str, int]:
     return {"params": params, "params_head": params - count_params(model.backbone)}
 
 
-class _Network:
-    """The network as the sampler calls it: the fp32 solver state is cast to the weights' dtype and
-    the output back to fp32; each call's batch is recorded (with CFG inside the interval: 2B)."""
-
-    def __init__(self, net: Callable, dtype: torch.dtype, cudagraphs: bool):
-        self.net, self.dtype, self.cudagraphs = net, dtype, cudagraphs
-        self.batches: list[int] = []
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.cudagraphs:
-            # inference loop under CUDA graphs: the previous call's outputs are dead by now, so
-            # the graphs may overwrite them (otherwise cudagraph trees would re-record)
-            torch.compiler.cudagraph_mark_step_begin()
-        self.batches.append(x.shape[0])
-        return self.net(x.to(self.dtype), t, y).float()
-
-
 def _measure_sampling(
     config: ModelConfig, recipe: Recipe, *, steps: int, cfg_scale: float, batch: int, dtype: Dtype,
     compile: bool, compile_mode: str, device: torch.device, warmup: int, repeats: int,
@@ -239,21 +221,15 @@ def _measure_sampling(
     gflops = _forward_gflops(config)
     mem_start = _memory_start(device)
     model = _build(config, device).eval().requires_grad_(False)
-    if dtype == "bf16":
-        for p in model.parameters():  # parameters only: buffers (RoPE tables) stay fp32
-            p.data = p.data.to(torch.bfloat16)
     sizes = _sizes(model)
-    net = torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
-    network = _Network(net, DTYPES[dtype], compile and device.type == "cuda" and compile_mode in CUDAGRAPH_MODES)
-    bb = config.backbone
-    y = balanced_labels(batch, bb.num_classes, device=device)
+    network = inference_network(model, dtype=dtype, compile=compile, compile_mode=compile_mode)
+    y = balanced_labels(batch, config.backbone.num_classes, device=device)
+    as_built = dataclasses.replace(recipe, model=config)
 
     def call(i: int) -> None:
         network.batches.clear()
-        sample(network, recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
-               num_classes=bb.num_classes, steps=steps, solver=recipe.sample.solver, cfg_scale=cfg_scale,
-               cfg_interval=recipe.sample.cfg_interval, time_shift=recipe.sample.time_shift,
-               generators=seed_generators(range(i * batch, (i + 1) * batch), device))
+        sample_recipe(network, as_built, y, seed_generators(range(i * batch, (i + 1) * batch), device), steps=steps,
+                      cfg_scale=cfg_scale)
 
     first = _time_each(call, 1, device)[0]
     _time_each(call, max(warmup - 1, 0), device)
@@ -277,7 +253,7 @@ def _measure_sampling(
         "tflops": flops / stats["median_s"] / 1e12,
         **_memory_peak(device, mem_start),
     }
-    del net, model, network
+    del model, network
     _release(device, compile)
     return out
 
@@ -298,7 +274,7 @@ def latency(
     "reduce-overhead" on cuda, "default" on cpu. MFU against `peak_tflops` (default: the device's
     dense bf16 peak; None on CPU)."""
     dev, dt = _resolve(device, dtype)
-    compile_mode = compile_mode or ("reduce-overhead" if dev.type == "cuda" else "default")
+    compile_mode = compile_mode or default_compile_mode(dev)
     if warmup < 1 or repeats < 1:
         raise ValueError("warmup and repeats must be at least 1 (the first call is never timed)")
     scale = recipe.sample.cfg_scale if cfg_scale is None else cfg_scale
@@ -357,12 +333,10 @@ def _measure_training(
     data = torch.Generator(device).manual_seed(0)
     x = torch.rand(batch, bb.channels, bb.image_size, bb.image_size, generator=data, device=device) * 2 - 1
     y = torch.randint(bb.num_classes, (batch,), generator=data, device=device)
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
     def step(i: int) -> None:
         gens = seed_generators(range(i * batch, (i + 1) * batch), device)  # per-sample, as in training
-        with autocast():
+        with autocast(device, dtype):
             loss, _ = loss_fn(x, y, gens)
         loss.backward()
         optimizer.step()

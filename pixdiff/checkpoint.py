@@ -5,17 +5,18 @@ A checkpoint is a dict with at least
     recipe   the resolved recipe as `config_tree.to_dict` gives it
     model    the raw weights' state dict
     ema      the EMA weights' state dict (what sampling uses by default)
+    ema_extra  {str(decay): state dict} of further EMAs (train.ema_decays[1:]), possibly empty
 Training adds `step`, `optimizer`, `rng`, `data`; a converted or exported file may have only the above.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pixdiff.atomic import atomic_write
 
 FORMAT = "pixdiff-1"
 
@@ -25,19 +26,9 @@ class CheckpointError(ValueError):
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **obj}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (`pixdiff.atomic`): a crash never leaves half a file under `path`."""
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, **obj}, f)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -59,3 +50,32 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pixdiff checkpoint (convert the authors' files with `pixdiff convert`)")
     return ckpt
+
+
+def model_from_state(config: Any, state: dict[str, torch.Tensor],
+                     device: torch.device | str = "cpu") -> torch.nn.Module:
+    """An eval-mode, frozen model of `config` (a ModelConfig) holding `state`; built on the meta
+    device, so nothing is initialised twice and no random numbers are drawn."""
+    with torch.device("meta"):
+        model = config.build()
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state, strict=True)
+    model.backbone.reset_rope()  # non-persistent buffers were left empty by the meta build
+    return model.to(device).eval().requires_grad_(False)
+
+
+def ema_weights(ckpt: dict[str, Any]) -> dict[float, dict[str, torch.Tensor]]:
+    """{decay: weights} of every EMA a checkpoint holds: "ema" is its recipe's first
+    train.ema_decays entry, "ema_extra" the others."""
+    first = ckpt["recipe"]["train"]["ema_decays"][0]
+    return {float(first): ckpt["ema"], **{float(k): v for k, v in ckpt.get("ema_extra", {}).items()}}
+
+
+def pick_ema(ckpt: dict[str, Any], decay: float | None) -> dict[str, torch.Tensor]:
+    """The weights of the EMA with `decay` (None: the first, what sampling uses by default)."""
+    if decay is None:
+        return ckpt["ema"]
+    emas = ema_weights(ckpt)
+    if float(decay) not in emas:
+        raise CheckpointError(f"no EMA with decay {decay} in this checkpoint; it has {', '.join(map(str, emas))}")
+    return emas[float(decay)]

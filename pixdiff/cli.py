@@ -171,8 +171,13 @@ def sample_cmd(
     classes: Annotated[Optional[int], typer.Option(help="Draw labels from the first K classes only.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward batch (does not change the images).")] = 64,
     weights: Annotated[str, typer.Option(help="'ema' (default) or 'raw' weights.")] = "ema",
+    ema: Annotated[Optional[float], typer.Option(
+        help="Which EMA, by decay (one of the run's train.ema_decays; default: the first).")] = None,
     device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
-    dtype: Annotated[str, typer.Option(help="'bf16' (autocast, CUDA only) or 'fp32'.")] = "bf16",
+    dtype: Annotated[str, typer.Option(
+        help="'fp32' or 'bf16' (weights converted to bf16; autocast on CUDA).")] = "fp32",
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the network (the path bench latency times).")] = False,
 ) -> None:
     """Sample images to an ADM-evaluator .npz and a PNG grid; under torchrun the ranks split the work."""
     from pixdiff.distributed import setup, teardown
@@ -180,13 +185,14 @@ def sample_cmd(
 
     d = setup(device)
     try:
-        model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], weights=weights, device=d.device)
+        model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], weights=weights, ema=ema,
+                                    device=d.device)
         sc = r.sample
         settings = SampleSettings(num=num, steps=steps or sc.steps, solver=solver or sc.solver,
                                   cfg_scale=sc.cfg_scale if cfg is None else cfg, cfg_interval=sc.cfg_interval,
                                   time_shift=sc.time_shift, seed=seed, labels=labels, batch_size=batch_size)
-        npz = generate(model, r, settings, out, d, num_classes=classes, dtype=dtype,
-                       meta={"checkpoint": str(file), "weights": weights})
+        npz = generate(model, r, settings, out, d, num_classes=classes, dtype=dtype, compile=compile_,
+                       meta={"checkpoint": str(file), "weights": weights, "ema": ema})
     except (*user_errors(), ValueError) as e:
         fail(str(e))
     finally:

@@ -8,7 +8,6 @@ rank 0 assembles exactly N samples in index order.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -20,12 +19,14 @@ import torch
 from torch import nn
 
 from pixdiff import checkpoint
+from pixdiff.atomic import atomic_write
 from pixdiff.config_tree import apply_overrides, from_dict
 from pixdiff.distributed import Dist, barrier
 from pixdiff.grid import make_grid, save_png, to_uint8
 from pixdiff.npz import save_samples
 from pixdiff.recipe import Recipe, load_recipe
-from pixdiff.sampling import balanced_labels, derive_seed, sample, seed_generators
+from pixdiff.precision import Dtype
+from pixdiff.sampling import balanced_labels, derive_seed, inference_network, sample_recipe, seed_generators
 
 LabelPolicy = Literal["balanced", "random"]
 
@@ -56,9 +57,10 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = (), weights: str = "ema",
-               device: torch.device = torch.device("cpu")) -> tuple[nn.Module, Recipe, Path]:
+               ema: float | None = None, device: torch.device = torch.device("cpu")) -> tuple[nn.Module, Recipe, Path]:
     """Model and recipe from a pixdiff checkpoint or run folder, or from one of the authors'
-    reference checkpoints when `recipe` names the model it belongs to."""
+    reference checkpoints when `recipe` names the model it belongs to. `ema` picks the EMA of
+    that decay among train.ema_decays (default: the first)."""
     from pixdiff.interop import load_reference
 
     file = resolve_checkpoint(path)
@@ -67,19 +69,16 @@ def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = 
         # --set applies to the run's own recipe too (e.g. sample.time_shift), not only to a named one
         r = load_recipe(recipe, list(overrides)) if recipe else apply_overrides(from_dict(raw["recipe"]),
                                                                                  list(overrides))
-        with torch.device("meta"):
-            model = r.model.build()
-        model = model.to_empty(device="cpu")
-        model.load_state_dict(raw["ema" if weights == "ema" else "model"], strict=True)
-    else:
-        if recipe is None:
-            raise checkpoint.CheckpointError(f"{file} is not a pixdiff checkpoint: pass --recipe to read it "
-                                             "as one of the authors' reference checkpoints")
-        r = load_recipe(recipe, list(overrides))
-        with torch.device("meta"):
-            model = r.model.build()
-        model = model.to_empty(device="cpu")
-        load_reference(model, raw, weights)
+        state = checkpoint.pick_ema(raw, ema) if weights == "ema" else raw["model"]
+        return checkpoint.model_from_state(r.model, state, device), r, file
+    if recipe is None:
+        raise checkpoint.CheckpointError(f"{file} is not a pixdiff checkpoint: pass --recipe to read it "
+                                         "as one of the authors' reference checkpoints")
+    r = load_recipe(recipe, list(overrides))
+    with torch.device("meta"):
+        model = r.model.build()
+    model = model.to_empty(device="cpu")
+    load_reference(model, raw, weights)
     model.backbone.reset_rope()  # non-persistent buffers were left empty by the meta build
     return model.to(device).eval().requires_grad_(False), r, file
 
@@ -94,26 +93,26 @@ def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int) -> torc
 
 @torch.no_grad()
 def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir: Path, d: Dist = Dist(), *,
-             num_classes: int | None = None, dtype: str = "bf16", meta: dict | None = None) -> Path | None:
+             num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
+             meta: dict | None = None) -> Path | None:
     """Write out_dir/samples.npz (+ grid.png, meta.json); returns the .npz path on rank 0.
 
-    `num_classes` limits the labels drawn (a model may have more rows than the data had classes)."""
+    `num_classes` limits the labels drawn (a model may have more rows than the data had classes).
+    `dtype` and `compile` go to `sampling.inference_network` (with "bf16" the model's weights are
+    converted in place), the path `pixdiff bench latency` times."""
     bb = recipe.model.backbone
     classes = num_classes or bb.num_classes
     s = settings
     labels = labels_for(s.num, classes, s.labels, s.seed)  # (N,), identical on every rank
     mine = list(range(d.rank, s.num, d.world))
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and dtype == "bf16"
-                else contextlib.nullcontext())
+    net = inference_network(model, dtype=dtype, compile=compile)
     chunks = []
     for start in range(0, len(mine), s.batch_size):
         idx = mine[start:start + s.batch_size]
         y = labels[idx].to(d.device)
         gens = seed_generators([derive_seed(s.seed, i) for i in idx], d.device)
-        with autocast:
-            x = sample(model, recipe.objective, y, shape_chw=(bb.channels, bb.image_size, bb.image_size),
-                       num_classes=bb.num_classes, steps=s.steps, solver=s.solver, cfg_scale=s.cfg_scale,
-                       cfg_interval=s.cfg_interval, time_shift=s.time_shift, generators=gens)
+        x = sample_recipe(net, recipe, y, gens, steps=s.steps, solver=s.solver, cfg_scale=s.cfg_scale,
+                          cfg_interval=s.cfg_interval, time_shift=s.time_shift)
         chunks.append(to_uint8(x))
     parts = out_dir / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -129,10 +128,11 @@ def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir
     shutil.rmtree(parts)
     info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": s.steps,
             "solver": s.solver, "cfg_scale": s.cfg_scale, "cfg_interval": list(s.cfg_interval),
-            "time_shift": s.time_shift, "dtype": dtype if d.device.type == "cuda" else "fp32",
+            "time_shift": s.time_shift, "dtype": dtype, "compile": compile,
             "world_size": d.world, "recipe": recipe.name, **(meta or {})}
     npz = out_dir / "samples.npz"
     save_samples(npz, images, labels.numpy(), info)
     save_png(make_grid(images[:64]), out_dir / "grid.png", scale=max(1, 128 // bb.image_size))
-    (out_dir / "meta.json").write_text(json.dumps(info, indent=2))
+    with atomic_write(out_dir / "meta.json", text=True) as f:
+        f.write(json.dumps(info, indent=2))
     return npz

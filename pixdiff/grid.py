@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from pixdiff.atomic import atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -31,12 +32,9 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
 
 def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     """Write atomically; `scale` enlarges with nearest-neighbour so small samples stay readable."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as f:
+        pil.save(f, format="PNG")
+    return Path(path)

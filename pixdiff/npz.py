@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
+from pixdiff.atomic import atomic_write
 from pixdiff.data.images import to_rgb
 
 __all__ = [
@@ -51,18 +51,8 @@ def savez_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     A crash or a full disk never leaves a truncated file under the final name, which matters for
     multi-GB sample files that other jobs poll for.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # plain open: the file gets the usual umask permissions
-            np.savez(f, **arrays)  # a file object keeps np.savez from appending ".npz" to the name
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)  # a file object keeps np.savez from appending ".npz" to the name
 
 
 def save_samples(

@@ -48,10 +48,12 @@ class TrainConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-3
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warm-up (see train.schedule)
+    min_lr: float = 0.0  # where "cosine" and "linear" end, at max_steps
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     grad_accum: int = 1
-    ema_decay: float = 0.9999
+    ema_decays: tuple[float, ...] = (0.9999,)  # checkpoints: "ema" = the first (sampling's default), "ema_extra"
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
     compile: bool = False
     parallel: Literal["ddp", "fsdp"] = "ddp"
@@ -61,6 +63,15 @@ class TrainConfig:
     ckpt_every: int = 5000
     sample_every: int = 10000
     repa: RepaConfig | None = None
+    tensorboard: bool = False  # also write metrics as TensorBoard events under <run>/tensorboard
+
+    def __post_init__(self) -> None:
+        if not self.ema_decays or not all(0.0 <= d < 1.0 for d in self.ema_decays):
+            raise ValueError(f"train.ema_decays must be one or more decays in [0, 1), not {self.ema_decays}")
+        if len(set(self.ema_decays)) != len(self.ema_decays):
+            raise ValueError(f"train.ema_decays has a decay twice: {self.ema_decays}")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise ValueError(f"train.min_lr must be in [0, train.lr={self.lr}], not {self.min_lr}")
 
 
 @dataclass(frozen=True)

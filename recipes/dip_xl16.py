@@ -1,6 +1,6 @@
 """DiP-XL/16 at 256 px on ImageNet (the paper's main model) and its Table 2 / Fig. 5 ablations.
 
-`build()` carries the paper's full training settings (DESIGN.md section 2). Point `data.source` at
+`build()` carries the paper's full training settings (docs/design.md, section 1). Point `data.source` at
 an ImageNet train folder (one sub-folder per class), e.g.
     pixdiff train recipes/dip_xl16.py --set data.source=/data/imagenet/train
 """
@@ -27,7 +27,7 @@ def build() -> Recipe:
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
         train=TrainConfig(
             global_batch=256, max_steps=3_000_000, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-3,
-            ema_decay=0.9999, precision="bf16",
+            ema_decays=(0.9999,), precision="bf16",
         ),
         data=DataConfig(source="imagenet/train", flip=True),
         sample=SampleConfig(steps=100, solver="euler", cfg_scale=4.0, cfg_interval=(0.1, 1.0)),

@@ -32,7 +32,7 @@ def build() -> Recipe:
         objective=XPrediction(t_sampling="logit_normal", label_dropout=0.1, t_eps=1.0),
         train=TrainConfig(
             global_batch=32, max_steps=3200, lr=2e-3, warmup_steps=100, weight_decay=0.0, grad_clip=1.0,
-            ema_decay=0.99, precision="fp32", num_workers=0, log_every=10, ckpt_every=400, sample_every=1600,
+            ema_decays=(0.99,), precision="fp32", num_workers=0, log_every=10, ckpt_every=400, sample_every=1600,
         ),
         data=DataConfig(source="emoji", flip=False, balance_classes=True),
         sample=SampleConfig(steps=50, solver="euler", cfg_scale=3.0, cfg_interval=(0.0, 1.0), time_shift=3.0,

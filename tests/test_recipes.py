@@ -31,7 +31,7 @@ def test_dip_xl16_exact_parameter_counts():
     assert s["params"] == 631_989_411
     assert s["params_head"] == 6_968_067
     assert s["tokens"] == 256 and s["patch_size"] == 16 and s["resolution"] == 256
-    # DESIGN.md: ~221 GFLOP for the 26 blocks + ~34 for the head at batch 1
+    # docs/design.md section 3: ~221 GFLOP for the 26 blocks + ~34 for the head at batch 1
     assert 250 < s["gflops"] < 260
 
 

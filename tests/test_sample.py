@@ -112,3 +112,16 @@ def test_sample_errors_are_clear(ckpt, tmp_path):
     torch.save({"x": torch.zeros(1)}, bare)
     res = cli("sample", str(bare), "--out", str(tmp_path))
     assert res.returncode == 2 and "--recipe" in res.stderr
+
+
+@pytest.mark.slow
+def test_compiled_and_bf16_sampling_from_the_cli(ckpt, tmp_path):
+    """`--compile` (inductor on the CPU) and `--dtype bf16` run the path `bench latency` times."""
+    # no guidance: one batch shape, one graph to compile
+    eager = sample(ckpt, tmp_path / "eager", "--num", "2", "--cfg", "1.0")
+    compiled = sample(ckpt, tmp_path / "compiled", "--num", "2", "--cfg", "1.0", "--compile")
+    assert load_meta(tmp_path / "compiled" / "samples.npz")["compile"] is True
+    assert np.abs(eager.astype(int) - compiled.astype(int)).max() <= 2  # same network, fused kernels
+    bf16 = sample(ckpt, tmp_path / "bf16", "--num", "2", "--cfg", "1.0", "--dtype", "bf16")
+    assert load_meta(tmp_path / "bf16" / "samples.npz")["dtype"] == "bf16"
+    assert not np.array_equal(eager, bf16) and np.abs(eager.astype(int) - bf16.astype(int)).mean() < 8

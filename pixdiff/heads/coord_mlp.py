@@ -23,8 +23,8 @@ from pixdiff.heads import Reads, Scope
 class CoordinateMLP:
     """`depth` blocks of width `hidden` with generated `hidden x mlp_hidden` weights.
 
-    The defaults (64 wide, 128 inner, 4 blocks, 8x8 frequencies) are DESIGN.md's. The weight
-    generators dominate: 4 x Linear(1152 -> 2*64*128) makes the head 75,567,875 parameters at
+    The defaults (64 wide, 128 inner, 4 blocks, 8x8 frequencies) are the paper's (docs/design.md,
+    section 2). The weight generators dominate: 4 x Linear(1152 -> 2*64*128) makes the head 75,567,875 parameters at
     D=1152, C=3 (any P), so DiP-XL/16 with it totals 700.6M (paper: 700M).
     """
 

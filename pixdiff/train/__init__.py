@@ -1,0 +1,27 @@
+"""The training engine: a recipe in, a trained and resumable run folder out.
+
+One code path for a CPU, one GPU, or many GPUs under `torchrun` (DDP, or FSDP2 when the recipe
+asks for it). Determinism is by construction, not by luck: the data order is a function of
+(seed, epoch), and every sample's diffusion noise, time and label dropout come from its own
+generator seeded by (seed, step, global sample index). A run therefore does not depend on the
+number of processes, and a resumed run repeats the uninterrupted one step for step.
+
+Modules: `loop` (the Trainer), `stream` (micro-batches), `parallel` (building and DDP/FSDP2),
+`checkpointing`, `metrics` (rows, TensorBoard, progress), `schedule` (learning rates), `ema`, `loss`.
+
+Run folder:
+    recipe.json          the resolved recipe
+    metrics.jsonl        one JSON row per logged step: window means since the previous row (rank 0)
+    tensorboard/         the same scalars as TensorBoard events (with train.tensorboard=true)
+    checkpoints/         step_XXXXXXXX.pt, written atomically; the newest two are kept
+    samples/             EMA sample grids, step_XXXXXXXX.png
+    loss.png             loss curve, written at the end
+"""
+
+from pixdiff.train.errors import TrainingError
+from pixdiff.train.loop import Trainer, TrainResult, train
+from pixdiff.train.loss import TrainingLoss, step_generators
+from pixdiff.train.stream import class_groups, epoch_order, flips, global_batch_indices
+
+__all__ = ["TrainResult", "Trainer", "TrainingError", "TrainingLoss", "class_groups", "epoch_order", "flips",
+           "global_batch_indices", "step_generators", "train"]

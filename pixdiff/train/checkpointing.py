@@ -1,0 +1,112 @@
+"""A run's checkpoints: what one holds, writing it (newest two kept), resuming from it.
+
+Keys besides `checkpoint`'s format/recipe/model: `ema` (the weights of train.ema_decays[0], what
+sampling uses), `ema_extra` ({str(decay): weights} for the other decays), `step`, `optimizer`,
+`rng`, `data`, `metrics_window` (the unfinished log window, so that a resumed run logs the same
+rows), and `repa_projector` with REPA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixdiff import checkpoint
+from pixdiff.atomic import atomic_write
+from pixdiff.config_tree import from_dict, to_dict
+from pixdiff.distributed import Dist, barrier
+from pixdiff.recipe import Recipe
+from pixdiff.train import parallel
+from pixdiff.train.errors import TrainingError
+from pixdiff.train.parallel import Parts
+
+CKPT_DIR = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    files = sorted((out_dir / CKPT_DIR).glob("step_*.pt"))
+    return files[-1] if files else None
+
+
+def checkpoint_step(path: Path | None) -> int:
+    return int(path.stem.split("_")[1]) if path else -1
+
+
+def check_resume_compatible(saved: Recipe, given: Recipe) -> None:
+    """Resuming may change how long and how often (train.*, sample.*), never what is trained."""
+    for section in ("model", "objective", "data"):
+        a, b = to_dict(getattr(saved, section)), to_dict(getattr(given, section))
+        if a != b:
+            raise TrainingError(
+                f"--resume: the recipe's {section!r} section differs from the run's recipe.json; "
+                f"resume with the same recipe or start a new --out folder")
+    if (saved.train.global_batch, saved.train.seed) != (given.train.global_batch, given.train.seed):
+        raise TrainingError("--resume: train.global_batch and train.seed must stay as they were")
+
+
+def split_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
+def run_state(recipe: Recipe, parts: Parts, step: int, dataset_size: int, window: dict) -> dict[str, Any]:
+    """Everything a checkpoint holds (a collective under FSDP: every rank calls it)."""
+    decays = recipe.train.ema_decays
+    net = parallel.full_state_dict(parts.net, parts.fsdp)
+    state = {
+        "recipe": to_dict(recipe),
+        "step": step,
+        "model": split_prefix(net, "model."),
+        "ema": parallel.ema_state(parts, 0),
+        "ema_extra": {str(decay): parallel.ema_state(parts, i) for i, decay in enumerate(decays) if i > 0},
+        "optimizer": parallel.optimizer_state(parts),
+        "rng": {"torch": torch.get_rng_state()},
+        "data": {"samples_seen": step * recipe.train.global_batch, "dataset_size": dataset_size},
+        "metrics_window": window,
+    }
+    if recipe.train.repa:
+        state["repa_projector"] = split_prefix(net, "repa_projector.")
+    return state
+
+
+def save(out_dir: Path, state: dict[str, Any], d: Dist) -> Path:
+    """Write step_XXXXXXXX.pt (rank 0) and delete all but the newest KEEP_CHECKPOINTS."""
+    path = out_dir / CKPT_DIR / f"step_{state['step']:08d}.pt"
+    if d.main:
+        checkpoint.save(state, path)
+        for old in sorted((out_dir / CKPT_DIR).glob("step_*.pt"))[:-KEEP_CHECKPOINTS]:
+            old.unlink()
+    barrier(d)
+    return path
+
+
+def restore(out_dir: Path, recipe: Recipe, parts: Parts) -> tuple[Path, dict[str, Any]]:
+    """Load the newest checkpoint into `parts`; returns its path and its contents."""
+    path = latest_checkpoint(out_dir)
+    if path is None:
+        raise TrainingError(f"--resume: no checkpoint in {out_dir / CKPT_DIR}")
+    ckpt = checkpoint.load(path, map_location="cpu")
+    check_resume_compatible(from_dict(ckpt["recipe"]), recipe)
+    net = {f"model.{k}": v for k, v in ckpt["model"].items()}
+    net.update({f"repa_projector.{k}": v for k, v in ckpt.get("repa_projector", {}).items()})
+    parallel.load_full_state_dict(parts.net, net, parts.fsdp)
+    saved = checkpoint.ema_weights(ckpt)
+    for i, decay in enumerate(recipe.train.ema_decays):
+        if decay not in saved:
+            raise TrainingError(f"--resume: the checkpoint has no EMA with decay {decay} "
+                                f"(it has {', '.join(map(str, saved))}); keep train.ema_decays as they were")
+        parallel.load_ema_state(parts, i, saved[decay])
+    parallel.load_optimizer_state(parts, ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return path, ckpt
+
+
+def forget_metrics_after(log: Path, step: int) -> None:
+    """Drop metrics rows logged after `step`: a resumed run is about to redo them."""
+    if log.exists():
+        rows = [r for r in log.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+        with atomic_write(log, text=True) as f:
+            f.write("".join(r + "\n" for r in rows))

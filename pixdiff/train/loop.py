@@ -1,0 +1,260 @@
+"""The step loop: micro-batches in, optimizer and EMA updates out, rows and checkpoints on schedule.
+
+Non-finite losses. The loop never asks the device whether a step's loss was finite (that would
+be a host sync every step). Instead each step records on the device whether its loss or gradient
+norm is non-finite; from the first such step on, the fused AdamW skips its update (the
+`found_inf` tensor GradScaler uses) and the EMAs stand still, so the weights stay those of the
+last good step. The next step that syncs anyway (a log row, a checkpoint, a sample grid, the end)
+reads the flag, saves a checkpoint of the last good step and stops, naming the bad step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pixdiff import checkpoint
+from pixdiff.atomic import atomic_write
+from pixdiff.config_tree import to_dict
+from pixdiff.distributed import Dist, barrier, mean_across
+from pixdiff.precision import autocast
+from pixdiff.recipe import Recipe
+from pixdiff.train import checkpointing, parallel
+from pixdiff.train.ema import ema_update
+from pixdiff.train.errors import TrainingError
+from pixdiff.train.loss import step_generators
+from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, is_log_step, plot_loss
+from pixdiff.train.schedule import lr_at
+from pixdiff.train.stream import BatchStream, MicroBatch
+
+SAMPLES_DIR = "samples"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    step: int
+    last_loss: float
+    seconds: float
+    checkpoint: Path | None
+    sample_grid: Path | None
+    main: bool  # whether this process is rank 0 (the one that reports)
+
+
+def open_data(recipe: Recipe, d: Dist) -> Any:
+    """The recipe's image cache: rank 0 builds it once, the others open it after the barrier."""
+    from pixdiff.data import prepare
+
+    dc, tc = recipe.data, recipe.train
+    if tc.global_batch % (d.world * tc.grad_accum):
+        raise TrainingError(f"train.global_batch={tc.global_batch} is not divisible by world size {d.world} "
+                            f"x train.grad_accum {tc.grad_accum}")
+    def open_cache() -> Any:
+        return prepare(dc.source, dc.cache_dir, recipe.resolution, on_error=dc.on_error, small=dc.small)
+
+    cache = open_cache() if d.main else None
+    barrier(d)
+    if cache is None:
+        cache = open_cache()
+    if cache.info.num_classes > recipe.model.backbone.num_classes:
+        raise TrainingError(f"the data has {cache.info.num_classes} classes but the model "
+                            f"{recipe.model.backbone.num_classes}; set model.backbone.num_classes")
+    return cache
+
+
+class Trainer:
+    """Holds the live state of one run; `run()` trains to recipe.train.max_steps."""
+
+    def __init__(self, recipe: Recipe, out_dir: Path, d: Dist, *, resume: bool = False, progress: bool = True,
+                 console: Any = None):
+        self.recipe, self.out_dir, self.d, self.progress, self.console = recipe, Path(out_dir), d, progress, console
+        self.cache = open_data(recipe, d)
+        self.parts = parallel.build(recipe, d)
+        self.net = self.parts.net
+        self.step, self.lr, self.last_ckpt, self.last_loss = 0, 0.0, None, float("nan")
+        self.window = Window(d)
+        self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
+        self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
+        self.stream: BatchStream | None = None  # opened by the first step, at the step it starts from
+        self.batches: Iterator[MicroBatch] | None = None
+        if resume:
+            self._resume()
+        elif checkpointing.latest_checkpoint(self.out_dir) is not None:
+            raise TrainingError(f"{self.out_dir} already holds checkpoints: pass --resume to continue it, "
+                                f"or choose another --out")
+        if d.main:
+            with atomic_write(self.out_dir / "recipe.json", text=True) as f:
+                f.write(json.dumps(to_dict(recipe), indent=2))
+
+    def _resume(self) -> None:
+        if self.d.main:
+            checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
+        self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
+        self.step = int(ckpt["step"])
+        self.window.load(ckpt.get("metrics_window"))
+        if self.d.main:
+            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.step)
+
+    # ------------------------------------------------------------------ data
+    def _stream(self, start_step: int) -> BatchStream:
+        tc, dc = self.recipe.train, self.recipe.data
+        return BatchStream(self.cache.images, self.cache.labels, seed=tc.seed, global_batch=tc.global_batch,
+                           grad_accum=tc.grad_accum, rank=self.d.rank, world=self.d.world, flip=dc.flip,
+                           balance_classes=dc.balance_classes, device=self.d.device, start_step=start_step,
+                           num_workers=tc.num_workers)
+
+    def _micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, range]:
+        """Micro-batch `micro` of `step` on its own (what training would draw there): x, y, positions."""
+        with self._stream(step) as stream:
+            mb = next(b for b in stream if b.micro == micro)
+        return mb.x, mb.y, mb.positions
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """Stop the data stream (its workers, with the real feed)."""
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = self.batches = None
+
+    # ------------------------------------------------------------------ one step
+    def _gradients(self) -> dict[str, torch.Tensor]:
+        """Forward and backward of this step's micro-batches; 0-d statistics, the loss averaged over ranks."""
+        tc, p = self.recipe.train, self.parts
+        if self.batches is None:
+            self.stream = self._stream(self.step)
+            self.batches = iter(self.stream)
+        sums: dict[str, torch.Tensor] = {}
+        for micro in range(tc.grad_accum):
+            mb = next(self.batches)
+            gens = step_generators(tc.seed, mb.step, mb.positions, self.d.device)
+            with parallel.gradient_sync(p.wrapped, micro == tc.grad_accum - 1), autocast(self.d.device, tc.precision):
+                loss, parts = p.wrapped(mb.x, mb.y, gens)
+                (loss / tc.grad_accum).backward()
+            accumulate(sums, {**parts, "loss": loss}, tc.grad_accum)
+        sums["loss"] = mean_across(self.d, sums["loss"])
+        return sums
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimizer step; returns its statistics as 0-d device tensors (no host sync)."""
+        tc, p = self.recipe.train, self.parts
+        self.lr = lr_at(self.step, tc)
+        for group in p.optimizer.param_groups:
+            group["lr"] = self.lr
+        stats = self._gradients()
+        max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+        stats["grad_norm"] = parallel.full(torch.nn.utils.clip_grad_norm_(p.net.parameters(), max_norm)).float()
+        self._record_nonfinite(stats["loss"], stats["grad_norm"])
+        p.optimizer.found_inf = self.halted  # fused AdamW: skip the update (and its step count) when 1
+        p.optimizer.step()
+        p.optimizer.zero_grad(set_to_none=True)
+        ema_update([[parallel.local(e) for e in ema] for ema in p.emas],
+                   [parallel.local(q) for q in p.net.model.parameters()], tc.ema_decays, 1.0 - self.halted)
+        self.step += 1
+        return stats
+
+    def _record_nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        first = ~(torch.isfinite(loss) & torch.isfinite(grad_norm)) & (self.halted == 0)
+        # new_full: a fill on the device, not a host-to-device copy
+        self.bad.copy_(torch.where(first, torch.stack([loss.new_full((), self.step + 1.0), loss]), self.bad))
+        self.halted.copy_(torch.maximum(self.halted, first.float()))
+
+    def _stop_if_nonfinite(self) -> None:
+        """Raise (after saving the last good step) if a step since the last check was non-finite."""
+        if not self.halted.item():
+            return
+        bad_step, bad_loss = self.bad.tolist()
+        self.step = int(bad_step) - 1  # no update was applied since: the state is that of this step
+        self.window = Window(self.d)  # its sums hold the bad values
+        if self.step > 0 and checkpointing.checkpoint_step(self.last_ckpt) != self.step:
+            self.save_checkpoint()
+        raise TrainingError(f"loss is {bad_loss} at step {int(bad_step)} (or its gradient is not finite); "
+                            f"stopped without applying it. Last good checkpoint: "
+                            f"{self.last_ckpt or 'none (failed before the first step)'}")
+
+    # ------------------------------------------------------------------ checkpoints and samples
+    def save_checkpoint(self) -> Path:
+        state = checkpointing.run_state(self.recipe, self.parts, self.step, self.cache.info.count,
+                                        self.window.state())  # collective under FSDP: every rank takes part
+        self.last_ckpt = checkpointing.save(self.out_dir, state, self.d)
+        return self.last_ckpt
+
+    def ema_model(self, i: int = 0) -> nn.Module | None:
+        """EMA `i` (of train.ema_decays) as an eval model on rank 0; None elsewhere (a collective under FSDP)."""
+        state = parallel.ema_state(self.parts, i)
+        return checkpoint.model_from_state(self.recipe.model, state, self.d.device) if self.d.main else None
+
+    @torch.no_grad()
+    def sample_grid(self) -> Path | None:
+        """Samples of the first EMA as a PNG grid, written by rank 0 (every rank must call it under FSDP)."""
+        from pixdiff.grid import make_grid, save_png, to_uint8
+        from pixdiff.sampling import balanced_labels, sample_recipe, seed_generators
+
+        ema = self.ema_model()
+        if ema is None:
+            return None
+        n, classes, size = self.recipe.sample.grid_images, self.cache.info.num_classes, self.recipe.resolution
+        y = balanced_labels(n, classes, device=self.d.device)
+        with autocast(self.d.device, self.recipe.train.precision):
+            x = sample_recipe(ema, self.recipe, y, seed_generators(range(n), self.d.device))
+        return save_png(make_grid(to_uint8(x), nrow=classes if n % classes == 0 and classes <= 12 else None),
+                        self.out_dir / SAMPLES_DIR / f"step_{self.step:08d}.png", scale=max(1, 128 // size))
+
+    # ------------------------------------------------------------------ driver
+    def _on_schedule(self, log: MetricsLog, bar: ProgressBar, t0: float) -> Path | None:
+        """A row, a checkpoint and a grid when the step asks for them; the grid's path if one was made."""
+        tc, s = self.recipe.train, self.step
+        if is_log_step(s, tc):
+            self._stop_if_nonfinite()
+            row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - t0, 3)}
+            log.write(row)
+            bar.update(s, row["loss"], row["img_per_s"])
+            self.last_loss = row["loss"]
+        if s % tc.ckpt_every == 0 and s != tc.max_steps:
+            self._stop_if_nonfinite()
+            self.save_checkpoint()
+        if tc.sample_every > 0 and s % tc.sample_every == 0 and s != tc.max_steps:
+            self._stop_if_nonfinite()
+            return self.sample_grid()
+        return None
+
+    def run(self) -> TrainResult:
+        tc, d = self.recipe.train, self.d
+        t0, grid = time.perf_counter(), None
+        log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
+                         resumed_at=self.step + 1 if self.step else None)
+        bar = ProgressBar(tc.max_steps, self.step, enabled=self.progress and d.main, console=self.console)
+        with log, bar, self:
+            while self.step < tc.max_steps:
+                self.window.add(self.train_step())
+                grid = self._on_schedule(log, bar, t0) or grid
+        self._stop_if_nonfinite()
+        if checkpointing.checkpoint_step(self.last_ckpt) != self.step:
+            self.save_checkpoint()
+        if tc.sample_every > 0:
+            grid = self.sample_grid()
+        if d.main:
+            plot_loss(log.path, self.out_dir / "loss.png")
+        barrier(d)
+        return TrainResult(self.out_dir, self.step, self.last_loss, time.perf_counter() - t0, self.last_ckpt, grid,
+                           d.main)
+
+
+def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group."""
+    from pixdiff.distributed import setup, teardown
+
+    d = setup(device)
+    try:
+        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).run()
+    finally:
+        teardown()

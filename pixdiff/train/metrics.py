@@ -1,0 +1,158 @@
+"""What a run reports: window means in metrics.jsonl (and TensorBoard), a progress bar, a loss plot.
+
+A row covers the log window (previous logged step, step]: the mean of each per-step statistic
+over those steps and the images per second they took. The sums stay on the device between rows,
+so that logging costs one host sync per row, not per step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixdiff.distributed import Dist, mean_across
+from pixdiff.recipe import TrainConfig
+from pixdiff.train.errors import TrainingError
+
+
+def is_log_step(step: int, tc: TrainConfig) -> bool:
+    """Steps that get a row: the first, every log_every-th and the last (a function of the step
+    alone, so that a resumed run logs the rows the uninterrupted one did)."""
+    return step == 1 or step % tc.log_every == 0 or step == tc.max_steps
+
+
+def accumulate(sums: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], divisor: int = 1) -> None:
+    """sums[k] += stats[k] / divisor for each statistic, on the device (fp32)."""
+    for k, v in stats.items():
+        v = v.detach().float() / divisor
+        sums[k] = sums[k] + v if k in sums else v
+
+
+class Window:
+    """Sums of per-step statistics (0-d device tensors) since the last row."""
+
+    def __init__(self, d: Dist):
+        self.d = d
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.timed_steps, self.t0 = 0, time.perf_counter()  # this process's steps: throughput
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        accumulate(self.sums, stats)
+        self.steps += 1
+        self.timed_steps += 1
+
+    def _global_sums(self) -> dict[str, torch.Tensor]:
+        """Sums averaged over ranks (a collective): the loss is the same on every rank, other
+        statistics (e.g. REPA's term) are per rank."""
+        keys = sorted(self.sums)
+        if not keys:
+            return {}
+        return dict(zip(keys, mean_across(self.d, torch.stack([self.sums[k] for k in keys])).unbind()))
+
+    def row(self, step: int, lr: float, global_batch: int) -> dict[str, Any]:
+        """The metrics.jsonl row of the window ending at `step` (one host sync), and a new window."""
+        sums = self._global_sums()
+        means = torch.stack(list(sums.values())).div(self.steps).tolist() if sums else []
+        now = time.perf_counter()
+        ips = self.timed_steps * global_batch / max(now - self.t0, 1e-9)
+        row = {"step": step, **{k: round(v, 6) for k, v in zip(sums, means)}, "lr": lr, "img_per_s": round(ips, 2)}
+        self.sums, self.steps, self.timed_steps, self.t0 = {}, 0, 0, now
+        return row
+
+    def state(self) -> dict[str, Any]:
+        """The unfinished window for a checkpoint (a collective, and a host sync)."""
+        return {"steps": self.steps, "sums": {k: v.item() for k, v in self._global_sums().items()}}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        state = state or {"steps": 0, "sums": {}}
+        self.steps = int(state["steps"])
+        self.sums = {k: torch.tensor(v, dtype=torch.float32, device=self.d.device) for k, v in state["sums"].items()}
+
+
+class MetricsLog:
+    """metrics.jsonl rows (rank 0), mirrored as TensorBoard scalars under <run>/tensorboard."""
+
+    def __init__(self, out_dir: Path, *, main: bool, tensorboard: bool, resumed_at: int | None):
+        self.path, self.main, self.writer = out_dir / "metrics.jsonl", main, None
+        if main and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise TrainingError("train.tensorboard=true needs the tensorboard package: "
+                                    "pip install 'pixdiff[tensorboard]'") from e
+            # purge_step: a resumed run overwrites the events logged after its checkpoint
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resumed_at)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for k, v in row.items():
+                if k not in ("step", "time_s"):
+                    self.writer.add_scalar(k, v, row["step"])
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ProgressBar:
+    """rich progress: step, loss, img/s, ETA (rank 0 only)."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool, console: Any = None):
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
+                TimeRemainingColumn(), console=console, transient=False,
+            )
+            self.task = self.progress.add_task("train", total=total, completed=done, loss=float("nan"), ips=0.0)
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def update(self, step: int, loss: float, ips: float) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=step, loss=loss, ips=ips)
+
+
+def plot_loss(log_path: Path, out: Path) -> Path | None:
+    if not log_path.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pixdiff.atomic import atomic_write
+
+    rows = [json.loads(r) for r in log_path.read_text().splitlines() if r]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set(xlabel="step", ylabel="loss (window mean)", title="training loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(out) as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return out
