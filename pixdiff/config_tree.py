@@ -1,5 +1,9 @@
 """Operations on trees of frozen dataclasses (recipes): typed dotted-key overrides and
-JSON-safe (de)serialisation that records each node's class, never pickled code."""
+JSON-safe (de)serialisation that records each node's class, never pickled code.
+
+Decoding a stored tree (a checkpoint's recipe, a run's recipe.json) never runs code that the
+file names: a `_type` must be a dataclass of pixdiff or of a registered plugin, and its module
+is checked against that allow-list before anything is imported."""
 
 from __future__ import annotations
 
@@ -7,11 +11,18 @@ import dataclasses
 import importlib
 import types
 import typing
+from importlib.metadata import entry_points
 from typing import Any, Literal, Union
+
+from pixdiff.plugins import ENTRY_POINT_GROUP, LOCAL_PACKAGE, load_local_plugins, local_plugin_dirs
 
 
 class OverrideError(ValueError):
     pass
+
+
+class DecodeError(ValueError):
+    """A stored tree that does not decode into pixdiff's (or a registered plugin's) config classes."""
 
 
 def leaf_keys(node: Any, prefix: str = "") -> list[str]:
@@ -133,17 +144,36 @@ def to_dict(node: Any) -> Any:
     return node
 
 
-def _import_class(path: str) -> type:
-    module, _, qualname = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-    except ModuleNotFoundError:
-        from pixdiff.plugins import load_local_plugins
+def _plugin_modules() -> set[str]:
+    """Modules a registered plugin may keep config classes in: each `./plugins` (or
+    $PIXDIFF_PLUGINS) file, each `pixdiff.plugins` entry point's module."""
+    local = {f"{LOCAL_PACKAGE}.{p.stem}" for d in local_plugin_dirs() for p in d.glob("[!_]*.py")}
+    return local | {ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
-        load_local_plugins()  # plugin classes live in modules that exist once plugins are loaded
-        obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+
+def _allowed(module: str, plugins: set[str]) -> bool:
+    return any(module == root or module.startswith(root + ".") for root in ("pixdiff", *plugins))
+
+
+def _import_class(path: Any, where: str) -> type:
+    """The config class named by `path` ("module:qualname"), imported only from allowed modules."""
+    refuse = f"{where}: refusing _type {path!r}: only config dataclasses of pixdiff or of a registered plugin load"
+    if not isinstance(path, str) or path.count(":") != 1:
+        raise DecodeError(refuse)
+    module_name, qualname = path.split(":")
+    plugins = set() if _allowed(module_name, set()) else _plugin_modules()
+    if not _allowed(module_name, plugins) or not qualname or any(p.startswith("__") for p in qualname.split(".")):
+        raise DecodeError(refuse)
+    try:
+        if module_name.startswith(LOCAL_PACKAGE + "."):
+            load_local_plugins()  # plugin files are imported under their registered names
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise DecodeError(f"{where}: _type {path!r} does not exist (a newer pixdiff or a missing plugin?)") from None
+    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj) and _allowed(obj.__module__, plugins)):
+        raise DecodeError(refuse)
     return obj
 
 
@@ -156,13 +186,25 @@ def _coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
-def from_dict(data: Any) -> Any:
-    """Inverse of `to_dict`."""
-    if isinstance(data, dict) and "_type" in data:
-        cls = _import_class(data["_type"])
+def from_dict(data: Any, where: str = "recipe") -> Any:
+    """Inverse of `to_dict`, for untrusted input: only JSON values and allowed config classes.
+    Raises DecodeError (one line, naming the dotted place `where`) for anything else."""
+    if isinstance(data, dict):
+        if "_type" not in data or not all(isinstance(k, str) for k in data):
+            raise DecodeError(f"{where}: a stored section must be a config with a _type")
+        cls = _import_class(data["_type"], where)
         hints = _hints(cls)
-        kwargs = {k: _coerce(from_dict(v), hints.get(k)) for k, v in data.items() if k != "_type"}
-        return cls(**kwargs)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names - {"_type"})
+        if unknown:
+            raise DecodeError(f"{where}: {data['_type']} has no field(s) {', '.join(unknown)}")
+        kwargs = {k: _coerce(from_dict(v, f"{where}.{k}"), hints[k]) for k, v in data.items() if k != "_type"}
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise DecodeError(f"{where}: {e}") from None
     if isinstance(data, list):
-        return [from_dict(v) for v in data]
-    return data
+        return [from_dict(v, f"{where}[{i}]") for i, v in enumerate(data)]
+    if data is None or isinstance(data, (str, int, float, bool)):
+        return data
+    raise DecodeError(f"{where}: unexpected {type(data).__name__} value (stored recipes hold only JSON values)")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pixdiff import checkpoint
-from pixdiff.config_tree import apply_overrides, from_dict
+from pixdiff.config_tree import apply_overrides
 from pixdiff.distributed import Dist, barrier
 from pixdiff.grid import make_grid, save_png, to_uint8
 from pixdiff.npz import save_samples
@@ -43,34 +43,22 @@ class SampleSettings:
     batch_size: int = 64
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A run folder means its newest checkpoint; a file is itself."""
-    if path.is_dir():
-        files = sorted((path / "checkpoints").glob("step_*.pt")) or sorted(path.glob("*.pt"))
-        if not files:
-            raise checkpoint.CheckpointError(f"no checkpoint in {path} (looked in {path / 'checkpoints'})")
-        return files[-1]
-    if not path.is_file():
-        raise checkpoint.CheckpointError(f"checkpoint not found: {path}")
-    return path
-
-
 def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = (), weights: str = "ema",
                device: torch.device = torch.device("cpu")) -> tuple[nn.Module, Recipe, Path]:
     """Model and recipe from a pixdiff checkpoint or run folder, or from one of the authors'
     reference checkpoints when `recipe` names the model it belongs to."""
     from pixdiff.interop import load_reference
 
-    file = resolve_checkpoint(path)
-    raw = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and raw.get("format") == checkpoint.FORMAT:
+    file = checkpoint.resolve(path)
+    raw = checkpoint.read(file)
+    if raw.get("format") == checkpoint.FORMAT:
+        saved = checkpoint.recipe_of(raw, file)
         # --set applies to the run's own recipe too (e.g. sample.time_shift), not only to a named one
-        r = load_recipe(recipe, list(overrides)) if recipe else apply_overrides(from_dict(raw["recipe"]),
-                                                                                 list(overrides))
+        r = load_recipe(recipe, list(overrides)) if recipe else apply_overrides(saved, list(overrides))
         with torch.device("meta"):
             model = r.model.build()
         model = model.to_empty(device="cpu")
-        model.load_state_dict(raw["ema" if weights == "ema" else "model"], strict=True)
+        load_weights(model, raw, weights, file)
     else:
         if recipe is None:
             raise checkpoint.CheckpointError(f"{file} is not a pixdiff checkpoint: pass --recipe to read it "
@@ -82,6 +70,17 @@ def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = 
         load_reference(model, raw, weights)
     model.backbone.reset_rope()  # non-persistent buffers were left empty by the meta build
     return model.to(device).eval().requires_grad_(False), r, file
+
+
+def load_weights(model: nn.Module, ckpt: dict, weights: str, file: Path) -> None:
+    """Strictly load a pixdiff checkpoint's 'ema' or 'raw' ("model") weights into `model`."""
+    from pixdiff.interop import check_state
+
+    key = "ema" if weights == "ema" else "model"
+    if not isinstance(ckpt.get(key), dict):
+        raise checkpoint.CheckpointError(f"{file} has no {weights!r} weights (it holds: {', '.join(map(str, ckpt))})")
+    check_state(model.state_dict(), ckpt[key], f"{file}'s {weights!r} weights")
+    model.load_state_dict(ckpt[key], strict=True)
 
 
 def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int) -> torch.Tensor:

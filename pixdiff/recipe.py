@@ -19,6 +19,8 @@ from pixdiff.config_tree import apply_overrides
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import FlowMatching, Objective
 from pixdiff.pyfile import import_file
+from pixdiff.sampling import SOLVERS
+from pixdiff.validate import check_fields, positive, require
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -37,8 +39,12 @@ class RepaConfig:
     proj_dim: int = 768  # the encoder's token width
 
     def __post_init__(self) -> None:
-        if not isinstance(self.encoder, str) or not self.encoder:
-            raise ValueError("REPA needs an encoder: set train.repa.encoder=FILE.pt or module:factory first")
+        require(self, "encoder", isinstance(self.encoder, str) and bool(self.encoder),
+                "REPA needs an encoder: set train.repa.encoder=FILE.pt or module:factory first")
+        check_fields(self)
+        require(self, "weight", self.weight >= 0, "must be >= 0")
+        require(self, "block", self.block >= 0, "must be >= 0 (a 0-based block index)")
+        positive(self, "proj_dim")
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,20 @@ class TrainConfig:
     num_workers: int = 4
     log_every: int = 100
     ckpt_every: int = 5000
-    sample_every: int = 10000
+    sample_every: int = 10000  # 0 disables sample grids during training
     repa: RepaConfig | None = None
+
+    def __post_init__(self) -> None:
+        require(self, "precision", self.precision != "fp16",
+                "fp16 needs loss scaling (a GradScaler), which pixdiff does not do; use bf16 or fp32")
+        check_fields(self)
+        positive(self, "global_batch", "max_steps", "lr", "grad_accum", "log_every", "ckpt_every")
+        require(self, "global_batch", self.global_batch % self.grad_accum == 0,
+                f"must be divisible by train.grad_accum={self.grad_accum}")
+        require(self, "betas", all(0 <= b < 1 for b in self.betas), "each beta must be in [0, 1)")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "seed", "num_workers", "sample_every"):
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")
+        require(self, "ema_decay", 0 <= self.ema_decay < 1, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,10 @@ class DataConfig:
     small: Literal["upscale", "reject"] = "upscale"
     balance_classes: bool = False  # draw every class equally often (see train.epoch_order)
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self, "source", bool(self.source), "must name 'emoji' or an image folder")
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -82,6 +104,15 @@ class SampleConfig:
     time_shift: float = 1.0
     grid_images: int = 16
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        positive(self, "steps", "time_shift")
+        require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
+        require(self, "cfg_scale", self.cfg_scale >= 0, "must be >= 0")
+        lo, hi = self.cfg_interval
+        require(self, "cfg_interval", 0 <= lo <= hi <= 1, "must be (lo, hi) with 0 <= lo <= hi <= 1")
+        require(self, "grid_images", self.grid_images >= 0, "must be >= 0")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -91,6 +122,14 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self, "name", bool(self.name), "must not be empty")
+        repa = self.train.repa
+        if repa is not None and repa.block >= self.model.backbone.depth:
+            raise ValueError(f"RepaConfig.block={repa.block}: the backbone has only "
+                             f"{self.model.backbone.depth} blocks (0..{self.model.backbone.depth - 1})")
 
     @property
     def resolution(self) -> int:
@@ -156,7 +195,10 @@ def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
                 f"recipe file {file_part} has no function {fn_name!r}; available: {', '.join(sorted(fns)) or 'none'}"
             )
         fn = fns[fn_name]
-    recipe = fn()
+    try:
+        recipe = fn()
+    except ValueError as e:  # a config's validation: one line, not a traceback
+        raise RecipeError(f"{spec}: {e}") from None
     if not isinstance(recipe, Recipe):
         raise RecipeError(f"{spec} returned {type(recipe).__name__}, expected a pixdiff Recipe")
     return apply_overrides(recipe, list(overrides))

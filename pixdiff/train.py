@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pixdiff import checkpoint
-from pixdiff.config_tree import from_dict, to_dict
+from pixdiff.config_tree import to_dict
 from pixdiff.distributed import Dist, barrier, mean_across
 from pixdiff.recipe import Recipe, RepaConfig
 from pixdiff.sampling import derive_seed
@@ -300,7 +300,7 @@ class Trainer:
         if path is None:
             raise TrainingError(f"--resume: no checkpoint in {self.out_dir / CKPT_DIR}")
         ckpt = checkpoint.load(path, map_location="cpu")
-        check_resume_compatible(from_dict(ckpt["recipe"]), self.recipe)
+        check_resume_compatible(checkpoint.run_recipe(self.out_dir), self.recipe)
         net = {f"model.{k}": v for k, v in ckpt["model"].items()}
         net.update({f"repa_projector.{k}": v for k, v in ckpt.get("repa_projector", {}).items()})
         load_full_state_dict(self.net, net, self.fsdp)

@@ -8,10 +8,14 @@ import torch
 from torch import nn
 
 from pixdiff.backbone import modulate
+from pixdiff.validate import check_fields
 
 
 @dataclass(frozen=True)
 class LinearOut:
+    def __post_init__(self) -> None:
+        check_fields(self)
+
     def build(self, dim: int, channels: int, patch_size: int) -> LinearOutHead:
         return LinearOutHead(dim, channels, patch_size)
 

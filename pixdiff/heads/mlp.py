@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pixdiff.validate import check_fields, positive
+
 
 @dataclass(frozen=True)
 class StandardMLP:
@@ -25,8 +27,8 @@ class StandardMLP:
     hidden_layers: int = 2
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.hidden_layers < 1:
-            raise ValueError(f"StandardMLP needs hidden >= 1 and hidden_layers >= 1, got {self}")
+        check_fields(self)
+        positive(self, "hidden", "hidden_layers")
 
     def build(self, dim: int, channels: int, patch_size: int) -> StandardMLPHead:
         return StandardMLPHead(dim, channels, patch_size, self.hidden, self.hidden_layers)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixdiff.validate import check_fields, positive
+
 
 @dataclass(frozen=True)
 class ConvUNet:
@@ -15,6 +17,10 @@ class ConvUNet:
 
     depth: int = 4
     width: int = 64
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        positive(self, "depth", "width")
 
     def build(self, dim: int, channels: int, patch_size: int) -> ConvUNetHead:
         return ConvUNetHead(dim, channels, patch_size, self.depth, self.width)

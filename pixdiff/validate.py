@@ -1,0 +1,85 @@
+"""Config validation at construction: every config dataclass calls `check_fields(self)` first in
+its `__post_init__` (each field against its annotation), then `require(...)` for its ranges and
+combinations. A failure is a ValueError of one line naming `Class.field` and the bad value, so a
+bad recipe file, `--set` or stored recipe stops before any data is built or file written."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from typing import Any, Literal, Union
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def matches(value: Any, annotation: Any) -> bool:
+    """Whether `value` is of the annotated type: bool is not an int, an int is a float, NaN and
+    infinities are not numbers a config wants, tuples match in length and items."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None) or annotation is None:
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is tuple or annotation is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if not args:
+            return True
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+    if annotation is bool:
+        return type(value) is bool
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if getattr(annotation, "_is_protocol", False):  # HeadConfig, Objective: a config dataclass that fits
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            return False
+        return not getattr(annotation, "_is_runtime_protocol", False) or isinstance(value, annotation)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True  # an annotation this checker does not model
+
+
+def check_fields(node: Any) -> None:
+    """Raise ValueError (one line) for the first field whose value does not match its annotation."""
+    hints = _hints(type(node))
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if not matches(value, hints[f.name]):
+            expected = _describe(hints[f.name])
+            raise ValueError(f"{type(node).__name__}.{f.name}={_short(value)}: expected {expected}")
+
+
+def require(node: Any, name: str, ok: bool, why: str) -> None:
+    """Raise ValueError (one line) naming `Class.name` and its value unless `ok`."""
+    if not ok:
+        raise ValueError(f"{type(node).__name__}.{name}={_short(getattr(node, name))}: {why}")
+
+
+def positive(node: Any, *names: str) -> None:
+    for name in names:
+        require(node, name, getattr(node, name) > 0, "must be > 0")
