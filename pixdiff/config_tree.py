@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any, Literal, Union
 
 from pixdiff.plugins import ENTRY_POINT_GROUP, LOCAL_PACKAGE, load_local_plugins, local_plugin_dirs
+from pixdiff.validate import ConfigError
 
 
 class OverrideError(ValueError):
@@ -56,11 +57,8 @@ def parse_value(text: str, annotation: Any, key: str) -> Any:
             except OverrideError:
                 pass
         raise OverrideError(f"{key}: cannot parse {text!r} as {annotation}")
-    if origin is Literal:
-        for choice in args:
-            if str(choice) == text:
-                return choice
-        raise OverrideError(f"{key}: {text!r} is not one of {list(args)}")
+    if origin is Literal:  # anything else is left to the config's validation, which says why
+        return next((choice for choice in args if str(choice) == text), text)
     if origin is tuple:
         parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
         item_types = [args[0]] * len(parts) if len(args) == 2 and args[1] is Ellipsis else list(args)
@@ -82,36 +80,51 @@ def parse_value(text: str, annotation: Any, key: str) -> Any:
     raise OverrideError(f"{key}: values of type {annotation} cannot be set from the command line")
 
 
-def override(root: Any, key: str, text: str, _prefix: str = "") -> Any:
+def override(root: Any, key: str, text: str) -> Any:
     """Return a copy of `root` with the field at dotted `key` set from `text` (type-checked)."""
-    head, _, rest = key.partition(".")
-    full = _prefix + key
-    if head not in {f.name for f in dataclasses.fields(root)}:
-        raise OverrideError(f"unknown key {full!r}; valid keys:\n  " + "\n  ".join(leaf_keys(root, _prefix)))
-    current = getattr(root, head)
-    if rest and current is None:
-        current = _empty_section(_hints(type(root))[head], _prefix + head)
-    if rest:
+    return _apply(root, {key: text}, "")
+
+
+def _apply(node: Any, changes: dict[str, str], prefix: str) -> Any:
+    """Set every dotted key of `changes` below `node` together: each section is rebuilt once, with
+    its final values, so its validation judges the combination (not the order of the --set flags)."""
+    hints, fields = _hints(type(node)), {f.name for f in dataclasses.fields(node)}
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, str]] = {}
+    for key, text in changes.items():
+        head, _, rest = key.partition(".")
+        full = prefix + key
+        if head not in fields:
+            raise OverrideError(f"unknown key {full!r}; valid keys: " + ", ".join(leaf_keys(node, prefix)))
+        current = getattr(node, head)
+        if rest:
+            nested.setdefault(head, {})[rest] = text
+        elif dataclasses.is_dataclass(current):
+            raise OverrideError(f"{full!r} is a section; set one of: " + ", ".join(leaf_keys(current, f"{full}.")))
+        else:
+            direct[head] = parse_value(text, hints[head], full)
+    for head, sub in nested.items():
+        current = getattr(node, head)
+        if current is None:
+            current = _empty_section(hints[head], prefix + head)
         if not dataclasses.is_dataclass(current):
-            raise OverrideError(f"{_prefix + head!r} is a value, not a section; cannot set {full!r}")
-        value = override(current, rest, text, f"{_prefix}{head}.")
-    elif dataclasses.is_dataclass(current):
-        raise OverrideError(f"{full!r} is a section; set one of: " + ", ".join(leaf_keys(current, f"{full}.")))
-    else:
-        value = parse_value(text, _hints(type(root))[head], full)
+            raise OverrideError(f"{prefix + head!r} is a value, not a section; cannot set {prefix + next(iter(sub))!r}")
+        direct[head] = _apply(current, sub, f"{prefix}{head}.")
     try:
-        return dataclasses.replace(root, **{head: value})
+        return dataclasses.replace(node, **direct)
+    except ConfigError as e:  # a field of this section: name it by its dotted key
+        raise OverrideError(f"{prefix}{e.field}={e.value}: {e.reason}") from None
     except (TypeError, ValueError) as e:
         if isinstance(e, OverrideError):
             raise
-        raise OverrideError(f"{full}={text}: {e}") from None
+        raise OverrideError(f"{prefix.rstrip('.')}: {e}" if prefix else str(e)) from None
 
 
 def _empty_section(annotation: Any, key: str) -> Any:
     """An optional section that is None (e.g. train.repa): start from its defaults, if it has them.
 
-    Required fields hold a placeholder `None` until set; applying the override rebuilds the
-    section through its constructor, which validates it (so set required fields first)."""
+    Required fields hold a placeholder `None` until set; applying the overrides rebuilds the
+    section through its constructor, which validates it."""
     options = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
     if not options:
         raise OverrideError(f"{key!r}: its section is empty and has no known type")
@@ -124,13 +137,14 @@ def _empty_section(annotation: Any, key: str) -> Any:
 
 
 def apply_overrides(root: Any, assignments: list[str]) -> Any:
-    """Apply `key=value` strings in order."""
+    """Apply `key=value` strings together (a key set twice takes its last value)."""
+    changes = {}
     for item in assignments:
         key, sep, text = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise OverrideError(f"override {item!r} is not of the form key=value")
-        root = override(root, key.strip(), text.strip())
-    return root
+        changes[key.strip()] = text.strip()
+    return _apply(root, changes, "") if changes else root
 
 
 def to_dict(node: Any) -> Any:
@@ -202,7 +216,8 @@ def from_dict(data: Any, where: str = "recipe") -> Any:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as e:
-            raise DecodeError(f"{where}: {e}") from None
+            raise DecodeError(f"{where}.{e.field}={e.value}: {e.reason}" if isinstance(e, ConfigError)
+                              else f"{where}: {e}") from None
     if isinstance(data, list):
         return [from_dict(v, f"{where}[{i}]") for i, v in enumerate(data)]
     if data is None or isinstance(data, (str, int, float, bool)):

@@ -128,7 +128,7 @@ class Recipe:
         require(self, "name", bool(self.name), "must not be empty")
         repa = self.train.repa
         if repa is not None and repa.block >= self.model.backbone.depth:
-            raise ValueError(f"RepaConfig.block={repa.block}: the backbone has only "
+            raise ValueError(f"train.repa.block={repa.block}: the backbone has only "
                              f"{self.model.backbone.depth} blocks (0..{self.model.backbone.depth - 1})")
 
     @property

@@ -1,7 +1,8 @@
 """Config validation at construction: every config dataclass calls `check_fields(self)` first in
 its `__post_init__` (each field against its annotation), then `require(...)` for its ranges and
-combinations. A failure is a ValueError of one line naming `Class.field` and the bad value, so a
-bad recipe file, `--set` or stored recipe stops before any data is built or file written."""
+combinations. A failure is a ConfigError (a ValueError) of one line naming `Class.field` and the
+bad value, so a bad recipe file, `--set` or stored recipe stops before any data is built or any
+file is written; overrides and stored recipes re-word it with the field's dotted key."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ import math
 import types
 import typing
 from typing import Any, Literal, Union
+
+
+class ConfigError(ValueError):
+    """A config field with a bad value; `field` is its name within its own class."""
+
+    def __init__(self, node: Any, field: str, reason: str):
+        self.field, self.value, self.reason = field, _short(getattr(node, field)), reason
+        super().__init__(f"{type(node).__name__}.{field}={self.value}: {reason}")
 
 
 @functools.cache
@@ -23,10 +32,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _describe(annotation: Any) -> str:
+def _expected(annotation: Any) -> str:
     if typing.get_origin(annotation) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        return f"not one of {list(typing.get_args(annotation))}"
+    if annotation is float:
+        return "expected a finite float"
+    return "expected " + (getattr(annotation, "__name__", None) or str(annotation).replace("typing.", ""))
 
 
 def matches(value: Any, annotation: Any) -> bool:
@@ -70,14 +81,13 @@ def check_fields(node: Any) -> None:
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         if not matches(value, hints[f.name]):
-            expected = _describe(hints[f.name])
-            raise ValueError(f"{type(node).__name__}.{f.name}={_short(value)}: expected {expected}")
+            raise ConfigError(node, f.name, _expected(hints[f.name]))
 
 
 def require(node: Any, name: str, ok: bool, why: str) -> None:
-    """Raise ValueError (one line) naming `Class.name` and its value unless `ok`."""
+    """Raise ConfigError (one line) naming `Class.name` and its value unless `ok`."""
     if not ok:
-        raise ValueError(f"{type(node).__name__}.{name}={_short(getattr(node, name))}: {why}")
+        raise ConfigError(node, name, why)
 
 
 def positive(node: Any, *names: str) -> None:
