@@ -47,8 +47,8 @@ class DiTConfig:
         require(self, "dim", (self.dim // self.num_heads) % 4 == 0,
                 f"head dim {self.dim // self.num_heads} must be a multiple of 4 for 2D RoPE")
         require(self, "freq_dim", self.freq_dim % 2 == 0, "must be even (cos and sin halves)")
-        require(self, "image_size", self.image_size % self.patch_size == 0,
-                f"not divisible by the patch size {self.patch_size}")
+        require(self, "patch_size", self.image_size % self.patch_size == 0,
+                f"image size {self.image_size} is not divisible by the patch size {self.patch_size}")
 
     @property
     def grid(self) -> int:

@@ -211,7 +211,7 @@ def from_dict(data: Any, where: str = "recipe") -> Any:
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - names - {"_type"})
         if unknown:
-            raise DecodeError(f"{where}: {data['_type']} has no field(s) {', '.join(unknown)}")
+            raise DecodeError(f"{where}: {data['_type']} has no field named {', '.join(unknown)}")
         kwargs = {k: _coerce(from_dict(v, f"{where}.{k}"), hints[k]) for k, v in data.items() if k != "_type"}
         try:
             return cls(**kwargs)

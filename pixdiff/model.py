@@ -43,8 +43,7 @@ class ModelConfig:
                 f"must name a block before the last (0..{self.backbone.depth - 2})")
         if isinstance(self.head, ConvUNet):  # halves each patch `depth` times
             p = self.backbone.patch_size
-            require(self, "head", p % 2**self.head.depth == 0,
-                    f"patch size {p} cannot be halved {self.head.depth} times (ConvUNet.depth)")
+            require(self, "head.depth", p % 2**self.head.depth == 0, f"patch size {p} cannot be halved that many times")
 
     def build(self) -> DiP:
         return DiP(self)

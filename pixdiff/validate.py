@@ -15,10 +15,11 @@ from typing import Any, Literal, Union
 
 
 class ConfigError(ValueError):
-    """A config field with a bad value; `field` is its name within its own class."""
+    """A config field with a bad value; `field` is its (dotted) name within the config that checks it."""
 
     def __init__(self, node: Any, field: str, reason: str):
-        self.field, self.value, self.reason = field, _short(getattr(node, field)), reason
+        value = functools.reduce(getattr, field.split("."), node)
+        self.field, self.value, self.reason = field, _short(value), reason
         super().__init__(f"{type(node).__name__}.{field}={self.value}: {reason}")
 
 
@@ -85,7 +86,7 @@ def check_fields(node: Any) -> None:
 
 
 def require(node: Any, name: str, ok: bool, why: str) -> None:
-    """Raise ConfigError (one line) naming `Class.name` and its value unless `ok`."""
+    """Raise ConfigError (one line) naming `Class.name` (dotted for a nested field) and its value unless `ok`."""
     if not ok:
         raise ConfigError(node, name, why)
 
