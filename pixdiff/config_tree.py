@@ -80,11 +80,6 @@ def parse_value(text: str, annotation: Any, key: str) -> Any:
     raise OverrideError(f"{key}: values of type {annotation} cannot be set from the command line")
 
 
-def override(root: Any, key: str, text: str) -> Any:
-    """Return a copy of `root` with the field at dotted `key` set from `text` (type-checked)."""
-    return _apply(root, {key: text}, "")
-
-
 def _apply(node: Any, changes: dict[str, str], prefix: str) -> Any:
     """Set every dotted key of `changes` below `node` together: each section is rebuilt once, with
     its final values, so its validation judges the combination (not the order of the --set flags)."""
