@@ -25,7 +25,8 @@ from pixdiff.distributed import Dist, barrier
 from pixdiff.grid import make_grid, save_png, to_uint8
 from pixdiff.npz import save_samples
 from pixdiff.recipe import Recipe, load_recipe
-from pixdiff.sampling import balanced_labels, derive_seed, sample, seed_generators
+from pixdiff.sampling import SOLVERS, balanced_labels, derive_seed, sample, seed_generators
+from pixdiff.validate import check_fields, positive, require
 
 LabelPolicy = Literal["balanced", "random"]
 
@@ -41,6 +42,11 @@ class SampleSettings:
     seed: int = 0
     labels: LabelPolicy = "balanced"
     batch_size: int = 64
+
+    def __post_init__(self) -> None:  # command-line values: refused before any image is drawn
+        check_fields(self)
+        positive(self, "num", "steps", "batch_size")
+        require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
 
 
 def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = (), weights: str = "ema",

@@ -126,10 +126,9 @@ class Recipe:
     def __post_init__(self) -> None:
         check_fields(self)
         require(self, "name", bool(self.name), "must not be empty")
-        repa = self.train.repa
-        if repa is not None and repa.block >= self.model.backbone.depth:
-            raise ValueError(f"train.repa.block={repa.block}: the backbone has only "
-                             f"{self.model.backbone.depth} blocks (0..{self.model.backbone.depth - 1})")
+        depth = self.model.backbone.depth
+        require(self, "train.repa.block", self.train.repa is None or self.train.repa.block < depth,
+                f"the backbone has only {depth} blocks (0..{depth - 1})")
 
     @property
     def resolution(self) -> int:
