@@ -320,8 +320,8 @@ class DDPM:
     def __post_init__(self) -> None:
         check_fields(self)
         require(self, "num_steps", self.num_steps >= 2, "must be >= 2")
-        require(self, "beta_start", 0 < self.beta_start <= self.beta_end < 1,
-                f"need 0 < beta_start <= beta_end={self.beta_end} < 1")
+        require(self, "beta_start", 0 < self.beta_start < 1, "must be in (0, 1)")
+        require(self, "beta_end", self.beta_start <= self.beta_end < 1, f"must be in [beta_start={self.beta_start}, 1)")
         require(self, "label_dropout", 0 <= self.label_dropout <= 1, "must be in [0, 1]")
 
     def coefficients(self, t: Tensor) -> Coefficients:

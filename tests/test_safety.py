@@ -254,44 +254,61 @@ def test_overrides_validate_the_final_combination():
     assert r.train.repa.block == 1
 
 
-BASE = load_recipe("emoji_tiny")
+def _bases() -> list:
+    """Recipes that between them hold every config class: each head, each objective, both placements."""
+    from pixdiff.heads.coord_mlp import CoordinateMLP
+    from pixdiff.heads.intra_attention import IntraPatchAttention
+    from pixdiff.heads.linear import LinearOut
+    from pixdiff.heads.mlp import StandardMLP
+    from pixdiff.objectives import DDPM, FlowMatching
+    from pixdiff.recipe import replace
+
+    tiny = load_recipe("emoji_tiny")
+    return [tiny, load_recipe("plugin:dip_xl16_film"),
+            replace(tiny, **{"model.head": IntraPatchAttention(width=16, depth=1, num_heads=4)}),
+            replace(tiny, **{"model.head": StandardMLP(hidden=16, hidden_layers=1), "objective": FlowMatching()}),
+            replace(tiny, **{"model.head": CoordinateMLP(hidden=8, mlp_hidden=8, depth=1, num_freqs=2),
+                             "model.placement": "intermediate", "model.inject_after": 1}),
+            replace(tiny, **{"model.head": LinearOut(), "objective": DDPM()})]
+
+
+BASES = _bases()
 WRONG_TYPE = {int: ["x", "1.5", "1e3", ""], float: ["nan", "inf", "-inf", "x", ""], bool: ["maybe", "2", ""]}
+NOT_POSITIVE_INT, NEGATIVE_INT = st.integers(max_value=0), st.integers(max_value=-1)
+NOT_POSITIVE, NEGATIVE = st.floats(max_value=0, allow_nan=False), st.floats(max_value=-1e-9, allow_nan=False)
+ABOVE_ONE = st.floats(min_value=1.001, allow_nan=False)
 OUT_OF_RANGE = {
-    **{f"train.{k}": st.integers(max_value=0) for k in ("global_batch", "max_steps", "grad_accum", "log_every",
-                                                        "ckpt_every")},
-    **{f"train.{k}": st.integers(max_value=-1) for k in ("warmup_steps", "seed", "num_workers", "sample_every")},
-    "train.lr": st.floats(max_value=0, allow_nan=False),
-    "train.weight_decay": st.floats(max_value=-1e-9, allow_nan=False),
-    "train.grad_clip": st.floats(max_value=-1e-9, allow_nan=False),
-    "train.ema_decay": st.floats(min_value=1, allow_nan=False) | st.floats(max_value=-1e-9, allow_nan=False),
-    "sample.steps": st.integers(max_value=0),
-    "sample.time_shift": st.floats(max_value=0, allow_nan=False),
-    "sample.cfg_scale": st.floats(max_value=-1e-9, allow_nan=False),
-    "sample.grid_images": st.integers(max_value=-1),
-    **{f"model.backbone.{k}": st.integers(max_value=0) for k in ("depth", "dim", "num_heads", "num_classes",
-                                                                 "channels", "image_size", "freq_dim")},
-    "model.backbone.patch_size": st.integers(max_value=0),
-    "model.head.depth": st.integers(min_value=3, max_value=20) | st.integers(max_value=0),
-    "model.head.width": st.integers(max_value=0),
-    "objective.label_dropout": st.floats(min_value=1.001, allow_infinity=False) | st.floats(max_value=-1e-9,
-                                                                                            allow_infinity=False),
-    "objective.scale": st.floats(max_value=0, allow_infinity=False),
-    "name": st.just(""),
-    "data.source": st.just(""),
-    "sample.solver": st.text(max_size=12).filter(lambda t: t.strip() not in SOLVERS),
-    "objective.t_eps": st.floats(min_value=1.001, allow_infinity=False) | st.floats(max_value=0,
-                                                                                    allow_infinity=False),
+    **{f"train.{k}": NOT_POSITIVE_INT for k in ("global_batch", "max_steps", "grad_accum", "log_every", "ckpt_every")},
+    **{f"train.{k}": NEGATIVE_INT for k in ("warmup_steps", "seed", "num_workers", "sample_every")},
+    "train.lr": NOT_POSITIVE, "train.weight_decay": NEGATIVE, "train.grad_clip": NEGATIVE,
+    "train.ema_decay": st.floats(min_value=1, allow_nan=False) | NEGATIVE,
+    "sample.steps": NOT_POSITIVE_INT, "sample.time_shift": NOT_POSITIVE, "sample.cfg_scale": NEGATIVE,
+    "sample.grid_images": NEGATIVE_INT, "sample.solver": st.text(max_size=12).filter(lambda t: t.strip() not in SOLVERS),
+    **{f"model.backbone.{k}": NOT_POSITIVE_INT for k in ("depth", "dim", "num_heads", "num_classes", "channels",
+                                                         "image_size", "freq_dim", "patch_size")},
+    "model.backbone.mlp_ratio": NOT_POSITIVE,
+    **{f"model.head.{k}": NOT_POSITIVE_INT for k in ("depth", "width", "hidden", "hidden_layers", "mlp_hidden",
+                                                     "num_freqs", "num_heads", "expansion")},
+    "model.head.kernel_size": NOT_POSITIVE_INT | st.integers(1, 50).map(lambda k: 2 * k),
+    "model.head.mlp_ratio": NOT_POSITIVE,
+    "model.inject_after": NEGATIVE_INT | st.integers(min_value=3),  # only checked off the "post" placement
+    "objective.label_dropout": ABOVE_ONE | NEGATIVE, "objective.scale": NOT_POSITIVE,
+    "objective.shift": NOT_POSITIVE, "objective.t_eps": ABOVE_ONE | NOT_POSITIVE,
+    "objective.num_steps": st.integers(max_value=1), "objective.beta_start": NOT_POSITIVE | ABOVE_ONE,
+    "objective.beta_end": st.floats(max_value=9e-5, allow_nan=False) | st.floats(min_value=1, allow_nan=False),
+    "name": st.just(""), "data.source": st.just(""),
 }
 
 
-def _invalid(key: str) -> st.SearchStrategy[str] | None:
+def _invalid(recipe, key: str) -> st.SearchStrategy[str] | None:
     """Texts that are not a valid value of `key`: of the wrong type, not a choice, or out of range."""
-    node = BASE
+    node = recipe
     *path, name = key.split(".")
     for part in path:
         node = getattr(node, part)
     annotation = typing.get_type_hints(type(node))[name]
-    options = [OUT_OF_RANGE[key].map(str)] if key in OUT_OF_RANGE else []
+    checked = key in OUT_OF_RANGE and (key != "model.inject_after" or recipe.model.placement != "post")
+    options = [OUT_OF_RANGE[key].map(str)] if checked else []
     if annotation in WRONG_TYPE:
         options.append(st.sampled_from(WRONG_TYPE[annotation]))
     if typing.get_origin(annotation) is tuple:
@@ -301,18 +318,26 @@ def _invalid(key: str) -> st.SearchStrategy[str] | None:
     return st.one_of(options) if options else None
 
 
-CHECKED = [k for k in leaf_keys(BASE) if _invalid(k) is not None]
+CASES = [(i, k) for i, r in enumerate(BASES) for k in leaf_keys(r) if _invalid(r, k) is not None]
 
 
-@settings(deadline=None, max_examples=300)
-@given(st.sampled_from(CHECKED).flatmap(lambda k: st.tuples(st.just(k), _invalid(k))))
-def test_any_invalid_value_fails_in_one_line_naming_its_field(key_value):
-    key, text = key_value
+@settings(deadline=None, max_examples=400)
+@given(st.sampled_from(CASES).flatmap(lambda c: st.tuples(st.just(c), _invalid(BASES[c[0]], c[1]))))
+def test_any_invalid_value_fails_in_one_line_naming_its_field(case):
+    (base, key), text = case
     with pytest.raises(OverrideError) as err:
-        apply_overrides(BASE, [f"{key}={text}"])
+        apply_overrides(BASES[base], [f"{key}={text}"])
     message = str(err.value)
     assert "\n" not in message
-    assert key in message or (key.endswith("patch_size") and "patch size" in message), message
+    assert key in message, message
+
+
+def test_every_config_class_is_covered():
+    classes = {type(n).__name__ for r in BASES for n in (r.model.head, r.objective)}
+    assert classes >= {"ConvUNet", "FiLMConvHead", "IntraPatchAttention", "StandardMLP", "CoordinateMLP",
+                       "LinearOut", "XPrediction", "FlowMatching", "DDPM"}
+    keys = {k for _, k in CASES}
+    assert {k for k in OUT_OF_RANGE} <= keys, set(OUT_OF_RANGE) - keys
 
 
 @pytest.mark.parametrize("command", [
