@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixdiff.patches import check_divisible, patchify
+from pixdiff.validate import check_fields, positive, require
 
 # hook(tokens (B, N, D), t_emb (B, D), c (B, D)) -> tokens (B, N, D)
 TokenHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,11 +40,15 @@ class DiTConfig:
     attention: Literal["sdpa", "xformers"] = "sdpa"
 
     def __post_init__(self) -> None:
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if (self.dim // self.num_heads) % 4:
-            raise ValueError(f"head dim {self.dim // self.num_heads} must be a multiple of 4 for 2D RoPE")
-        check_divisible(self.image_size, self.image_size, self.patch_size)
+        check_fields(self)
+        positive(self, "depth", "dim", "num_heads", "patch_size", "channels", "num_classes", "image_size",
+                 "mlp_ratio", "freq_dim", "max_period", "rope_theta", "rope_extent")
+        require(self, "dim", self.dim % self.num_heads == 0, f"must be divisible by num_heads={self.num_heads}")
+        require(self, "dim", (self.dim // self.num_heads) % 4 == 0,
+                f"head dim {self.dim // self.num_heads} must be a multiple of 4 for 2D RoPE")
+        require(self, "freq_dim", self.freq_dim % 2 == 0, "must be even (cos and sin halves)")
+        require(self, "patch_size", self.image_size % self.patch_size == 0,
+                f"image size {self.image_size} is not divisible by the patch size {self.patch_size}")
 
     @property
     def grid(self) -> int:

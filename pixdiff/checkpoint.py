@@ -1,4 +1,5 @@
-"""Checkpoint files: plain tensors and builtins (loadable with `weights_only=True`), written atomically.
+"""Checkpoint files: plain tensors and builtins (loadable with `weights_only=True`), written atomically,
+and the one loader every command reads weights through (sample, convert, resume).
 
 A checkpoint is a dict with at least
     format   "pixdiff-1"
@@ -7,18 +8,27 @@ A checkpoint is a dict with at least
     ema      the EMA weights' state dict (what sampling uses by default)
     ema_extra  {str(decay): state dict} of further EMAs (train.ema_decays[1:]), possibly empty
 Training adds `step`, `optimizer`, `rng`, `data`; a converted or exported file may have only the above.
+A `.safetensors` export holds the EMA weights, with the format and the recipe (JSON) in its metadata.
+Nothing a file holds runs code: tensors load with `weights_only=True`, recipes decode only into
+pixdiff's config dataclasses (see `config_tree.from_dict`).
 """
 
 from __future__ import annotations
 
+import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pixdiff.atomic import atomic_write
+from pixdiff.config_tree import DecodeError, from_dict, to_dict
+from pixdiff.recipe import Recipe
 
 FORMAT = "pixdiff-1"
+SAFETENSORS = ".safetensors"
 
 
 class CheckpointError(ValueError):
@@ -31,6 +41,16 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
         torch.save({"format": FORMAT, **obj}, f)
 
 
+def save_safetensors(weights: dict[str, torch.Tensor], recipe: Recipe, path: str | Path) -> None:
+    """EMA weights as safetensors, with the resolved recipe as JSON in the metadata."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous() for k, v in weights.items()}
+    blob = save(tensors, metadata={"format": FORMAT, "recipe": json.dumps(to_dict(recipe))})
+    with atomic_write(path) as f:
+        f.write(blob)
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the temp files of writes that were killed before their rename (SIGKILL skips cleanup)."""
     stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
@@ -39,16 +59,62 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return stale
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        ema = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != FORMAT:
+        return ema  # someone else's weights: the caller decides (e.g. a reference layout)
+    try:
+        recipe = json.loads(meta.get("recipe", ""))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the recipe in its metadata is not JSON ({e})") from None
+    return {"format": FORMAT, "recipe": recipe, "ema": ema}
+
+
+def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Any weights file, safely: a torch file (weights only) or a .safetensors file. Missing,
+    truncated, foreign or pickled-code files raise CheckpointError with one line."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt: {type(e).__name__}: {e}") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
+            warnings.simplefilter("ignore")
+            data = _read_safetensors(path) if path.suffix == SAFETENSORS else \
+                torch.load(path, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a plain-tensor checkpoint: corrupt, not a torch file, or it holds "
+                              "pickled objects (refused: loading them could run code)") from None
+    except Exception as e:  # torch and safetensors explain on many lines; the first says what broke
+        reason = (str(e).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path} is unreadable or truncated ({type(e).__name__}: {reason})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a dict of weights")
+    return data
+
+
+def recipe_of(ckpt: dict[str, Any], source: str | Path) -> Recipe:
+    """The recipe stored in a pixdiff checkpoint, decoded safely."""
+    try:
+        recipe = from_dict(ckpt.get("recipe"))
+    except DecodeError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    if not isinstance(recipe, Recipe):
+        raise CheckpointError(f"{source}: its recipe is not a pixdiff Recipe")
+    return recipe
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A pixdiff checkpoint: read, its format and its recipe checked."""
+    ckpt = read(path, map_location)
+    if ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pixdiff checkpoint (convert the authors' files with `pixdiff convert`)")
+    recipe_of(ckpt, path)
     return ckpt
 
 
@@ -64,18 +130,44 @@ def model_from_state(config: Any, state: dict[str, torch.Tensor],
     return model.to(device).eval().requires_grad_(False)
 
 
-def ema_weights(ckpt: dict[str, Any]) -> dict[float, dict[str, torch.Tensor]]:
-    """{decay: weights} of every EMA a checkpoint holds: "ema" is its recipe's first
-    train.ema_decays entry, "ema_extra" the others."""
-    first = ckpt["recipe"]["train"]["ema_decays"][0]
-    return {float(first): ckpt["ema"], **{float(k): v for k, v in ckpt.get("ema_extra", {}).items()}}
+def ema_weights(ckpt: dict[str, Any], decays: tuple[float, ...]) -> dict[float, Any]:
+    """{decay: weights} of every EMA a checkpoint holds: "ema" is `decays[0]` (its recipe's first
+    train.ema_decays entry), "ema_extra" the others."""
+    extra = ckpt.get("ema_extra") or {}
+    if not isinstance(extra, dict):
+        raise CheckpointError("the checkpoint's ema_extra is not a dict of weights")
+    return {float(decays[0]): ckpt.get("ema"), **{float(k): v for k, v in extra.items()}}
 
 
-def pick_ema(ckpt: dict[str, Any], decay: float | None) -> dict[str, torch.Tensor]:
+def pick_ema(ckpt: dict[str, Any], decays: tuple[float, ...], decay: float | None) -> Any:
     """The weights of the EMA with `decay` (None: the first, what sampling uses by default)."""
-    if decay is None:
-        return ckpt["ema"]
-    emas = ema_weights(ckpt)
-    if float(decay) not in emas:
+    emas = ema_weights(ckpt, decays)
+    key = float(decays[0]) if decay is None else float(decay)
+    if key not in emas:
         raise CheckpointError(f"no EMA with decay {decay} in this checkpoint; it has {', '.join(map(str, emas))}")
-    return emas[float(decay)]
+    return emas[key]
+
+
+def run_recipe(run_dir: str | Path) -> Recipe:
+    """A run folder's recipe.json, decoded safely."""
+    path = Path(run_dir) / "recipe.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is unreadable or not JSON ({type(e).__name__})") from None
+    return recipe_of({"recipe": data}, path)
+
+
+def resolve(path: str | Path) -> Path:
+    """A run folder means its newest checkpoint (its recipe.json is checked too); a file is itself."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted((path / "checkpoints").glob("step_*.pt")) or sorted(path.glob("*.pt"))
+        if not files:
+            raise CheckpointError(f"no checkpoint in {path} (looked in {path / 'checkpoints'})")
+        if (path / "recipe.json").exists():
+            run_recipe(path)
+        return files[-1]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path

@@ -26,12 +26,12 @@ def fail(message: str) -> None:
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: reported in one line, never as a traceback."""
     from pixdiff.checkpoint import CheckpointError
-    from pixdiff.config_tree import OverrideError
+    from pixdiff.config_tree import DecodeError, OverrideError
     from pixdiff.interop import InteropError
     from pixdiff.plugins import PluginError
     from pixdiff.recipe import RecipeError
 
-    return RecipeError, OverrideError, PluginError, CheckpointError, InteropError
+    return RecipeError, OverrideError, DecodeError, PluginError, CheckpointError, InteropError
 
 
 def load(spec: str, overrides: list[str] | None):
@@ -91,36 +91,38 @@ def list_recipes() -> None:
 
 @app.command()
 def convert(
-    src: Annotated[Path, typer.Argument(help="Checkpoint to convert.")],
+    src: Annotated[Path, typer.Argument(help="Checkpoint (or, to export, a run folder) to convert.")],
     dst: Annotated[Path, typer.Argument(help="Output file.")],
-    recipe: Annotated[str, typer.Option(help="Recipe whose model the weights belong to.")] = "dip_xl16",
+    recipe: Annotated[str, typer.Option(help="--to pixdiff: the recipe whose model the weights belong to.")] = "dip_xl16",
     set_: SetOpt = None,
-    to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout) or 'reference' (back).")] = "pixdiff",
-    weights: Annotated[str, typer.Option(help="From a Lightning checkpoint: 'ema' or 'raw' weights.")] = "ema",
+    to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout), 'reference' (back) or "
+                                         "'safetensors' (a pixdiff checkpoint's EMA weights and recipe).")] = "pixdiff",
+    weights: Annotated[str, typer.Option(help="'ema' or 'raw' weights.")] = "ema",
 ) -> None:
-    """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly."""
+    """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly, or export
+    a pixdiff checkpoint as safetensors (which `pixdiff sample` reads)."""
     import torch
 
     from pixdiff import checkpoint
     from pixdiff.config_tree import to_dict
-    from pixdiff.interop import load_reference, to_reference
+    from pixdiff.generate import load_model
+    from pixdiff.interop import to_reference
 
-    try:
-        r = load(recipe, set_)
+    if to not in ("pixdiff", "reference", "safetensors"):
+        fail(f"--to must be 'pixdiff', 'reference' or 'safetensors', not {to!r}")
+    if to == "safetensors" and weights != "ema":
+        fail("--to safetensors exports the EMA weights only (--weights ema)")
+    try:  # the model is loaded strictly, so a file that does not fit it writes nothing
+        model, r, _ = load_model(src, recipe=recipe if to == "pixdiff" else None, overrides=set_ or [],
+                                 weights=weights)
+        sd = model.state_dict()
         if to == "pixdiff":
-            if not src.is_file():
-                fail(f"checkpoint not found: {src}")
-            with torch.device("meta"):
-                model = r.model.build()
-            model = model.to_empty(device="cpu")
-            load_reference(model, torch.load(src, map_location="cpu", weights_only=True), weights)
-            sd = model.state_dict()
             checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, dst)
         elif to == "reference":
-            ckpt = checkpoint.load(src)
-            torch.save(to_reference(ckpt[weights if weights == "ema" else "model"]), dst)
+            state = to_reference(sd)
+            checkpoint.atomic_write(dst, lambda f: torch.save(state, f))
         else:
-            fail(f"--to must be 'pixdiff' or 'reference', not {to!r}")
+            checkpoint.save_safetensors(sd, r, dst)
     except user_errors() as e:
         fail(str(e))
     typer.echo(f"wrote {dst}")

@@ -12,7 +12,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,13 +20,14 @@ from torch import nn
 
 from pixdiff import checkpoint
 from pixdiff.atomic import atomic_write
-from pixdiff.config_tree import apply_overrides, from_dict
+from pixdiff.config_tree import apply_overrides
 from pixdiff.distributed import Dist, barrier
 from pixdiff.grid import make_grid, save_png, to_uint8
 from pixdiff.npz import save_samples
 from pixdiff.recipe import Recipe, load_recipe
 from pixdiff.precision import Dtype
-from pixdiff.sampling import balanced_labels, derive_seed, inference_network, sample_recipe, seed_generators
+from pixdiff.sampling import SOLVERS, balanced_labels, derive_seed, inference_network, sample_recipe, seed_generators
+from pixdiff.validate import check_fields, positive, require
 
 LabelPolicy = Literal["balanced", "random"]
 
@@ -43,17 +44,10 @@ class SampleSettings:
     labels: LabelPolicy = "balanced"
     batch_size: int = 64
 
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A run folder means its newest checkpoint; a file is itself."""
-    if path.is_dir():
-        files = sorted((path / "checkpoints").glob("step_*.pt")) or sorted(path.glob("*.pt"))
-        if not files:
-            raise checkpoint.CheckpointError(f"no checkpoint in {path} (looked in {path / 'checkpoints'})")
-        return files[-1]
-    if not path.is_file():
-        raise checkpoint.CheckpointError(f"checkpoint not found: {path}")
-    return path
+    def __post_init__(self) -> None:  # command-line values: refused before any image is drawn
+        check_fields(self)
+        positive(self, "num", "steps", "batch_size")
+        require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
 
 
 def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = (), weights: str = "ema",
@@ -63,24 +57,38 @@ def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = 
     that decay among train.ema_decays (default: the first)."""
     from pixdiff.interop import load_reference
 
-    file = resolve_checkpoint(path)
-    raw = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and raw.get("format") == checkpoint.FORMAT:
+    file = checkpoint.resolve(path)
+    raw = checkpoint.read(file)
+    if raw.get("format") == checkpoint.FORMAT:
+        saved = checkpoint.recipe_of(raw, file)
         # --set applies to the run's own recipe too (e.g. sample.time_shift), not only to a named one
-        r = load_recipe(recipe, list(overrides)) if recipe else apply_overrides(from_dict(raw["recipe"]),
-                                                                                 list(overrides))
-        state = checkpoint.pick_ema(raw, ema) if weights == "ema" else raw["model"]
-        return checkpoint.model_from_state(r.model, state, device), r, file
-    if recipe is None:
-        raise checkpoint.CheckpointError(f"{file} is not a pixdiff checkpoint: pass --recipe to read it "
-                                         "as one of the authors' reference checkpoints")
-    r = load_recipe(recipe, list(overrides))
-    with torch.device("meta"):
-        model = r.model.build()
-    model = model.to_empty(device="cpu")
-    load_reference(model, raw, weights)
+        r = load_recipe(recipe, list(overrides)) if recipe else apply_overrides(saved, list(overrides))
+        with torch.device("meta"):
+            model = r.model.build()
+        model = model.to_empty(device="cpu")
+        state = checkpoint.pick_ema(raw, saved.train.ema_decays, ema) if weights == "ema" else raw.get("model")
+        load_weights(model, state, f"{file}'s {weights!r} weights")
+    else:
+        if recipe is None:
+            raise checkpoint.CheckpointError(f"{file} is not a pixdiff checkpoint: pass --recipe to read it "
+                                             "as one of the authors' reference checkpoints")
+        r = load_recipe(recipe, list(overrides))
+        with torch.device("meta"):
+            model = r.model.build()
+        model = model.to_empty(device="cpu")
+        load_reference(model, raw, weights)
     model.backbone.reset_rope()  # non-persistent buffers were left empty by the meta build
     return model.to(device).eval().requires_grad_(False), r, file
+
+
+def load_weights(model: nn.Module, state: Any, what: str) -> None:
+    """Strictly load `state` into `model`; a missing, foreign or mismatched state is one error line."""
+    from pixdiff.interop import check_state
+
+    if not isinstance(state, dict):
+        raise checkpoint.CheckpointError(f"{what} are missing from the file")
+    check_state(model.state_dict(), state, what)
+    model.load_state_dict(state, strict=True)
 
 
 def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int) -> torch.Tensor:

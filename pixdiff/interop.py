@@ -9,6 +9,7 @@ same tensors `backbone.*` and `head.*`, so conversion is a strict prefix mapping
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,10 +56,10 @@ def to_reference(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_reference(model: nn.Module, ckpt: Mapping[str, torch.Tensor], weights: str = "ema") -> None:
-    """Strictly load a reference checkpoint into `model`: every tensor used, none missing, shapes equal."""
-    state = from_reference(reference_denoiser(ckpt, weights))
-    own = model.state_dict()
+def check_state(own: Mapping[str, torch.Tensor], state: Mapping[str, Any], what: str) -> None:
+    """Raise InteropError (one line) unless `state` has exactly `own`'s tensors, shapes equal."""
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InteropError(f"{what} holds values that are not tensors")
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -67,6 +68,11 @@ def load_reference(model: nn.Module, ckpt: Mapping[str, torch.Tensor], weights: 
         lines = [f"missing: {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "",
                  f"unused: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}" if unexpected else "",
                  f"shape mismatch: {mismatched[:8]}" if mismatched else ""]
-        raise InteropError("reference checkpoint does not match the recipe's model; "
-                           + "; ".join(line for line in lines if line))
+        raise InteropError(f"{what} does not match the recipe's model; " + "; ".join(line for line in lines if line))
+
+
+def load_reference(model: nn.Module, ckpt: Mapping[str, torch.Tensor], weights: str = "ema") -> None:
+    """Strictly load a reference checkpoint into `model`: every tensor used, none missing, shapes equal."""
+    state = from_reference(reference_denoiser(ckpt, weights))
+    check_state(model.state_dict(), state, "reference checkpoint")
     model.load_state_dict(state, strict=True)

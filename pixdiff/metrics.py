@@ -238,7 +238,7 @@ def load_stats(path: str | os.PathLike) -> FeatureStats:
         raise FileNotFoundError(f"no such statistics file: {path}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
     with data:
         if "format" not in data.files or str(data["format"]) != STATS_FORMAT:
@@ -263,7 +263,7 @@ def is_stats_file(path: str | os.PathLike) -> bool:
     try:
         with np.load(path, allow_pickle=False) as data:
             return "format" in data.files and str(data["format"]) == STATS_FORMAT
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False
 
 

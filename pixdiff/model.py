@@ -28,6 +28,7 @@ from pixdiff.heads import HeadConfig
 from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.patches import from_patches, patchify, to_patches
+from pixdiff.validate import check_fields, require
 
 Placement = Literal["post", "intermediate", "hybrid"]
 
@@ -40,12 +41,12 @@ class ModelConfig:
     inject_after: int = 12  # block index (0-based) after which intermediate/hybrid heads run
 
     def __post_init__(self) -> None:
-        if self.placement not in ("post", "intermediate", "hybrid"):
-            raise ValueError(f"unknown placement {self.placement!r}; choose post, intermediate or hybrid")
-        if self.placement != "post" and not 0 <= self.inject_after < self.backbone.depth - 1:
-            raise ValueError(
-                f"inject_after={self.inject_after} must name a block before the last (0..{self.backbone.depth - 2})"
-            )
+        check_fields(self)
+        require(self, "inject_after", self.placement == "post" or 0 <= self.inject_after < self.backbone.depth - 1,
+                f"must name a block before the last (0..{self.backbone.depth - 2})")
+        if isinstance(self.head, ConvUNet):  # halves each patch `depth` times
+            p = self.backbone.patch_size
+            require(self, "head.depth", p % 2**self.head.depth == 0, f"patch size {p} cannot be halved that many times")
 
     @property
     def final(self) -> HeadConfig:

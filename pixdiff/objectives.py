@@ -31,6 +31,8 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from pixdiff.validate import check_fields, positive, require
+
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x (B,C,H,W), t (B,), y (B,)) -> (B,C,H,W)
 
@@ -195,12 +197,9 @@ class _FlowPath:
     label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.t_sampling not in ("logit_normal", "uniform"):
-            raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', not {self.t_sampling!r}")
-        if not self.shift > 0 or not self.scale > 0:
-            raise ValueError(f"shift and scale must be positive (got shift={self.shift}, scale={self.scale})")
-        if not 0 <= self.label_dropout <= 1:
-            raise ValueError(f"label_dropout must be in [0, 1], not {self.label_dropout}")
+        check_fields(self)
+        positive(self, "scale", "shift")
+        require(self, "label_dropout", 0 <= self.label_dropout <= 1, "must be in [0, 1]")
 
     def coefficients(self, t: Tensor) -> Coefficients:
         return Coefficients(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
@@ -250,8 +249,7 @@ class XPrediction(_FlowPath):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.t_eps <= 1:
-            raise ValueError(f"t_eps must be in (0, 1], not {self.t_eps}")
+        require(self, "t_eps", 0 < self.t_eps <= 1, "must be in (0, 1]")
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         return x0
@@ -320,14 +318,11 @@ class DDPM:
     label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.beta_schedule not in ("linear", "cosine"):
-            raise ValueError(f"beta_schedule must be 'linear' or 'cosine', not {self.beta_schedule!r}")
-        if self.num_steps < 2:
-            raise ValueError(f"num_steps must be at least 2, not {self.num_steps}")
-        if not 0 < self.beta_start <= self.beta_end < 1:
-            raise ValueError(f"need 0 < beta_start <= beta_end < 1 (got {self.beta_start}, {self.beta_end})")
-        if not 0 <= self.label_dropout <= 1:
-            raise ValueError(f"label_dropout must be in [0, 1], not {self.label_dropout}")
+        check_fields(self)
+        require(self, "num_steps", self.num_steps >= 2, "must be >= 2")
+        require(self, "beta_start", 0 < self.beta_start < 1, "must be in (0, 1)")
+        require(self, "beta_end", self.beta_start <= self.beta_end < 1, f"must be in [beta_start={self.beta_start}, 1)")
+        require(self, "label_dropout", 0 <= self.label_dropout <= 1, "must be in [0, 1]")
 
     def coefficients(self, t: Tensor) -> Coefficients:
         y, m = _alpha_knots(self.num_steps, self.beta_schedule, self.beta_start, self.beta_end)

@@ -19,6 +19,8 @@ from pixdiff.config_tree import apply_overrides
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import FlowMatching, Objective
 from pixdiff.pyfile import import_file
+from pixdiff.sampling import SOLVERS
+from pixdiff.validate import check_fields, positive, require
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -37,8 +39,12 @@ class RepaConfig:
     proj_dim: int = 768  # the encoder's token width
 
     def __post_init__(self) -> None:
-        if not isinstance(self.encoder, str) or not self.encoder:
-            raise ValueError("REPA needs an encoder: set train.repa.encoder=FILE.pt or module:factory first")
+        require(self, "encoder", isinstance(self.encoder, str) and bool(self.encoder),
+                "REPA needs an encoder: set train.repa.encoder=FILE.pt or module:factory first")
+        check_fields(self)
+        require(self, "weight", self.weight >= 0, "must be >= 0")
+        require(self, "block", self.block >= 0, "must be >= 0 (a 0-based block index)")
+        positive(self, "proj_dim")
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,24 @@ class TrainConfig:
     num_workers: int = 4
     log_every: int = 100
     ckpt_every: int = 5000
-    sample_every: int = 10000
+    sample_every: int = 10000  # 0 disables sample grids during training
     repa: RepaConfig | None = None
     tensorboard: bool = False  # also write metrics as TensorBoard events under <run>/tensorboard
 
     def __post_init__(self) -> None:
-        if not self.ema_decays or not all(0.0 <= d < 1.0 for d in self.ema_decays):
-            raise ValueError(f"train.ema_decays must be one or more decays in [0, 1), not {self.ema_decays}")
-        if len(set(self.ema_decays)) != len(self.ema_decays):
-            raise ValueError(f"train.ema_decays has a decay twice: {self.ema_decays}")
-        if not 0.0 <= self.min_lr <= self.lr:
-            raise ValueError(f"train.min_lr must be in [0, train.lr={self.lr}], not {self.min_lr}")
+        require(self, "precision", self.precision != "fp16",
+                "fp16 needs loss scaling (a GradScaler), which pixdiff does not do; use bf16 or fp32")
+        check_fields(self)
+        positive(self, "global_batch", "max_steps", "lr", "grad_accum", "log_every", "ckpt_every")
+        require(self, "global_batch", self.global_batch % self.grad_accum == 0,
+                f"must be divisible by train.grad_accum={self.grad_accum}")
+        require(self, "betas", all(0 <= b < 1 for b in self.betas), "each beta must be in [0, 1)")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "seed", "num_workers", "sample_every"):
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")
+        require(self, "ema_decays", len(self.ema_decays) >= 1 and all(0 <= d < 1 for d in self.ema_decays),
+                "must be one or more decays in [0, 1)")
+        require(self, "ema_decays", len(set(self.ema_decays)) == len(self.ema_decays), "has a decay twice")
+        require(self, "min_lr", 0 <= self.min_lr <= self.lr, f"must be in [0, train.lr={self.lr}]")
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,10 @@ class DataConfig:
     small: Literal["upscale", "reject"] = "upscale"
     balance_classes: bool = False  # draw every class equally often (see train.epoch_order)
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self, "source", bool(self.source), "must name 'emoji' or an image folder")
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -93,6 +110,15 @@ class SampleConfig:
     time_shift: float = 1.0
     grid_images: int = 16
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        positive(self, "steps", "time_shift")
+        require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
+        require(self, "cfg_scale", self.cfg_scale >= 0, "must be >= 0")
+        lo, hi = self.cfg_interval
+        require(self, "cfg_interval", 0 <= lo <= hi <= 1, "must be (lo, hi) with 0 <= lo <= hi <= 1")
+        require(self, "grid_images", self.grid_images >= 0, "must be >= 0")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -102,6 +128,13 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self, "name", bool(self.name), "must not be empty")
+        depth = self.model.backbone.depth
+        require(self, "train.repa.block", self.train.repa is None or self.train.repa.block < depth,
+                f"the backbone has only {depth} blocks (0..{depth - 1})")
 
     @property
     def resolution(self) -> int:
@@ -167,7 +200,10 @@ def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
                 f"recipe file {file_part} has no function {fn_name!r}; available: {', '.join(sorted(fns)) or 'none'}"
             )
         fn = fns[fn_name]
-    recipe = fn()
+    try:
+        recipe = fn()
+    except ValueError as e:  # a config's validation: one line, not a traceback
+        raise RecipeError(f"{spec}: {e}") from None
     if not isinstance(recipe, Recipe):
         raise RecipeError(f"{spec} returned {type(recipe).__name__}, expected a pixdiff Recipe")
     return apply_overrides(recipe, list(overrides))

@@ -24,6 +24,7 @@ from torch import nn
 
 from pixdiff.heads import Reads, Scope
 from pixdiff.recipe import Recipe, load_recipe, replace
+from pixdiff.validate import check_fields, positive, require
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class FiLMConvHead:
     reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd to keep the patch size, got {self.kernel_size}")
+        check_fields(self)
+        positive(self, "width", "depth", "kernel_size", "expansion")
+        require(self, "kernel_size", self.kernel_size % 2 == 1, "must be odd to keep the patch size")
 
     def build(self, dim: int, channels: int, patch_size: int) -> FiLMConvNet:
         return FiLMConvNet(dim, channels, self.width, self.depth, self.kernel_size, self.expansion)

@@ -17,6 +17,7 @@ from torch import nn
 
 from pixdiff.backbone import RMSNorm
 from pixdiff.heads import Reads, Scope
+from pixdiff.validate import check_fields, positive
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class CoordinateMLP:
     reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
-        if min(self.hidden, self.mlp_hidden, self.depth, self.num_freqs) < 1:
-            raise ValueError(f"CoordinateMLP sizes must all be >= 1, got {self}")
+        check_fields(self)
+        positive(self, "hidden", "mlp_hidden", "depth", "num_freqs")
 
     def build(self, dim: int, channels: int, patch_size: int) -> CoordinateMLPHead:
         return CoordinateMLPHead(dim, channels, self.hidden, self.mlp_hidden, self.depth, self.num_freqs)

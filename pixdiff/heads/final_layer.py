@@ -22,6 +22,7 @@ from torch import nn
 
 from pixdiff.backbone import RMSNorm, modulate
 from pixdiff.heads import Reads, Scope
+from pixdiff.validate import check_fields
 
 Norm = Literal["layernorm", "rmsnorm"]
 
@@ -36,8 +37,7 @@ class DiTFinalLayer:
     reads: ClassVar[Reads] = "tokens"
 
     def __post_init__(self) -> None:
-        if self.norm not in ("layernorm", "rmsnorm"):
-            raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        check_fields(self)
 
     def build(self, dim: int, channels: int, patch_size: int) -> FinalLayer:
         return FinalLayer(dim, channels, patch_size, self.norm)

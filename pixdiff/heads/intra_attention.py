@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixdiff.heads import Reads, Scope
+from pixdiff.validate import check_fields, positive, require
 
 # CUDA attention kernels put the batch on a grid axis capped at 65,535 blocks (pytorch#142228);
 # BN = images x patches per image reaches that at batch 256 with 16x16 patches, so attention runs
@@ -45,12 +46,10 @@ class IntraPatchAttention:
     reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
-        if self.width % self.num_heads:
-            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
-        if self.width % 4:
-            raise ValueError(f"width {self.width} must be a multiple of 4 for 2D sinusoidal positions")
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        check_fields(self)
+        positive(self, "width", "depth", "num_heads", "mlp_ratio")
+        require(self, "width", self.width % self.num_heads == 0, f"must be divisible by num_heads={self.num_heads}")
+        require(self, "width", self.width % 4 == 0, "must be a multiple of 4 for 2D sinusoidal positions")
 
     def build(self, dim: int, channels: int, patch_size: int) -> IntraPatchAttentionHead:
         return IntraPatchAttentionHead(

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pixdiff.heads import Reads, Scope
+from pixdiff.validate import check_fields, positive
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class StandardMLP:
     reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.hidden_layers < 1:
-            raise ValueError(f"StandardMLP needs hidden >= 1 and hidden_layers >= 1, got {self}")
+        check_fields(self)
+        positive(self, "hidden", "hidden_layers")
 
     def build(self, dim: int, channels: int, patch_size: int) -> StandardMLPHead:
         return StandardMLPHead(dim, channels, patch_size, self.hidden, self.hidden_layers)

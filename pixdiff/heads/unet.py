@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixdiff.heads import Reads, Scope
+from pixdiff.validate import check_fields, positive
 
 SInjection = Literal["bottleneck", "every_stage"]
 
@@ -46,12 +47,8 @@ class ConvUNet:
     reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
-        if self.depth < 1 or self.width < 1:
-            raise ValueError(f"ConvUNet needs depth >= 1 and width >= 1, got depth={self.depth}, width={self.width}")
-        if self.scope not in ("patch", "image"):
-            raise ValueError(f"ConvUNet scope must be 'patch' or 'image', got {self.scope!r}")
-        if self.s_injection not in ("bottleneck", "every_stage"):
-            raise ValueError(f"ConvUNet s_injection must be 'bottleneck' or 'every_stage', got {self.s_injection!r}")
+        check_fields(self)
+        positive(self, "depth", "width")
 
     def build(self, dim: int, channels: int, patch_size: int) -> ConvUNetHead:
         return ConvUNetHead(dim, channels, patch_size, self.depth, self.width, self.scope,

@@ -16,7 +16,7 @@ import torch
 
 from pixdiff import checkpoint
 from pixdiff.atomic import atomic_write
-from pixdiff.config_tree import from_dict, to_dict
+from pixdiff.config_tree import to_dict
 from pixdiff.distributed import Dist, barrier
 from pixdiff.recipe import Recipe
 from pixdiff.train import parallel
@@ -89,11 +89,12 @@ def restore(out_dir: Path, recipe: Recipe, parts: Parts) -> tuple[Path, dict[str
     if path is None:
         raise TrainingError(f"--resume: no checkpoint in {out_dir / CKPT_DIR}")
     ckpt = checkpoint.load(path, map_location="cpu")
-    check_resume_compatible(from_dict(ckpt["recipe"]), recipe)
+    run = checkpoint.run_recipe(out_dir)  # decoded safely, like everything read from a run folder
+    check_resume_compatible(run, recipe)
     net = {f"model.{k}": v for k, v in ckpt["model"].items()}
     net.update({f"repa_projector.{k}": v for k, v in ckpt.get("repa_projector", {}).items()})
     parallel.load_full_state_dict(parts.net, net, parts.fsdp)
-    saved = checkpoint.ema_weights(ckpt)
+    saved = checkpoint.ema_weights(ckpt, run.train.ema_decays)
     for i, decay in enumerate(recipe.train.ema_decays):
         if decay not in saved:
             raise TrainingError(f"--resume: the checkpoint has no EMA with decay {decay} "
