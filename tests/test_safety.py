@@ -258,7 +258,7 @@ def _bases() -> list:
     """Recipes that between them hold every config class: each head, each objective, both placements."""
     from pixdiff.heads.coord_mlp import CoordinateMLP
     from pixdiff.heads.intra_attention import IntraPatchAttention
-    from pixdiff.heads.linear import LinearOut
+    from pixdiff.heads.final_layer import DiTFinalLayer
     from pixdiff.heads.mlp import StandardMLP
     from pixdiff.objectives import DDPM, FlowMatching
     from pixdiff.recipe import replace
@@ -269,7 +269,7 @@ def _bases() -> list:
             replace(tiny, **{"model.head": StandardMLP(hidden=16, hidden_layers=1), "objective": FlowMatching()}),
             replace(tiny, **{"model.head": CoordinateMLP(hidden=8, mlp_hidden=8, depth=1, num_freqs=2),
                              "model.placement": "intermediate", "model.inject_after": 1}),
-            replace(tiny, **{"model.head": LinearOut(), "objective": DDPM()})]
+            replace(tiny, **{"model.head": DiTFinalLayer(), "objective": DDPM()})]
 
 
 BASES = _bases()
@@ -281,7 +281,7 @@ OUT_OF_RANGE = {
     **{f"train.{k}": NOT_POSITIVE_INT for k in ("global_batch", "max_steps", "grad_accum", "log_every", "ckpt_every")},
     **{f"train.{k}": NEGATIVE_INT for k in ("warmup_steps", "seed", "num_workers", "sample_every")},
     "train.lr": NOT_POSITIVE, "train.weight_decay": NEGATIVE, "train.grad_clip": NEGATIVE,
-    "train.ema_decay": st.floats(min_value=1, allow_nan=False) | NEGATIVE,
+    "train.ema_decays": st.floats(min_value=1, allow_nan=False) | NEGATIVE, "train.min_lr": NEGATIVE,
     "sample.steps": NOT_POSITIVE_INT, "sample.time_shift": NOT_POSITIVE, "sample.cfg_scale": NEGATIVE,
     "sample.grid_images": NEGATIVE_INT, "sample.solver": st.text(max_size=12).filter(lambda t: t.strip() not in SOLVERS),
     **{f"model.backbone.{k}": NOT_POSITIVE_INT for k in ("depth", "dim", "num_heads", "num_classes", "channels",
@@ -311,8 +311,9 @@ def _invalid(recipe, key: str) -> st.SearchStrategy[str] | None:
     options = [OUT_OF_RANGE[key].map(str)] if checked else []
     if annotation in WRONG_TYPE:
         options.append(st.sampled_from(WRONG_TYPE[annotation]))
-    if typing.get_origin(annotation) is tuple:
-        options.append(st.sampled_from(["0.5", "0.1,0.2,0.3", "a,b"]))
+    if typing.get_origin(annotation) is tuple:  # a fixed arity (betas) or any number of items (ema_decays)
+        variadic = typing.get_args(annotation)[-1] is Ellipsis
+        options.append(st.sampled_from(["a,b", ""] if variadic else ["0.5", "0.1,0.2,0.3", "a,b"]))
     if typing.get_origin(annotation) is typing.Literal:  # newlines and all: the message stays one line
         options.append(st.text(max_size=12).filter(lambda t: t.strip() not in typing.get_args(annotation)))
     return st.one_of(options) if options else None
@@ -335,7 +336,7 @@ def test_any_invalid_value_fails_in_one_line_naming_its_field(case):
 def test_every_config_class_is_covered():
     classes = {type(n).__name__ for r in BASES for n in (r.model.head, r.objective)}
     assert classes >= {"ConvUNet", "FiLMConvHead", "IntraPatchAttention", "StandardMLP", "CoordinateMLP",
-                       "LinearOut", "XPrediction", "FlowMatching", "DDPM"}
+                       "DiTFinalLayer", "XPrediction", "FlowMatching", "DDPM"}
     keys = {k for _, k in CASES}
     assert {k for k in OUT_OF_RANGE} <= keys, set(OUT_OF_RANGE) - keys
 
