@@ -28,6 +28,7 @@ from torch import nn
 
 from pixdiff import checkpoint
 from pixdiff.config_tree import from_dict, to_dict
+from pixdiff.data.stream import BatchStream, class_groups, epoch_order, global_batch_indices  # noqa: F401 (re-exported)
 from pixdiff.distributed import Dist, barrier, mean_across
 from pixdiff.recipe import Recipe, RepaConfig
 from pixdiff.sampling import derive_seed
@@ -56,50 +57,6 @@ def step_generators(seed: int, step: int, indices: range, device: torch.device) 
     """One generator per sample of the global batch, keyed by (seed, step, position): a sample's
     noise, time and label dropout do not depend on the rank or micro-batch that computes it."""
     return [torch.Generator(device).manual_seed(derive_seed(seed, step, i)) for i in indices]
-
-
-def class_groups(labels: torch.Tensor) -> list[torch.Tensor]:
-    """The dataset indices of each class present in `labels` (N,), in index order."""
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels)
-    return [g for g in torch.split(order, counts.tolist()) if len(g)]
-
-
-def epoch_order(seed: int, epoch: int, dataset_size: int, groups: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The dataset indices of one epoch, `dataset_size` of them.
-
-    Without groups, a permutation. With `class_groups(labels)`, class-balanced: each class gets an
-    equal share of the slots (the first N % K classes one more), filled from a fresh permutation
-    of its images, cycled where the class is smaller than its share and cut where it is larger
-    (a different subset each epoch); then the slots are shuffled.
-    """
-    g = torch.Generator().manual_seed(derive_seed(seed, epoch))
-    if groups is None:
-        return torch.randperm(dataset_size, generator=g)
-    share, extra = divmod(dataset_size, len(groups))
-    slots = []
-    for k, members in enumerate(groups):
-        members = members[torch.randperm(len(members), generator=g)]
-        need = share + (k < extra)
-        slots.append(members.repeat(-(-need // len(members)))[:need])
-    return torch.cat(slots)[torch.randperm(dataset_size, generator=g)]
-
-
-def global_batch_indices(seed: int, step: int, global_batch: int, dataset_size: int,
-                         groups: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Dataset indices of the global batch of `step`: a stream of `epoch_order` epochs."""
-    positions = torch.arange(step * global_batch, (step + 1) * global_batch)
-    epochs, offsets = positions // dataset_size, positions % dataset_size
-    out = torch.empty_like(positions)
-    for epoch in epochs.unique().tolist():
-        mask = epochs == epoch
-        out[mask] = epoch_order(seed, epoch, dataset_size, groups)[offsets[mask]]
-    return out
-
-
-def flips(seed: int, step: int, indices: range) -> torch.Tensor:
-    """(n,) bool horizontal flips, one coin per global sample position."""
-    return torch.tensor([derive_seed(seed, step, i, 1) & 1 == 1 for i in indices])
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -202,7 +159,6 @@ class Trainer:
         if tc.global_batch % (d.world * tc.grad_accum):
             raise TrainingError(f"train.global_batch={tc.global_batch} is not divisible by world size {d.world} "
                                 f"x train.grad_accum {tc.grad_accum}")
-        self.micro_batch = tc.global_batch // (d.world * tc.grad_accum)
         self.fsdp = tc.parallel == "fsdp"
         self.num_classes = recipe.model.backbone.num_classes
 
@@ -213,7 +169,6 @@ class Trainer:
         barrier(d)
         if not d.main:
             self.cache = prepare(dc.source, dc.cache_dir, recipe.resolution, on_error=dc.on_error, small=dc.small)
-        self.class_groups = class_groups(self.cache.labels) if dc.balance_classes else None
         if self.cache.info.num_classes > self.num_classes:
             raise TrainingError(f"the data has {self.cache.info.num_classes} classes but the model "
                                 f"{self.num_classes}; set model.backbone.num_classes")
@@ -243,6 +198,10 @@ class Trainer:
         elif latest_checkpoint(self.out_dir) is not None:
             raise TrainingError(f"{self.out_dir} already holds checkpoints: pass --resume to continue it, "
                                 f"or choose another --out")
+        self.stream = BatchStream(self.cache.images, self.cache.labels, seed=tc.seed, global_batch=tc.global_batch,
+                                  grad_accum=tc.grad_accum, rank=d.rank, world=d.world, flip=dc.flip,
+                                  balance_classes=dc.balance_classes, device=d.device, start_step=self.step,
+                                  num_workers=tc.num_workers)
         if d.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
@@ -322,20 +281,6 @@ class Trainer:
                 log.write_text("".join(r + "\n" for r in rows))
 
     # ------------------------------------------------------------------ one step
-    def _micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, range]:
-        """This rank's micro-batch `micro` of `step`: images (b, C, H, W) in [-1, 1], labels, positions."""
-        tc, b = self.recipe.train, self.micro_batch
-        indices = global_batch_indices(tc.seed, step, tc.global_batch, self.cache.info.count, self.class_groups)
-        start = (self.d.rank * tc.grad_accum + micro) * b
-        positions = range(start, start + b)
-        idx = indices[start:start + b]
-        images = self.cache.images[idx]  # (b, C, H, W) uint8
-        if self.recipe.data.flip:
-            flip = flips(tc.seed, step, positions)[:, None, None, None]  # (b, 1, 1, 1)
-            images = torch.where(flip, images.flip(-1), images)
-        x = images.to(self.d.device, non_blocking=True).float().div_(127.5).sub_(1.0)
-        return x, self.cache.labels[idx].to(self.d.device), positions
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.d.device.type == "cuda" and self.recipe.train.precision == "bf16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -349,8 +294,9 @@ class Trainer:
         total = torch.zeros((), device=self.d.device)
         stats: dict[str, float] = {}
         for micro in range(tc.grad_accum):
-            x, y, positions = self._micro_batch(self.step, micro)
-            gens = step_generators(tc.seed, self.step, positions, self.d.device)
+            batch = next(self.stream)
+            x, y = batch.x, batch.y
+            gens = step_generators(tc.seed, self.step, batch.positions, self.d.device)
             sync = micro == tc.grad_accum - 1 or not hasattr(self.wrapped, "no_sync")
             with (contextlib.nullcontext() if sync else self.wrapped.no_sync()), self._autocast():
                 loss, parts = self.wrapped(x, y, gens)
@@ -428,7 +374,7 @@ class Trainer:
         start_step, t0, grid = self.step, time.perf_counter(), None
         window_t, window_steps, last = time.perf_counter(), 0, {"loss": float("nan")}
         bar = _ProgressBar(tc.max_steps, self.step, enabled=self.progress and d.main, console=self.console)
-        with bar:
+        with bar, self.stream:
             while self.step < tc.max_steps:
                 last = self.train_step()
                 window_steps += 1
