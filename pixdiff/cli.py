@@ -223,7 +223,7 @@ def eval_cmd(
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency and sampling/training throughput.")
+bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency, sampling/training throughput, data feed.")
 app.add_typer(bench_app, name="bench")
 DeviceOpt = Annotated[Optional[str], typer.Option(help="'cuda' or 'cpu' (default: cuda when available).")]
 DtypeOpt = Annotated[Optional[str], typer.Option(help="'bf16' or 'fp32' (default: bf16 on cuda, fp32 on cpu).")]
@@ -297,6 +297,39 @@ def bench_throughput(
         result = throughput(load(recipe, set_), mode=mode, batch=batch, steps=steps, cfg_scale=cfg, dtype=dtype,
                             compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
                             iters=iters, peak_tflops=peak_tflops)
+    except (*user_errors(), ValueError) as e:
+        fail(str(e))
+    report(result, as_json)
+
+
+@bench_app.command("data")
+def bench_data(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    num_workers: Annotated[Optional[int], typer.Option(help="Data worker threads (default: the recipe's).")] = None,
+    batch: Annotated[int, typer.Option(help="Images per step (the global batch, one process).")] = 256,
+    images: Annotated[int, typer.Option(help="Images in the synthetic cache.")] = 20_000,
+    steps: Annotated[int, typer.Option(help="Timed steps.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 5,
+    resolution: Annotated[int, typer.Option(help="Image size of the synthetic cache.")] = 256,
+    prefetch: Annotated[int, typer.Option(help="Micro-batches built ahead per worker.")] = 2,
+    index_sizes: Annotated[str, typer.Option(help="Data set sizes at which to time the per-step index cost.")]
+    = "20000,1281167",
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Images per second the data stream delivers to a training step (float images on the device)
+    from a synthetic memory-mapped cache, and the per-step index cost at two data set sizes."""
+    from pixdiff.bench import data_feed
+
+    try:
+        sizes = tuple(int(n) for n in index_sizes.split(","))
+    except ValueError:
+        fail(f"--index-sizes takes comma-separated integers, got {index_sizes!r}")
+    try:
+        result = data_feed(load(recipe, set_), num_workers=num_workers, batch=batch, images=images, steps=steps,
+                           warmup=warmup, resolution=resolution, prefetch=prefetch, index_sizes=sizes,
+                           device=device)
     except (*user_errors(), ValueError) as e:
         fail(str(e))
     report(result, as_json)

@@ -121,6 +121,14 @@ def _meta_dict(info: CacheInfo) -> dict:
     }
 
 
+def write_meta(directory: Path, info: CacheInfo) -> None:
+    """Write meta.json for the images.u8 and labels.i64 already in `directory` (last: it marks a complete cache)."""
+    with open(directory / META_FILE, "w", encoding="utf-8") as f:
+        json.dump(_meta_dict(info), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _decode(item: Item, resolution: int, fit: str, small: SmallPolicy) -> np.ndarray | str:
     """The fitted (H, W, 3) array, or the reason the file cannot be used."""
     try:
@@ -224,10 +232,7 @@ def build_cache(
             skipped=tuple(skipped),
             build_seconds=time.perf_counter() - start,
         )
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(_meta_dict(info), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+        write_meta(tmp, info)
         _fsync_dir(tmp)
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
