@@ -347,7 +347,7 @@ def data_prepare(
     on_error: Annotated[str, typer.Option(help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
     small: Annotated[str, typer.Option(help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
     rebuild: Annotated[bool, typer.Option(help="Rebuild even if a cache exists.")] = False,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding threads (default: one per CPU core).")] = None,
 ) -> None:
     """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
     from pixdiff.data import DataError, prepare
