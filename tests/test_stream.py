@@ -76,6 +76,21 @@ def test_epoch_orders_slice_the_endless_stream_of_epochs(seed, n, starts, size, 
     assert len(orders._orders) <= size // n + 2  # old epochs are forgotten
 
 
+def test_memory_is_reused_only_once_nothing_holds_it():
+    images, labels = data(40, 3, 1)
+    setting = dict(seed=5, global_batch=4, grad_accum=1, rank=0, world=1, flip=True, balance_classes=False,
+                   device=CPU, num_workers=2, prefetch=1)
+    with BatchStream(images, labels, **setting) as stream:
+        kept = []
+        for _ in range(12):  # more micro-batches than the stream keeps buffers for
+            mb = next(stream)
+            kept.append((mb.x[1:3], mb.x[1:3].clone()))  # only a view survives, and its value when handed out
+        assert all(torch.equal(view, value) for view, value in kept)
+        del kept, mb
+        addresses = {next(stream).x.data_ptr() for _ in range(20)}  # nothing held: recycled
+        assert addresses <= {t.data_ptr() for t in stream._outputs.kept}
+
+
 def test_workers_stop_on_close_and_on_leaving_the_context():
     images, labels = data(20, 3, 0)
     stream = BatchStream(images, labels, seed=0, global_batch=4, grad_accum=1, rank=0, world=1, flip=True,

@@ -16,6 +16,7 @@ to float on the GPU.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -120,8 +121,39 @@ class StreamError(RuntimeError):
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [-1, 1] (the one conversion: CPU workers and GPUs run the same ops)."""
+    """uint8 images -> float32 in [-1, 1], as the GPU path runs it (CPU workers run the same ops into reused memory)."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+def _holders(t: torch.Tensor) -> int:
+    """How many tensors share `t`'s memory (views, autograd's saved tensors, ...), `t` included."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata) - 1  # minus the storage object made here
+
+
+class _Recycled:
+    """Output tensors of one shape and dtype, handed out again once nothing else references their memory.
+
+    On the CPU a fresh (256, 3, 256, 256) float32 tensor costs ~100 ms of page faults on first
+    touch, several times the conversion that fills it. Reuse is decided on the memory's reference
+    count, so a micro-batch that the consumer, a view of it or an autograd graph still holds is
+    never overwritten; when all `limit` kept tensors are held, a fresh one is made."""
+
+    def __init__(self, limit: int):
+        self.limit, self.kept, self.lock = limit, [], threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        with self.lock:  # the view made here counts as a holder before another thread looks
+            for t in self.kept:
+                if _holders(t) == 1 and t.shape == shape and t.dtype == dtype:
+                    return t.view(shape)
+            t = torch.empty(shape, dtype=dtype)
+            if len(self.kept) < self.limit:
+                self.kept.append(t)
+            return t.view(shape)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.kept.clear()
 
 
 class BatchStream:
@@ -152,6 +184,10 @@ class BatchStream:
         self._pending: deque[tuple[int, int, range, Future]] = deque()
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="pixdiff-data") if num_workers else None
         self._closed = False
+        self._local = threading.local()
+        # live at once: the micro-batches in flight (up to num_workers * prefetch + 1), the one being
+        # filled, the consumer's current and previous one
+        self._outputs = _Recycled(num_workers * prefetch + 4)
 
     # ------------------------------------------------------------------ what each micro-batch holds
     def _plan(self) -> tuple[int, int, range, torch.Tensor]:
@@ -165,15 +201,28 @@ class BatchStream:
     def _gather(self, step: int, positions: range, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Host side of a micro-batch: images (b, C, H, W) (uint8 in pinned memory for CUDA, final
         float32 for the CPU) and labels (b,). Runs in a worker thread."""
-        pin = self.device.type == "cuda"
-        images = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
+        shape = (len(idx), *self.images.shape[1:])
+        if self.device.type == "cuda":  # fresh pinned memory: the caching host allocator recycles it
+            images = torch.empty(shape, dtype=torch.uint8, pin_memory=True)  # once the copy has read it
+            labels = torch.empty(len(idx), dtype=self.labels.dtype, pin_memory=True)
+        else:
+            images, labels = self._staging(shape), torch.empty(len(idx), dtype=self.labels.dtype)
         torch.index_select(self.images, 0, idx, out=images)  # (b, C, H, W) uint8
-        labels = torch.empty(len(idx), dtype=self.labels.dtype, pin_memory=pin)
         torch.index_select(self.labels, 0, idx, out=labels)
         if self.flip:
             rows = flips(self.seed, step, positions).nonzero().squeeze(1)
             images[rows] = images[rows].flip(-1)
-        return (images if pin else to_unit_range(images)), labels
+        if self.device.type == "cuda":
+            return images, labels
+        x = self._outputs.take(shape, torch.float32)
+        return x.copy_(images).div_(127.5).sub_(1.0), labels  # = to_unit_range(images), into reused memory
+
+    def _staging(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """This thread's uint8 gather buffer, reused (only this thread reads it, before its next gather)."""
+        buf = getattr(self._local, "images", None)
+        if buf is None or buf.shape != shape:
+            buf = self._local.images = torch.empty(shape, dtype=torch.uint8)
+        return buf
 
     def _finish(self, step: int, micro: int, positions: range, host: tuple[torch.Tensor, torch.Tensor]) -> MicroBatch:
         images, labels = host
@@ -218,6 +267,7 @@ class BatchStream:
         self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._outputs.clear()
 
     def __enter__(self) -> BatchStream:
         return self
