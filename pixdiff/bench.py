@@ -450,15 +450,17 @@ def throughput(
 # ----------------------------------------------------------------------------- data feed
 def synthetic_cache(path: Path, count: int, resolution: int, num_classes: int, seed: int = 0):
     """A cache of `count` random uint8 images with random labels, written at `path` in the format
-    `pixdiff.data.cache` reads (written in chunks: 20k images at 256 px are 3.9 GB); opened."""
+    `pixdiff.data.cache` reads; opened. The file is full size (20k images at 256 px are 3.9 GB) but
+    repeats one block of 256 random images: pixel values do not change the cost of reading them."""
     from pixdiff.data.cache import IMAGES_FILE, LABELS_FILE, CacheInfo, open_cache, write_meta
 
     rng = np.random.default_rng(seed)
     per_image, chunk = 3 * resolution * resolution, 256
+    block = rng.bytes(per_image * min(chunk, count))
     path.mkdir(parents=True)
     with open(path / IMAGES_FILE, "wb") as f:
         for start in range(0, count, chunk):
-            f.write(rng.bytes(per_image * min(chunk, count - start)))
+            f.write(memoryview(block)[:per_image * min(chunk, count - start)])
     labels = rng.integers(0, num_classes, count, dtype=np.int64)
     (path / LABELS_FILE).write_bytes(labels.tobytes())
     names = tuple(f"class{k}" for k in range(num_classes))
