@@ -126,8 +126,12 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def _holders(t: torch.Tensor) -> int:
-    """How many tensors share `t`'s memory (views, autograd's saved tensors, ...), `t` included."""
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata) - 1  # minus the storage object made here
+    """How many tensors share `t`'s memory (views, autograd's saved tensors, ...), `t` included;
+    a large number where this torch cannot tell (then nothing is reused)."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)  # private: guarded
+    if use_count is None:
+        return 1 << 30
+    return use_count(t.untyped_storage()._cdata) - 1  # minus the storage object made here
 
 
 class _Recycled:
@@ -206,14 +210,13 @@ class BatchStream:
         return step, micro, range(start, start + self.micro_batch), self.orders.take(first, first + self.micro_batch)
 
     def _gather(self, step: int, positions: range, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Host side of a micro-batch: images (b, C, H, W) (uint8 in pinned memory for CUDA, final
-        float32 for the CPU) and labels (b,). Runs in a worker thread."""
-        shape = (len(idx), *self.images.shape[1:])
-        if self.device.type == "cuda":  # fresh pinned memory: the caching host allocator recycles it
-            images = torch.empty(shape, dtype=torch.uint8, pin_memory=True)  # once the copy has read it
-            labels = torch.empty(len(idx), dtype=self.labels.dtype, pin_memory=True)
-        else:
-            images, labels = self._staging(shape), torch.empty(len(idx), dtype=self.labels.dtype)
+        """Host side of a micro-batch: images (b, C, H, W) (uint8 for a device, pinned for CUDA; the
+        final float32 for the CPU) and labels (b,). Runs in a worker thread."""
+        shape, on_cpu, pin = (len(idx), *self.images.shape[1:]), self.device.type == "cpu", self.device.type == "cuda"
+        # for a device, fresh memory that the copy reads (pinned: CUDA's caching host allocator
+        # recycles it once the copy is done); for the CPU, this thread's buffer, converted below
+        images = self._staging(shape) if on_cpu else torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        labels = torch.empty(len(idx), dtype=self.labels.dtype, pin_memory=pin)
         torch.index_select(self.images, 0, idx, out=images)  # (b, C, H, W) uint8
         torch.index_select(self.labels, 0, idx, out=labels)
         if self.flip:
@@ -222,7 +225,7 @@ class BatchStream:
                 # and indexing it back (torch's flip kernel)
                 row = images[r]  # (C, H, W)
                 row.copy_(row.view(-1, row.shape[-1]).flip(-1).view(row.shape))
-        if self.device.type == "cuda":
+        if not on_cpu:
             return images, labels
         x = self._outputs.take(shape, torch.float32)
         return x.copy_(images).div_(127.5).sub_(1.0), labels  # = to_unit_range(images), into reused memory
