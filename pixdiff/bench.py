@@ -35,10 +35,13 @@ import dataclasses
 import gc
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from pixdiff.heads.final_layer import DiTFinalLayer
@@ -418,6 +421,104 @@ def throughput(
     return result
 
 
+# ----------------------------------------------------------------------------- data feed
+def synthetic_cache(path: Path, count: int, resolution: int, num_classes: int, seed: int = 0):
+    """A cache of `count` random uint8 images with random labels, written at `path` in the format
+    `pixdiff.data.cache` reads; opened. The file is full size (20k images at 256 px are 3.9 GB) but
+    repeats one block of 256 random images: pixel values do not change the cost of reading them."""
+    from pixdiff.data.cache import IMAGES_FILE, LABELS_FILE, CacheInfo, open_cache, write_meta
+
+    rng = np.random.default_rng(seed)
+    per_image, chunk = 3 * resolution * resolution, 256
+    block = rng.bytes(per_image * min(chunk, count))
+    path.mkdir(parents=True)
+    with open(path / IMAGES_FILE, "wb") as f:
+        for start in range(0, count, chunk):
+            f.write(memoryview(block)[:per_image * min(chunk, count - start)])
+    labels = rng.integers(0, num_classes, count, dtype=np.int64)
+    (path / LABELS_FILE).write_bytes(labels.tobytes())
+    names = tuple(f"class{k}" for k in range(num_classes))
+    write_meta(path, CacheInfo(path, resolution, count, names, tuple(np.bincount(labels, minlength=num_classes).tolist()),
+                               "synthetic (random uint8)", "upscale", (), 0.0))
+    return open_cache(path, resolution=resolution)
+
+
+def _index_cost(seed: int, global_batch: int, dataset_size: int, num_classes: int, balance: bool,
+                steps: int = 200) -> dict[str, Any]:
+    """Host time to find one step's dataset indices: the stream's (the epoch's order is built once,
+    then sliced) against the reference that rebuilds the epoch for every step."""
+    from pixdiff.data.stream import EpochOrders, class_groups, global_batch_indices
+
+    labels = torch.randint(0, num_classes, (dataset_size,), generator=torch.Generator().manual_seed(seed))
+    groups = class_groups(labels) if balance else None
+    orders = EpochOrders(seed, dataset_size, groups)
+    start = time.perf_counter()
+    orders.take(0, global_batch)  # builds epoch 0
+    epoch_s = time.perf_counter() - start
+    per_step = []
+    for step in range(1, steps + 1):
+        start = time.perf_counter()
+        orders.take(step * global_batch, (step + 1) * global_batch)
+        per_step.append(time.perf_counter() - start)
+    reference = []
+    for step in range(3):
+        start = time.perf_counter()
+        global_batch_indices(seed, step, global_batch, dataset_size, groups)
+        reference.append(time.perf_counter() - start)
+    return {
+        "dataset_size": dataset_size,
+        "epoch_order_s": epoch_s,  # once per epoch
+        "steps_per_epoch": dataset_size / global_batch,
+        "per_step_us": statistics.median(per_step) * 1e6,  # median over `steps` steps inside one epoch
+        "amortized_per_step_us": (statistics.median(per_step) + epoch_s * global_batch / dataset_size) * 1e6,
+        "reference_per_step_us": statistics.median(reference) * 1e6,
+    }
+
+
+def data_feed(recipe: Recipe, *, num_workers: int | None = None, batch: int = 256, images: int = 20_000,
+              steps: int = 50, warmup: int = 5, resolution: int = 256, prefetch: int = 2,
+              index_sizes: tuple[int, ...] = (20_000, 1_281_167), device: str | None = None) -> dict[str, Any]:
+    """Images/s that `BatchStream` delivers to a training step (float32 x on the device) from a
+    synthetic `resolution` px memory-mapped cache of `images` random images written to a temporary
+    directory (so in the page cache: this times the feed, not the disk), with the recipe's flips
+    and class balancing, one process, batch = global batch; plus the per-step index cost at each
+    of `index_sizes` images. num_workers defaults to the recipe's train.num_workers."""
+    from pixdiff.data.stream import BatchStream
+
+    if min(batch, images, steps, resolution) < 1 or warmup < 0 or any(n < 1 for n in index_sizes):
+        raise ValueError("batch, images, steps, resolution and index sizes must be at least 1, warmup at least 0")
+    workers = recipe.train.num_workers if num_workers is None else num_workers
+    if workers < 0 or prefetch < 1:
+        raise ValueError(f"need num_workers >= 0 and prefetch >= 1, got {workers} and {prefetch}")
+    dev, _ = _resolve(device, "fp32")
+    tc, dc, classes = recipe.train, recipe.data, recipe.model.backbone.num_classes
+    result: dict[str, Any] = {
+        "kind": "data", "recipe": recipe.name, "resolution": resolution, "batch": batch, "num_workers": workers,
+        "prefetch": prefetch, "images": images, "steps": steps, "warmup": warmup, "flip": dc.flip,
+        "balance_classes": dc.balance_classes, **_environment(dev, "fp32"),
+    }
+    with tempfile.TemporaryDirectory(prefix="pixdiff-bench-data-") as tmp:
+        start = time.perf_counter()
+        cache = synthetic_cache(Path(tmp) / "cache", images, resolution, classes, tc.seed)
+        result["cache_write_s"] = time.perf_counter() - start
+        with BatchStream(cache.images, cache.labels, seed=tc.seed, global_batch=batch, grad_accum=1, rank=0, world=1,
+                         flip=dc.flip, balance_classes=dc.balance_classes, device=dev, num_workers=workers,
+                         prefetch=prefetch) as stream:
+            for _ in range(warmup):
+                next(stream)
+            delivered = 0
+
+            def take(_: int) -> None:
+                nonlocal delivered
+                delivered += next(stream).x.shape[0]
+
+            times = _time_each(take, steps, dev)
+    seconds = sum(times)
+    result.update(_stats(times), images_delivered=delivered, seconds=seconds, images_per_s=delivered / seconds)
+    result["index"] = [_index_cost(tc.seed, batch, n, classes, dc.balance_classes) for n in index_sizes]
+    return result
+
+
 # ----------------------------------------------------------------------------- printing
 def _fmt(value: Any) -> str:
     if value is None:
@@ -442,6 +543,8 @@ def result_table(result: dict[str, Any]):
     from rich.table import Table
 
     r = result
+    if r["kind"] == "data":
+        return _data_table(r)
     title = (f"{r['kind']}: {r['recipe']} on {r['device']} ({r['dtype']}, "
              f"{'compiled ' + r['compile_mode'] if r['compile'] else 'eager'}, torch {r['torch_version']})")
     if r["kind"] == "latency":
@@ -479,6 +582,26 @@ def result_table(result: dict[str, Any]):
         rows.insert(4, ("NFE (guided)", f"{r['nfe']} ({r['nfe_guided']})"))
     else:
         rows.insert(3, ("FLOPs", r["flops_convention"]))
+    for label, value in rows:
+        table.add_row(label, _fmt(value))
+    return table
+
+
+def _data_table(r: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"data feed: {r['recipe']} on {r['device']} (torch {r['torch_version']})", show_header=False)
+    rows = [
+        ("images / s delivered", r["images_per_s"]), ("batch x steps", f"{r['batch']} x {r['steps']}"),
+        ("median / min / max s per batch", f"{r['median_s']:.4g} / {r['min_s']:.4g} / {r['max_s']:.4g}"),
+        ("workers / prefetch", f"{r['num_workers']} / {r['prefetch']}"),
+        ("cache", f"{r['images']:,} random images at {r['resolution']} px"),
+        ("flip / balance classes", f"{r['flip']} / {r['balance_classes']}"),
+    ]
+    for i in r["index"]:
+        rows.append((f"index us/step at {i['dataset_size']:,} images",
+                     f"{i['per_step_us']:.1f} (+{i['epoch_order_s']:.3g} s per epoch; "
+                     f"rebuilt every step: {i['reference_per_step_us']:,.0f})"))
     for label, value in rows:
         table.add_row(label, _fmt(value))
     return table

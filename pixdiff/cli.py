@@ -258,7 +258,7 @@ def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
     return reference_file(ref.removeprefix("data:"), height, cache_dir=cache_dir)
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency and sampling/training throughput.")
+bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency, sampling/training throughput, data feed.")
 app.add_typer(bench_app, name="bench")
 DeviceOpt = Annotated[Optional[str], typer.Option(help="'cuda' or 'cpu' (default: cuda when available).")]
 DtypeOpt = Annotated[Optional[str], typer.Option(help="'bf16' or 'fp32' (default: bf16 on cuda, fp32 on cpu).")]
@@ -337,6 +337,39 @@ def bench_throughput(
     report(result, as_json)
 
 
+@bench_app.command("data")
+def bench_data(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    num_workers: Annotated[Optional[int], typer.Option(help="Data worker threads (default: the recipe's).")] = None,
+    batch: Annotated[int, typer.Option(help="Images per step (the global batch, one process).")] = 256,
+    images: Annotated[int, typer.Option(help="Images in the synthetic cache.")] = 20_000,
+    steps: Annotated[int, typer.Option(help="Timed steps.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 5,
+    resolution: Annotated[int, typer.Option(help="Image size of the synthetic cache.")] = 256,
+    prefetch: Annotated[int, typer.Option(help="Micro-batches built ahead per worker.")] = 2,
+    index_sizes: Annotated[str, typer.Option(help="Data set sizes at which to time the per-step index cost.")]
+    = "20000,1281167",
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Images per second the data stream delivers to a training step (float images on the device)
+    from a synthetic memory-mapped cache, and the per-step index cost at two data set sizes."""
+    from pixdiff.bench import data_feed
+
+    try:
+        sizes = tuple(int(n) for n in index_sizes.split(","))
+    except ValueError:
+        fail(f"--index-sizes takes comma-separated integers, got {index_sizes!r}")
+    try:
+        result = data_feed(load(recipe, set_), num_workers=num_workers, batch=batch, images=images, steps=steps,
+                           warmup=warmup, resolution=resolution, prefetch=prefetch, index_sizes=sizes,
+                           device=device)
+    except (*user_errors(), ValueError) as e:
+        fail(str(e))
+    report(result, as_json)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Training data: build or inspect the preprocessed cache.")
 app.add_typer(data_app, name="data")
 
@@ -349,7 +382,7 @@ def data_prepare(
     on_error: Annotated[str, typer.Option(help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
     small: Annotated[str, typer.Option(help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
     rebuild: Annotated[bool, typer.Option(help="Rebuild even if a cache exists.")] = False,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding threads (default: one per CPU core).")] = None,
 ) -> None:
     """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
     from pixdiff.data import DataError, prepare

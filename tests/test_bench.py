@@ -1,4 +1,8 @@
 import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +114,26 @@ def test_bad_arguments(recipe):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             latency(recipe, steps=1, device="cuda")
+
+
+def test_bench_data_cli_delivers_steps_times_batch_images(tmp_path):
+    """`pixdiff bench data` end to end on a tiny synthetic cache: counts and rates come from what ran."""
+    root = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "-m", "pixdiff.cli", "bench", "data", "emoji_tiny", "--images", "24", "--resolution", "8",
+            "--batch", "4", "--steps", "5", "--warmup", "1", "--index-sizes", "50,500", "--num-workers", "2",
+            "--device", "cpu", "--set", "data.flip=true"]
+    res = subprocess.run([*args, "--json"], capture_output=True, text=True, cwd=root, timeout=300)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert (r["kind"], r["batch"], r["steps"], r["num_workers"], r["resolution"]) == ("data", 4, 5, 2, 8)
+    assert r["images_delivered"] == 5 * 4 and len(r["times_s"]) == 5 and all(t > 0 for t in r["times_s"])
+    assert r["seconds"] == pytest.approx(sum(r["times_s"]))
+    assert r["images_per_s"] == pytest.approx(r["images_delivered"] / r["seconds"])
+    assert r["flip"] is True and r["balance_classes"] is True  # the recipe's data settings
+    assert [i["dataset_size"] for i in r["index"]] == [50, 500]
+    for i in r["index"]:
+        assert i["per_step_us"] > 0 and i["epoch_order_s"] > 0 and i["reference_per_step_us"] > 0
+        assert i["amortized_per_step_us"] == pytest.approx(i["per_step_us"] + i["epoch_order_s"] * 4 / i["dataset_size"] * 1e6)
+    assert not list(Path(tempfile.gettempdir()).glob("pixdiff-bench-data-*"))  # the synthetic cache is gone
+    bad = subprocess.run([*args, "--batch", "0"], capture_output=True, text=True, cwd=root, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")

@@ -1,9 +1,8 @@
-"""Tests for pixdiff.data: decoding, ADM crop, sources, the cache and the Dataset."""
+"""Tests for pixdiff.data: decoding, ADM crop, sources and the cache (the stream: test_stream.py)."""
 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,10 @@ from PIL import Image
 
 from pixdiff.data import (
     EMOJI_CLASSES,
-    CacheDataset,
     DataError,
     build_cache,
     center_crop,
     emoji_source,
-    flip_decision,
     folder_source,
     open_cache,
     prepare,
@@ -174,6 +171,24 @@ def test_corrupt_file_skip_and_stop(image_folder: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "stop").exists()
 
 
+def test_parallel_build_writes_the_serial_bytes(image_folder: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (image_folder / "dogs" / "broken.png").write_bytes(b"not a png")  # skipped at the same place
+    for k in range(7):  # more files than threads, several per class, different sizes
+        Image.fromarray(_gradient(17 + 5 * k, 40 - 3 * k, 10 + k)).save(image_folder / ("cats", "dogs")[k % 2] / f"g{k}.png")
+    source = folder_source(image_folder)
+    serial = build_cache(source, tmp_path / "serial", RES, workers=1)
+    names = ("images.u8", "labels.i64")
+    monkeypatch.setattr(cache_module, "_CHUNK", 5)  # several chunks of thread-pool work
+    for workers in (2, 3, None):  # None: one thread per core
+        parallel = build_cache(source, tmp_path / f"w{workers}", RES, workers=workers)
+        assert (parallel.count, parallel.skipped, parallel.class_counts) == (serial.count, serial.skipped,
+                                                                            serial.class_counts)
+        for name in names:
+            assert (tmp_path / f"w{workers}" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
+    assert serial.count == 12 and len(serial.skipped) == 1
+
+
 def test_small_reject_in_cache(image_folder: Path, tmp_path: Path) -> None:
     # At 48px, the 40x30, 33x50, 20x24 and 50x20 images are too small; only 64x64 stays.
     info = build_cache(folder_source(image_folder), tmp_path / "r", 48, small="reject")
@@ -257,30 +272,3 @@ def test_emoji_cache(tmp_path: Path) -> None:
     not_white = (images < 250).any(axis=(1, 2, 3))
     assert not_white.all()  # every emoji has visible content
     assert (images.reshape(info.count, -1).std(axis=1) > 10).all()  # and is not a flat colour
-
-
-# ---------------------------------------------------------------- Dataset
-
-
-def test_dataset_items(image_folder: Path, tmp_path: Path) -> None:
-    build_cache(folder_source(image_folder), tmp_path / "c", RES)
-    ds = CacheDataset(tmp_path / "c", hflip=True, seed=3)
-    assert (len(ds), ds.num_classes, ds.class_names, ds.resolution) == (5, 2, ("cats", "dogs"), RES)
-    for i in range(len(ds)):
-        x, y = ds[i]
-        assert x.dtype == torch.float32 and x.shape == (3, RES, RES)
-        assert -1.0 <= x.min() and x.max() <= 1.0 and y.dtype == torch.int64
-        raw = ds.cache.images[i].float() / 127.5 - 1
-        expected = raw.flip(-1) if flip_decision(3, 0, i) else raw
-        torch.testing.assert_close(x, expected)
-    with pytest.raises(IndexError):
-        ds[5]
-    flips = [[flip_decision(3, e, i) for i in range(64)] for e in range(2)]
-    assert 10 < sum(flips[0]) < 54 and flips[0] != flips[1]  # a fair-ish coin that changes per epoch
-
-    clone = pickle.loads(pickle.dumps(ds))
-    assert len(pickle.dumps(ds)) < 10_000  # file names travel, not pixels
-    torch.testing.assert_close(clone[2][0], ds[2][0])
-    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=1)
-    xb, yb = next(iter(loader))
-    assert xb.shape == (5, 3, RES, RES) and yb.tolist() == [0, 0, 0, 1, 1]

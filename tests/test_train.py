@@ -78,7 +78,7 @@ def test_trainer_draws_classes_as_the_recipe_says(cache_dir, tmp_path, balance):
     trainer = Trainer(recipe, tmp_path / "run", Dist(), progress=False)
     n, info = trainer.cache.info.count, trainer.cache.info
     assert n % 7 == 0
-    labels = torch.cat([trainer._micro_batch(step, 0)[1] for step in range(n // 7)])
+    labels = torch.cat([next(trainer.stream).y for _ in range(n // 7)])
     drawn = torch.bincount(labels, minlength=info.num_classes).tolist()
     if balance:
         assert all(n // info.num_classes <= c <= n // info.num_classes + 1 for c in drawn)

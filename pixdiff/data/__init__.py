@@ -1,40 +1,42 @@
-"""Training data: image sources, the ADM center crop, the preprocessing cache and the Dataset.
+"""Training data: image sources, the ADM center crop, the preprocessing cache and the stream.
 
 Typical use::
 
     cache = prepare("emoji", "~/.cache/pixdiff", 64)          # or an image-folder path
     print(cache.info.summary())
-    dataset = CacheDataset(cache, hflip=True, seed=0)         # (x in [-1, 1], label)
+    with BatchStream(cache.images, cache.labels, seed=0, global_batch=32, grad_accum=1, rank=0, world=1,
+                     flip=True, balance_classes=False, device=torch.device("cpu"), num_workers=2) as stream:
+        batch = next(stream)                                  # MicroBatch: x in [-1, 1], y, positions
 """
 
 from .cache import (
     Cache,
-    CacheDataset,
     CacheInfo,
     Skipped,
     build_cache,
-    flip_decision,
     open_cache,
     prepare,
 )
 from .emoji import EMOJI_CLASSES, emoji_source
 from .folder import IMAGE_SUFFIXES, folder_source
 from .images import DataError, Item, Source, center_crop, load_image, resize_square, to_rgb
+from .stream import BatchStream, MicroBatch, StreamError
 
 __all__ = [
+    "BatchStream",
     "EMOJI_CLASSES",
     "IMAGE_SUFFIXES",
     "Cache",
-    "CacheDataset",
     "CacheInfo",
     "DataError",
     "Item",
+    "MicroBatch",
     "Skipped",
     "Source",
+    "StreamError",
     "build_cache",
     "center_crop",
     "emoji_source",
-    "flip_decision",
     "folder_source",
     "load_image",
     "open_cache",

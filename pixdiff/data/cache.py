@@ -1,4 +1,4 @@
-"""Preprocessing cache (decode once, train from a memory map) and the training Dataset.
+"""Preprocessing cache: decode once (in parallel), train from a memory map (see `pixdiff.data.stream`).
 
 On-disk layout of a cache directory:
 
@@ -29,7 +29,6 @@ from typing import Literal
 import numpy as np
 import torch
 from tensordict import MemoryMappedTensor
-from torch.utils.data import Dataset
 
 from .emoji import emoji_description, emoji_source
 from .folder import folder_source
@@ -121,6 +120,14 @@ def _meta_dict(info: CacheInfo) -> dict:
     }
 
 
+def write_meta(directory: Path, info: CacheInfo) -> None:
+    """Write meta.json for the images.u8 and labels.i64 already in `directory` (last: it marks a complete cache)."""
+    with open(directory / META_FILE, "w", encoding="utf-8") as f:
+        json.dump(_meta_dict(info), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _decode(item: Item, resolution: int, fit: str, small: SmallPolicy) -> np.ndarray | str:
     """The fitted (H, W, 3) array, or the reason the file cannot be used."""
     try:
@@ -129,12 +136,15 @@ def _decode(item: Item, resolution: int, fit: str, small: SmallPolicy) -> np.nda
         return f"{type(err).__name__}: {err}"
 
 
-def _decoded(source: Source, resolution: int, small: SmallPolicy, workers: int) -> Iterator[tuple[Item, np.ndarray | str]]:
-    """Decode the source in order; with workers > 1, in threads (PIL releases the GIL while decoding)."""
+def _decoded(source: Source, resolution: int, small: SmallPolicy, workers: int | None
+             ) -> Iterator[tuple[Item, np.ndarray | str]]:
+    """Decode the source in order; with workers > 1 (default: one per CPU core), in threads (PIL
+    releases the GIL while decoding and resizing), the same bytes in the same order as one thread."""
 
     def run(item: Item) -> np.ndarray | str:
         return _decode(item, resolution, source.fit, small)
 
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if workers <= 1:
         for item in source.items:
             yield item, run(item)
@@ -161,7 +171,7 @@ def build_cache(
     on_error: ErrorPolicy = "skip",
     small: SmallPolicy = "upscale",
     limit: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CacheInfo:
@@ -169,7 +179,8 @@ def build_cache(
 
     on_error="skip" leaves out unreadable/corrupt/rejected files and lists them (path + reason)
     in the result and meta.json; "stop" raises DataError naming the first such file.
-    small: see `center_crop`. limit: first n images per class. workers: decoding threads.
+    small: see `center_crop`. limit: first n images per class. workers: decoding threads
+    (default: one per CPU core).
     progress(done, total) is called as images are processed. The build writes into a temporary
     sibling directory and renames it into place; an existing `out_dir` is replaced only if
     `overwrite`. Raises DataError if no image could be used.
@@ -224,10 +235,7 @@ def build_cache(
             skipped=tuple(skipped),
             build_seconds=time.perf_counter() - start,
         )
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(_meta_dict(info), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+        write_meta(tmp, info)
         _fsync_dir(tmp)
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
@@ -329,7 +337,7 @@ def prepare(
     on_error: ErrorPolicy = "skip",
     small: SmallPolicy = "upscale",
     limit: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Cache:
@@ -361,52 +369,3 @@ def prepare(
         overwrite=True, progress=progress,
     )
     return open_cache(out_dir, resolution=resolution)
-
-
-def flip_decision(seed: int, epoch: int, index: int) -> bool:
-    """Deterministic fair coin for (seed, epoch, index), all >= 0: a resumed run flips identically."""
-    return bool(np.random.SeedSequence((seed, epoch, index)).generate_state(1)[0] & 1)
-
-
-class CacheDataset(Dataset):
-    """Training items `(image float32 (3, H, W) in [-1, 1], label int64 scalar)` read from a cache.
-
-    hflip: random horizontal flip decided by `flip_decision(seed, epoch, index)`, so it does not
-    depend on workers, batch size or sampling order. Call `set_epoch(e)` before iterating epoch e;
-    DataLoader workers get a copy of the dataset when an iterator starts, so with
-    persistent_workers=True the epoch does not reach them (flip in the training loop instead,
-    using `flip_decision`). Pickling sends only file names: workers map the same files.
-    """
-
-    def __init__(self, cache: Cache | str | Path, *, hflip: bool = False, seed: int = 0) -> None:
-        self.cache = cache if isinstance(cache, Cache) else open_cache(cache)
-        self.hflip = hflip
-        self.seed = seed
-        self.epoch = 0
-
-    @property
-    def num_classes(self) -> int:
-        return self.cache.info.num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.cache.info.class_names
-
-    @property
-    def resolution(self) -> int:
-        return self.cache.info.resolution
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.cache.info.count
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        image = self.cache.images[index]
-        if self.hflip and flip_decision(self.seed, self.epoch, index):
-            image = image.flip(-1)
-        # .to() returns a plain tensor (not a MemoryMappedTensor) that owns its memory.
-        return image.to(torch.float32).div_(127.5).sub_(1.0), self.cache.labels[index]

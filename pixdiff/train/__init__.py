@@ -6,8 +6,9 @@ asks for it). Determinism is by construction, not by luck: the data order is a f
 generator seeded by (seed, step, global sample index). A run therefore does not depend on the
 number of processes, and a resumed run repeats the uninterrupted one step for step.
 
-Modules: `loop` (the Trainer), `stream` (micro-batches), `parallel` (building and DDP/FSDP2),
-`checkpointing`, `metrics` (rows, TensorBoard, progress), `schedule` (learning rates), `ema`, `loss`.
+Modules: `loop` (the Trainer), `parallel` (building and DDP/FSDP2), `checkpointing`, `metrics` (rows,
+TensorBoard, progress), `schedule` (learning rates), `ema`, `loss`; micro-batches come from
+`pixdiff.data.stream` (epoch orders computed once, gathered ahead in worker threads).
 
 Run folder:
     recipe.json          the resolved recipe
@@ -18,10 +19,10 @@ Run folder:
     loss.png             loss curve, written at the end
 """
 
+from pixdiff.data.stream import class_groups, epoch_order, flips, global_batch_indices
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loop import Trainer, TrainResult, train
 from pixdiff.train.loss import TrainingLoss, step_generators
-from pixdiff.train.stream import class_groups, epoch_order, flips, global_batch_indices
 
 __all__ = ["TrainResult", "Trainer", "TrainingError", "TrainingLoss", "class_groups", "epoch_order", "flips",
            "global_batch_indices", "step_generators", "train"]

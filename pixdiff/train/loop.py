@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 from pixdiff import checkpoint
 from pixdiff.atomic import atomic_write
 from pixdiff.config_tree import to_dict
+from pixdiff.data.stream import BatchStream
 from pixdiff.distributed import Dist, barrier, mean_across
 from pixdiff.precision import autocast
 from pixdiff.recipe import Recipe
@@ -32,7 +32,6 @@ from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
 from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, is_log_step, plot_loss
 from pixdiff.train.schedule import lr_at
-from pixdiff.train.stream import BatchStream, MicroBatch
 
 SAMPLES_DIR = "samples"
 
@@ -82,8 +81,6 @@ class Trainer:
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
-        self.stream: BatchStream | None = None  # opened by the first step, at the step it starts from
-        self.batches: Iterator[MicroBatch] | None = None
         if resume:
             self._resume()
         elif checkpointing.latest_checkpoint(self.out_dir) is not None:
@@ -92,6 +89,7 @@ class Trainer:
         if d.main:
             with atomic_write(self.out_dir / "recipe.json", text=True) as f:
                 f.write(json.dumps(to_dict(recipe), indent=2))
+        self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
 
     def _resume(self) -> None:
         if self.d.main:
@@ -103,38 +101,27 @@ class Trainer:
             checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.step)
 
     # ------------------------------------------------------------------ data
-    def _stream(self, start_step: int) -> BatchStream:
+    def _open_stream(self) -> BatchStream:
         tc, dc = self.recipe.train, self.recipe.data
         return BatchStream(self.cache.images, self.cache.labels, seed=tc.seed, global_batch=tc.global_batch,
                            grad_accum=tc.grad_accum, rank=self.d.rank, world=self.d.world, flip=dc.flip,
-                           balance_classes=dc.balance_classes, device=self.d.device, start_step=start_step,
+                           balance_classes=dc.balance_classes, device=self.d.device, start_step=self.step,
                            num_workers=tc.num_workers)
-
-    def _micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, range]:
-        """Micro-batch `micro` of `step` on its own (what training would draw there): x, y, positions."""
-        with self._stream(step) as stream:
-            mb = next(b for b in stream if b.micro == micro)
-        return mb.x, mb.y, mb.positions
 
     def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        """Stop the data stream (its workers, with the real feed)."""
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = self.batches = None
+        """Stop the data stream's workers."""
+        self.stream.close()
 
     # ------------------------------------------------------------------ one step
     def _gradients(self) -> dict[str, torch.Tensor]:
         """Forward and backward of this step's micro-batches; 0-d statistics, the loss averaged over ranks."""
         tc, p = self.recipe.train, self.parts
-        if self.batches is None:
-            self.stream = self._stream(self.step)
-            self.batches = iter(self.stream)
         sums: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
-            mb = next(self.batches)
+            mb = next(self.stream)
             gens = step_generators(tc.seed, mb.step, mb.positions, self.d.device)
             with parallel.gradient_sync(p.wrapped, micro == tc.grad_accum - 1), autocast(self.d.device, tc.precision):
                 loss, parts = p.wrapped(mb.x, mb.y, gens)
