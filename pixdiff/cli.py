@@ -96,7 +96,12 @@ def convert(
     recipe: Annotated[str, typer.Option(help="Recipe whose model the weights belong to.")] = "dip_xl16",
     set_: SetOpt = None,
     to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout) or 'reference' (back).")] = "pixdiff",
-    weights: Annotated[str, typer.Option(help="From a Lightning checkpoint: 'ema' or 'raw' weights.")] = "ema",
+    weights: Annotated[str, typer.Option(help=(
+        "Which weights: 'ema' or 'raw' (DiP's Lightning checkpoints); 'ema' (model_ema1), 'ema2' or 'raw' "
+        "(official JiT checkpoints)."))] = "ema",
+    layout: Annotated[str, typer.Option(help=(
+        "The authors' layout: 'dip' (DiP's reference code) or 'jit' (LTH14/JiT's main_jit.py checkpoints).")
+    )] = "dip",
 ) -> None:
     """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly."""
     import torch
@@ -104,7 +109,10 @@ def convert(
     from pixdiff import checkpoint
     from pixdiff.config_tree import to_dict
     from pixdiff.interop import load_reference, to_reference
+    from pixdiff.interop_jit import load_official, official_checkpoint, read_official, strict_load
 
+    if layout not in ("dip", "jit"):
+        fail(f"--layout must be 'dip' or 'jit', not {layout!r}")
     try:
         r = load(recipe, set_)
         if to == "pixdiff":
@@ -113,12 +121,26 @@ def convert(
             with torch.device("meta"):
                 model = r.model.build()
             model = model.to_empty(device="cpu")
-            load_reference(model, torch.load(src, map_location="cpu", weights_only=True), weights)
-            sd = model.state_dict()
-            checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, dst)
+            if layout == "jit":
+                ckpt = read_official(src)
+                load_official(model, ckpt, r.model.backbone, "raw")
+                raw = {k: v.clone() for k, v in model.state_dict().items()}
+                load_official(model, ckpt, r.model.backbone, weights)
+                checkpoint.save({"recipe": to_dict(r), "model": raw, "ema": model.state_dict()}, dst)
+            else:
+                load_reference(model, torch.load(src, map_location="cpu", weights_only=True), weights)
+                sd = model.state_dict()
+                checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, dst)
         elif to == "reference":
             ckpt = checkpoint.load(src)
-            torch.save(to_reference(ckpt[weights if weights == "ema" else "model"]), dst)
+            if layout == "jit":
+                with torch.device("meta"):
+                    model = r.model.build()
+                for key in ("model", "ema"):  # shapes must be the recipe's before anything is written
+                    strict_load(model, ckpt[key], f"pixdiff checkpoint ({key})")
+                torch.save(official_checkpoint(ckpt["model"], ckpt["ema"], r.model.backbone), dst)
+            else:
+                torch.save(to_reference(ckpt[weights if weights == "ema" else "model"]), dst)
         else:
             fail(f"--to must be 'pixdiff' or 'reference', not {to!r}")
     except user_errors() as e:
