@@ -4,7 +4,7 @@ Data: the built-in emoji set (Twemoji, CC-BY 4.0; 3,773 images, 9 classes) at 32
 DiT backbone on 8x8 patches (16 tokens, each covering 192 pixel values: the heads have pixels to
 work with) and one training budget (steps, batch, learning rate, seed) for every variant:
 
-    dit_only       DiT's usual output layer (LinearOut)
+    dit_only       DiT's usual output layer (DiTFinalLayer)
     mlp            + standard MLP head (flattened patch and s_i -> MLP)
     intra_attn     + intra-patch attention head (the 64 pixels of a patch as tokens)
     coord_mlp      + coordinate-based MLP head (PixNerd-style, weights generated from s_i)
@@ -40,7 +40,7 @@ from experiments import common
 from pixdiff.backbone import DiTConfig
 from pixdiff.heads.coord_mlp import CoordinateMLP
 from pixdiff.heads.intra_attention import IntraPatchAttention
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.mlp import StandardMLP
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
@@ -113,7 +113,7 @@ def base_recipe(s: Scale, cache_dir: Path, seed: int) -> Recipe:
                          image_size=s.image_size, num_classes=9)
     return Recipe(
         name="ablation_dit_only",
-        model=ModelConfig(backbone=backbone, head=LinearOut()),
+        model=ModelConfig(backbone=backbone, head=DiTFinalLayer()),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
         train=TrainConfig(global_batch=s.batch, max_steps=s.steps, lr=s.lr, warmup_steps=s.warmup, weight_decay=0.0,
                           grad_clip=1.0, ema_decay=s.ema_decay, precision="bf16", num_workers=0, seed=seed,

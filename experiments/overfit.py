@@ -5,7 +5,7 @@ the whole training set. Two models with the same backbone, seed, data, objective
 and number of steps are trained side by side, one step each in turn (so that a change in machine
 load hits both alike):
 
-    dit_only   the DiT with DiT's usual output layer (LinearOut)
+    dit_only   the DiT with DiT's usual output layer (DiTFinalLayer)
     dip        the same DiT + the Patch Detailer Head (per-patch conv U-Net, post-hoc)
 
 Every `eval_every` steps both are asked to denoise the photo from fixed noise at a few noise
@@ -35,7 +35,7 @@ import torch
 from experiments import common
 from pixdiff.backbone import DiTConfig
 from pixdiff.config_tree import to_dict
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import FlowMatching
@@ -103,7 +103,7 @@ def recipes(s: Scale, data_root: Path, cache_dir: Path) -> dict[str, Recipe]:
                          num_classes=1, mlp_ratio=s.mlp_ratio)
     dit_only = Recipe(
         name="overfit_dit_only",
-        model=ModelConfig(backbone=backbone, head=LinearOut()),
+        model=ModelConfig(backbone=backbone, head=DiTFinalLayer()),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.0),
         train=TrainConfig(global_batch=s.batch, max_steps=s.steps, lr=s.lr, warmup_steps=s.warmup, weight_decay=0.0,
                           grad_clip=1.0, ema_decay=0.999, precision="bf16", num_workers=0, seed=s.seed,

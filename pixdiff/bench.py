@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import torch
 
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.model import ModelConfig
 from pixdiff.recipe import Recipe
 from pixdiff.sampling import balanced_labels, sample, seed_generators
@@ -194,7 +194,7 @@ def _release(device: torch.device, compiled: bool) -> None:
 # ----------------------------------------------------------------------------- models
 def dit_only(config: ModelConfig) -> ModelConfig:
     """The recipe's DiT-only counterpart: same backbone, DiT's linear output layer, post placement."""
-    return dataclasses.replace(config, head=LinearOut(), placement="post")
+    return dataclasses.replace(config, head=DiTFinalLayer(), placement="post")
 
 
 def _forward_gflops(config: ModelConfig) -> float:

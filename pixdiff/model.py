@@ -3,10 +3,13 @@
     forward(x_t (B, C, H, W), t (B,), y (B,)) -> (B, C, H, W)
 
 Placements (paper Fig. 5):
-    "post"          the head refines every patch after the last block (DiP's choice);
+    "post"          the head refines the image after the last block (DiP's choice);
     "intermediate"  the head runs after block `inject_after`, its refined patches are projected
-                    back into the token stream, and a DiT output layer produces the result;
+                    back into the token stream, and DiT's final layer produces the result;
     "hybrid"        both: a head at `inject_after` and another after the last block.
+
+Every head gets what its config declares (`pixdiff.heads`): its scope's pixels (patches or the
+whole image), s = silu(t_emb + tokens) or the tokens themselves, and c (B, D) once per image.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from torch import nn
 
 from pixdiff.backbone import DiTConfig
 from pixdiff.heads import HeadConfig
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.unet import ConvUNet
-from pixdiff.patches import from_patches, to_patches
+from pixdiff.patches import from_patches, patchify, to_patches
 
 Placement = Literal["post", "intermediate", "hybrid"]
 
@@ -44,28 +47,47 @@ class ModelConfig:
                 f"inject_after={self.inject_after} must name a block before the last (0..{self.backbone.depth - 2})"
             )
 
+    @property
+    def final(self) -> HeadConfig:
+        """The head after the last block: DiT's final layer when the head is injected earlier."""
+        return DiTFinalLayer() if self.placement == "intermediate" else self.head
+
     def build(self) -> DiP:
         return DiP(self)
 
 
-class Injection(nn.Module):
-    """Intermediate placement: refine patches from block-k tokens, project them back as a residual."""
+def apply_head(head: nn.Module, config: HeadConfig, x: torch.Tensor, tokens: torch.Tensor, s: torch.Tensor,
+               c: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Run a built head on its declared scope and features (see `pixdiff.heads`).
 
-    def __init__(self, head: nn.Module, channels: int, patch_size: int, dim: int):
+    x (B, C, H, W) noisy image, tokens and s = silu(t_emb + tokens) (B, N, D), c (B, D) -> (B, C, H, W).
+    """
+    B, C, H, W = x.shape
+    feats = tokens if config.reads == "tokens" else s  # (B, N, D)
+    if config.scope == "image":
+        grid = feats.transpose(1, 2).unflatten(2, (H // patch_size, W // patch_size))  # (B, D, H/P, W/P)
+        return head(x, grid, c)  # (B, C, H, W)
+    refined = head(to_patches(x, patch_size), feats.flatten(0, 1), c)  # (BN, C, P, P)
+    return from_patches(refined, H, W)  # (B, C, H, W)
+
+
+class Injection(nn.Module):
+    """Intermediate placement: refine the image from block-k tokens, project it back as a residual."""
+
+    def __init__(self, config: HeadConfig, channels: int, patch_size: int, dim: int):
         super().__init__()
-        self.head = head
+        self.config, self.patch_size = config, patch_size
+        self.head = config.build(dim, channels, patch_size)
         self.proj = nn.Linear(channels * patch_size**2, dim)
         # small, not zero: heads whose output starts at zero (coord-MLP, linear) would otherwise
         # leave both the head and this projection without a gradient forever
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, tokens: torch.Tensor, t_emb: torch.Tensor, c: torch.Tensor,
-                patches: torch.Tensor) -> torch.Tensor:
-        B, N, D = tokens.shape
-        s = F.silu(t_emb[:, None] + tokens).flatten(0, 1)  # (BN, D)
-        refined = self.head(patches, s, c.repeat_interleave(N, 0))  # (BN, C, P, P)
-        return tokens + self.proj(refined.reshape(B, N, -1))  # (B, N, D)
+    def forward(self, tokens: torch.Tensor, t_emb: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        s = F.silu(t_emb[:, None] + tokens)  # (B, N, D)
+        refined = apply_head(self.head, self.config, x, tokens, s, c, self.patch_size)  # (B, C, H, W)
+        return tokens + self.proj(patchify(refined, self.patch_size))  # (B, N, D)
 
 
 class DiP(nn.Module):
@@ -76,11 +98,9 @@ class DiP(nn.Module):
         self.num_classes = bb.num_classes
         self.patch_size = bb.patch_size
         self.backbone = bb.build()
-        final = LinearOut() if config.placement == "intermediate" else config.head
-        self.head = final.build(bb.dim, bb.channels, bb.patch_size)
+        self.head = config.final.build(bb.dim, bb.channels, bb.patch_size)
         self.injection = (
-            Injection(config.head.build(bb.dim, bb.channels, bb.patch_size), bb.channels, bb.patch_size, bb.dim)
-            if config.placement != "post" else None
+            Injection(config.head, bb.channels, bb.patch_size, bb.dim) if config.placement != "post" else None
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *,
@@ -89,15 +109,9 @@ class DiP(nn.Module):
 
         Returns the prediction (B, C, H, W); with `return_blocks`, also {block: tokens (B, N, D)}.
         """
-        B, C, H, W = x.shape
-        patches = to_patches(x, self.patch_size)  # (BN, C, P, P)
-        N = patches.shape[0] // B
         hooks = {}
         if self.injection is not None:
-            hooks[self.config.inject_after] = partial(self.injection, patches=patches)
+            hooks[self.config.inject_after] = partial(self.injection, x=x)
         out = self.backbone(x, t, y, hooks=hooks, return_blocks=return_blocks)
-        s = out.s.flatten(0, 1)  # (BN, D)
-        c = out.c.repeat_interleave(N, 0)  # (BN, D)
-        refined = self.head(patches, s, c)  # (BN, C, P, P)
-        pred = from_patches(refined, H, W)  # (B, C, H, W)
+        pred = apply_head(self.head, self.config.final, x, out.tokens, out.s, out.c, self.patch_size)  # (B, C, H, W)
         return (pred, out.blocks) if return_blocks else pred

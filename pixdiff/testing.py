@@ -1,6 +1,6 @@
 """Conformance checks that every component of an interface must pass, ours or a plugin's.
 
-    check_head(config)      a local head config (`build(dim, channels, patch_size)`)
+    check_head(config)      a head config of either scope, "patch" or "image" (see `pixdiff.heads`)
     check_backbone(config)  a backbone config (`build()` -> `backbone(x, t, y) -> BackboneOutput`)
     check_model(config)     a denoiser config (`build()` -> `model(x_t, t, y) -> (B, C, H, W)`)
 
@@ -15,8 +15,8 @@ gradient upstream of them at initialisation. The gradient check therefore asks t
      the first training steps. Each step wakes one more zero layer of a chain: in the intermediate
      placement the injected head sits behind two (the zero output layer, the zero projection).
 A parameter that is used but can never matter (multiplied by a constant zero) still fails.
-The module is stepped at least once either way, and the later checks (patch independence) run
-on that stepped module, so zero-output heads are tested on outputs that depend on their inputs.
+The module is stepped at least once either way, and the later checks (patch or image independence)
+run on that stepped module, so zero-output heads are tested on outputs that depend on their inputs.
 """
 
 from __future__ import annotations
@@ -118,68 +118,106 @@ def _check_meta(name: str, build: Callable[[], nn.Module], reference: nn.Module)
     _require(n_meta == n_ref, name, "meta-device build", f"{n_meta} parameters on meta, {n_ref} on CPU")
 
 
-def _check_independence(name: str, module: nn.Module, patches: torch.Tensor, s: torch.Tensor,
-                        c: torch.Tensor, seed: int) -> None:
-    j = patches.shape[0] // 2
-    others = [i for i in range(patches.shape[0]) if i != j]
-    g = torch.Generator().manual_seed(seed + 1)
-    patches2, s2, c2 = patches.clone(), s.clone(), c.clone()
-    patches2[j] += torch.randn(patches2[j].shape, generator=g)
-    s2[j] += torch.randn(s2[j].shape, generator=g)
-    c2[j] += torch.randn(c2[j].shape, generator=g)
+def _check_isolation(name: str, prop: str, module: nn.Module, inputs: Sequence[torch.Tensor],
+                     perturbed: Sequence[torch.Tensor], moved: Sequence[int], what: str, seed: int, *,
+                     must_move: bool = True) -> None:
+    """Rows (dim 0) of the output outside `moved` must not change when `inputs` become `perturbed`
+    (`what` names the perturbation); with `must_move`, the rows in `moved` must change."""
     for train in (True, False):
         module.train(train)
         mode = "train" if train else "eval"
         with torch.no_grad():
             torch.manual_seed(seed)
-            before = module(patches, s, c)  # (BN, C, P, P)
+            before = module(*inputs)
             torch.manual_seed(seed)
-            after = module(patches2, s2, c2)  # (BN, C, P, P)
+            after = module(*perturbed)
+        others = [i for i in range(before.shape[0]) if i not in moved]
         leak = (after[others] - before[others]).abs().max().item()
         scale = 1 + before.abs().max().item()
-        _require(leak <= _INDEPENDENCE_RTOL * scale, name, "patch independence",
-                 f"({mode} mode) perturbing patch {j} changed the outputs of other patches by up to {leak:.3g}")
-        _require(not torch.equal(after[j], before[j]), name, "patch independence",
-                 f"({mode} mode) perturbing patch {j}'s pixels, s and c left its own output unchanged")
+        _require(leak <= _INDEPENDENCE_RTOL * scale, name, prop,
+                 f"({mode} mode) perturbing {what} changed other outputs (rows {others}) by up to {leak:.3g}")
+        _require(not must_move or not torch.equal(after[list(moved)], before[list(moved)]), name, prop,
+                 f"({mode} mode) perturbing {what} left its own output unchanged")
 
 
-def check_head(config: Any, *, dim: int = 32, channels: int = 3, patch_size: int = 8, batch: int = 6,
-               seed: int = 0) -> None:
-    """Checks a head config: `config.build(dim, channels, patch_size)` -> module mapping
-    (patches (batch, C, P, P), s (batch, D), c (batch, D)) -> (batch, C, P, P).
+def _perturb(tensors: Sequence[torch.Tensor], row: int, seed: int) -> list[torch.Tensor]:
+    """Copies of `tensors` with random noise added to row `row` of each."""
+    g = torch.Generator().manual_seed(seed + 1)
+    out = [t.clone() for t in tensors]
+    for t in out:
+        t[row] += torch.randn(t[row].shape, generator=g)
+    return out
+
+
+def _head_inputs(scope: str, images: int, grid: tuple[int, int], dim: int, channels: int, patch_size: int,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (pixels, s, c) in the layout of a head of `scope` (see `pixdiff.heads`)."""
+    g = torch.Generator().manual_seed(seed)
+    gh, gw = grid
+    x = torch.randn(images, channels, gh * patch_size, gw * patch_size, generator=g)  # (B, C, H, W)
+    s = torch.randn(images, dim, gh, gw, generator=g)  # (B, D, gh, gw)
+    c = torch.randn(images, dim, generator=g)  # (B, D)
+    if scope == "image":
+        return x, s, c
+    patches = x.unflatten(2, (gh, patch_size)).unflatten(4, (gw, patch_size))  # (B, C, gh, P, gw, P)
+    patches = patches.permute(0, 2, 4, 1, 3, 5).flatten(0, 2)  # (B*N, C, P, P), image-major, raster order
+    return patches.contiguous(), s.flatten(2).transpose(1, 2).flatten(0, 1).contiguous(), c  # s (B*N, D)
+
+
+def check_head(config: Any, *, dim: int = 32, channels: int = 3, patch_size: int = 8, images: int = 2,
+               grid: tuple[int, int] = (2, 3), seed: int = 0) -> None:
+    """Checks a head config: declarations `scope` ("patch" | "image") and `reads` ("s" | "tokens"),
+    and `config.build(dim, channels, patch_size)` -> a module with the forward of its scope (see
+    `pixdiff.heads`), run on `images` images of `grid` (rows, columns) patches:
+        "patch":  (patches (B*N, C, P, P), s (B*N, D), c (B, D)) -> (B*N, C, P, P)
+        "image":  (x (B, C, H, W), s (B, D, gh, gw), c (B, D)) -> (B, C, H, W)
 
     Properties: output shape and dtype; seeded determinism (init and output) and repeatable eval
     forwards; bf16 autocast on CPU gives finite output; a meta-device build has the same parameter
-    count; gradients reach every parameter (see the module docstring for zero-init layers); and
-    patches are processed independently: perturbing patch j (its pixels, s_j and c_j) changes
-    output j and no other, in train mode (with the RNG reseeded, so dropout-like noise is
-    identical) and in eval mode.
+    count; gradients reach every parameter (see the module docstring for zero-init layers). Then,
+    in train mode (RNG reseeded, so dropout-like noise is identical) and in eval mode:
+      "patch"  patches are independent: perturbing patch j's pixels and s_j changes output j and no
+               other; perturbing c of one image changes no patch of another image;
+      "image"  images are independent: perturbing one image's pixels, s and c changes its output
+               and no other image's.
     """
     name = f"check_head({config!r}, dim={dim}, channels={channels}, patch_size={patch_size})"
-    _require(batch >= 2, name, "arguments", "batch must be >= 2 to test patch independence")
-    g = torch.Generator().manual_seed(seed)
-    patches = torch.randn(batch, channels, patch_size, patch_size, generator=g)  # (BN, C, P, P)
-    s = torch.randn(batch, dim, generator=g)  # (BN, D)
-    c = torch.randn(batch, dim, generator=g)  # (BN, D)
+    scope, reads = getattr(config, "scope", None), getattr(config, "reads", None)
+    _require(scope in ("patch", "image"), name, "declarations", f"scope is {scope!r}, not 'patch' or 'image'")
+    _require(reads in ("s", "tokens"), name, "declarations", f"reads is {reads!r}, not 's' or 'tokens'")
+    _require(images >= 2 and grid[0] * grid[1] >= 2, name, "arguments",
+             "independence needs at least 2 images of at least 2 patches")
+    inputs = _head_inputs(scope, images, grid, dim, channels, patch_size, seed)
 
     def build() -> nn.Module:
         return config.build(dim, channels, patch_size)
 
     def run(m: nn.Module) -> list[torch.Tensor]:
-        return [m(patches, s, c)]
+        return [m(*inputs)]
 
     with torch.random.fork_rng(devices=[]):
         module = _seeded_build(build, seed)
-        out = module(patches, s, c)
-        _require(out.shape == patches.shape, name, "output shape",
-                 f"got {tuple(out.shape)}, expected {tuple(patches.shape)}")
-        _require(out.dtype == patches.dtype, name, "output dtype", f"got {out.dtype}, expected {patches.dtype}")
+        out = module(*inputs)
+        pixels = inputs[0]
+        _require(out.shape == pixels.shape, name, "output shape",
+                 f"got {tuple(out.shape)}, expected {tuple(pixels.shape)}")
+        _require(out.dtype == pixels.dtype, name, "output dtype", f"got {out.dtype}, expected {pixels.dtype}")
         _check_determinism(name, build, run, seed)
         _check_bf16(name, module, run, [out])
         _check_meta(name, build, module)
         if _trainable(module):
             _check_gradients(name, module, run, seed)
-        _check_independence(name, module, patches, s, c, seed)
+        patches, s, c = inputs
+        if scope == "image":
+            _check_isolation(name, "image independence", module, inputs, _perturb(inputs, 0, seed), [0],
+                             "image 0 (pixels, s and c)", seed)
+            return
+        n = patches.shape[0] // images
+        j = n + 1  # a patch of the second image, neither its first nor (for n > 2) its last
+        _check_isolation(name, "patch independence", module, inputs, [*_perturb([patches, s], j, seed), c], [j],
+                         f"patch {j} (pixels and s)", seed)
+        _check_isolation(name, "patch independence", module, inputs, [patches, s, *_perturb([c], 0, seed)],
+                         range(n), "c of image 0", seed, must_move=False)
 
 
 def check_backbone(config: Any, *, batch: int = 2, seed: int = 0) -> None:

@@ -16,11 +16,13 @@ bottom; `pixdiff train plugin:dip_xl16_film` trains DiP-XL/16 with this head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixdiff.heads import Reads, Scope
 from pixdiff.recipe import Recipe, load_recipe, replace
 
 
@@ -32,6 +34,8 @@ class FiLMConvHead:
     depth: int = 4
     kernel_size: int = 5
     expansion: int = 2
+    scope: ClassVar[Scope] = "patch"
+    reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:

@@ -8,7 +8,7 @@ an ImageNet train folder (one sub-folder per class), e.g.
 from pixdiff.backbone import DiTConfig
 from pixdiff.heads.coord_mlp import CoordinateMLP
 from pixdiff.heads.intra_attention import IntraPatchAttention
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.mlp import StandardMLP
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
@@ -34,9 +34,10 @@ def build() -> Recipe:
     )
 
 
-# Table 2, "Scaling up DiT": the DiT alone, with DiT's usual output layer instead of a head.
+# Table 2, "Scaling up DiT": the DiT alone, with DiT's final layer (on the last block's tokens,
+# conditioned on c) instead of a head.
 def dit_only() -> Recipe:
-    return replace(build(), name="dit_only", **{"model.head": LinearOut()})
+    return replace(build(), name="dit_only", **{"model.head": DiTFinalLayer()})
 
 
 def dit_only_32l() -> Recipe:

@@ -15,7 +15,7 @@ Departures from the paper's setting, each measured on this budget (runs of 600-3
 """
 
 from pixdiff.backbone import DiTConfig
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.heads.unet import ConvUNet
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import XPrediction
@@ -41,4 +41,4 @@ def build() -> Recipe:
 
 
 def dit_only() -> Recipe:
-    return replace(build(), name="emoji_tiny_dit_only", **{"model.head": LinearOut()})
+    return replace(build(), name="emoji_tiny_dit_only", **{"model.head": DiTFinalLayer()})

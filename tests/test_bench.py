@@ -74,7 +74,7 @@ def test_baseline_is_the_dit_only_counterpart(recipe, lat):
     # same backbone: the difference in totals is the difference in heads
     assert lat["params"] - base["params"] == lat["params_head"] - base["params_head"]
     assert base["gflops_per_forward"] < lat["gflops_per_forward"]
-    assert type(dit_only(recipe.model).head).__name__ == "LinearOut"
+    assert type(dit_only(recipe.model).head).__name__ == "DiTFinalLayer"
     assert lat["peak_mem_kind"] in ("cpu_peak_rss_increase", None)
 
 

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import pytest
 import torch
@@ -81,10 +82,11 @@ def test_conv_unet_conforms() -> None:
     check_head(ConvUNet(depth=2, width=8), patch_size=8, channels=1)
 
 
-def test_linear_out_conforms() -> None:
-    from pixdiff.heads.linear import LinearOut
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_dit_final_layer_conforms(norm: str) -> None:
+    from pixdiff.heads.final_layer import DiTFinalLayer
 
-    check_head(LinearOut())
+    check_head(DiTFinalLayer(norm=norm))
 
 
 def test_check_backbone_and_model_pass_on_small_dip() -> None:
@@ -141,7 +143,7 @@ def test_generated_weights_are_row_normalised() -> None:
 
 def test_coordinate_mlp_starts_at_zero_output() -> None:
     head = CoordinateMLP().build(32, 3, 8)
-    out = head(torch.randn(4, 3, 8, 8), torch.randn(4, 32), torch.randn(4, 32))
+    out = head(torch.randn(4, 3, 8, 8), torch.randn(4, 32), torch.randn(2, 32))
     assert torch.equal(out, torch.zeros_like(out))
 
 
@@ -150,7 +152,7 @@ def test_intra_attention_slices_large_batches(monkeypatch: pytest.MonkeyPatch) -
     with torch.no_grad():
         for p in head.parameters():  # leave adaLN-Zero so the attention branch contributes
             p.normal_(std=0.1)
-    args = torch.randn(5, 3, 4, 4), torch.randn(5, 32), torch.randn(5, 32)
+    args = torch.randn(5, 3, 4, 4), torch.randn(5, 32), torch.randn(1, 32)
     with torch.no_grad():
         whole = head(*args)
         monkeypatch.setattr(intra_attention, "MAX_ATTENTION_BATCH", 2)
@@ -196,6 +198,8 @@ class _DeadParameter(_ConvFiLM):
 @dataclass(frozen=True)
 class _Head:
     module: type[nn.Module]
+    scope: ClassVar[str] = "patch"
+    reads: ClassVar[str] = "s"
 
     def build(self, dim: int, channels: int, patch_size: int) -> nn.Module:
         return self.module(dim, channels)
@@ -214,3 +218,96 @@ def test_check_head_rejects_broken_heads(module: type[nn.Module], message: str) 
     with pytest.raises(AssertionError, match=message) as err:
         check_head(_Head(module))
     assert module.__name__ in str(err.value)  # the message names the config
+
+
+# ---- the head interface in the model; DiT's final layer as the DiT-only baseline ---------------
+
+def small_model(head, placement: str = "post"):
+    from pixdiff.backbone import DiTConfig
+    from pixdiff.model import ModelConfig
+
+    backbone = DiTConfig(depth=2, dim=32, num_heads=4, patch_size=8, channels=3, num_classes=10, image_size=16)
+    torch.manual_seed(0)
+    return ModelConfig(backbone=backbone, head=head, placement=placement, inject_after=0).build()
+
+
+def randomise(module: nn.Module) -> None:
+    """Overwrite every parameter (zero-initialised layers included) with N(0, 0.1)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(std=0.1)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_dit_only_is_dits_final_layer_on_the_last_blocks_tokens(norm: str) -> None:
+    from pixdiff.backbone import RMSNorm
+    from pixdiff.heads.final_layer import DiTFinalLayer
+    from pixdiff.patches import unpatchify
+
+    model = small_model(DiTFinalLayer(norm=norm))
+    randomise(model)
+    x, t, y = torch.randn(2, 3, 16, 16), torch.rand(2), torch.tensor([1, 10])
+    with torch.no_grad():
+        out = model.backbone(x, t, y)
+        head = model.head
+        shift, scale = head.adaLN_modulation[0](out.c).chunk(2, dim=-1)  # (B, D) each
+        if norm == "layernorm":
+            assert isinstance(head.norm, nn.LayerNorm) and not head.norm.elementwise_affine
+            normed = torch.nn.functional.layer_norm(out.tokens, (32,), eps=1e-6)
+        else:
+            assert isinstance(head.norm, RMSNorm)  # JiT's: with a learnable gain
+            normed = head.norm(out.tokens)
+        expected = head.linear(normed * (1 + scale[:, None]) + shift[:, None])  # (B, N, C*P*P)
+        torch.testing.assert_close(model(x, t, y), unpatchify(expected, 8, 16, 16), rtol=0, atol=1e-6)
+
+
+def test_dit_final_layer_starts_at_zero_and_rmsnorm_adds_a_gain() -> None:
+    from pixdiff.heads.final_layer import DiTFinalLayer
+
+    layer = DiTFinalLayer().build(32, 3, 8)
+    assert torch.equal(layer.project(torch.randn(2, 4, 32), torch.randn(2, 32)), torch.zeros(2, 4, 192))
+    assert count(DiTFinalLayer(norm="rmsnorm")) - count(DiTFinalLayer()) == D
+    with pytest.raises(ValueError, match="norm must be"):
+        DiTFinalLayer(norm="batchnorm")
+
+
+@pytest.mark.parametrize("placement", ["post", "hybrid"])
+def test_heads_get_c_once_per_image(placement: str) -> None:
+    from pixdiff.heads.unet import ConvUNet
+
+    model = small_model(ConvUNet(depth=2, width=4), placement)
+    seen = []
+    for head in (model.head, *([model.injection.head] if model.injection else [])):
+        head.register_forward_hook(lambda m, args, out: seen.append([tuple(a.shape) for a in args]))
+    model(torch.randn(3, 3, 16, 16), torch.rand(3), torch.zeros(3, dtype=torch.long))
+    assert seen and all(shapes == [(12, 3, 8, 8), (12, 32), (3, 32)] for shapes in seen)
+
+
+# ---- the conv U-Net: per-patch mode unchanged, image mode, every-stage s_i ----------------------
+
+FIXTURE = ROOT / "tests" / "data" / "conv_unet_patch_main.safetensors"
+
+
+@pytest.mark.parametrize(("case", "depth", "width"), [("b2", 2, 8), ("b1", 3, 4)])
+def test_conv_unet_patch_mode_is_bit_identical_to_the_recorded_head(case: str, depth: int, width: int) -> None:
+    # outputs recorded from main (4dd2c1c) on fixed weights and inputs, before the image mode existed
+    from safetensors.torch import load_file
+
+    from pixdiff.heads.unet import ConvUNet
+
+    rec = load_file(FIXTURE)
+    head = ConvUNet(depth=depth, width=width).build(16, 3, 8)
+    prefix = f"{case}.weights."
+    head.load_state_dict({k[len(prefix):]: v for k, v in rec.items() if k.startswith(prefix)}, strict=True)
+    with torch.no_grad():
+        out = head(rec[f"{case}.patches"], rec[f"{case}.s"], torch.zeros(1, 16))
+    assert torch.equal(out, rec[f"{case}.out"])
+
+
+@pytest.mark.parametrize("s_injection", ["bottleneck", "every_stage"])
+@pytest.mark.parametrize("scope", ["patch", "image"])
+def test_conv_unet_conforms_in_both_scopes(scope: str, s_injection: str) -> None:
+    from pixdiff.heads.unet import ConvUNet
+
+    check_head(ConvUNet(depth=2, width=8, scope=scope, s_injection=s_injection), patch_size=8)
+    check_head(ConvUNet(depth=4, width=4, scope=scope, s_injection=s_injection), patch_size=16)

@@ -28,6 +28,12 @@ def test_dip_xl16_exact_parameter_counts():
     assert 250 < s["gflops"] < 260
 
 
+def test_dit_only_is_dits_final_layer_at_the_same_size():
+    # DiT's final layer reads the last block's tokens; an earlier baseline read s with the same layers
+    s = model_summary(load_recipe("dip_xl16:dit_only").model)
+    assert s["params"] == 628_563_360 and s["head"] == "DiTFinalLayer"
+
+
 @pytest.mark.parametrize("spec", sorted(PAPER))
 def test_table2_variants_within_one_percent(spec):
     params = model_summary(load_recipe(spec).model)["params"]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pixdiff.backbone import RMSNorm
+from pixdiff.heads import Reads, Scope
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class CoordinateMLP:
     mlp_hidden: int = 128
     depth: int = 4
     num_freqs: int = 8
+    scope: ClassVar[Scope] = "patch"
+    reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
         if min(self.hidden, self.mlp_hidden, self.depth, self.num_freqs) < 1:

@@ -8,10 +8,13 @@ attention, which is what the ablation contrasts with convolutions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.heads import Reads, Scope
 
 # CUDA attention kernels put the batch on a grid axis capped at 65,535 blocks (pytorch#142228);
 # BN = images x patches per image reaches that at batch 256 with 16x16 patches, so attention runs
@@ -38,6 +41,8 @@ class IntraPatchAttention:
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    scope: ClassVar[Scope] = "patch"
+    reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
         if self.width % self.num_heads:

@@ -8,9 +8,12 @@ which pixels are neighbours: the missing spatial bias is the point of the ablati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from pixdiff.heads import Reads, Scope
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class StandardMLP:
 
     hidden: int = 1280
     hidden_layers: int = 2
+    scope: ClassVar[Scope] = "patch"
+    reads: ClassVar[Reads] = "s"
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.hidden_layers < 1:
