@@ -20,7 +20,7 @@ SiLU'd, so `adaLN_modulation.1` there is `adaLN_modulation.0` here (see pixdiff.
 """
 
 from pixdiff.backbone import DiTConfig
-from pixdiff.heads.linear import LinearOut
+from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.model import ModelConfig
 from pixdiff.objectives import XPrediction
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
@@ -39,7 +39,7 @@ def _jit(name: str, *, depth: int, dim: int, heads: int, bottleneck: int, start:
                 max_period=10000.0, rope="jit", patch_bottleneck=bottleneck, pos_embed="sincos",
                 in_context_len=32, in_context_start=start, qkv_bias=True, mlp_bias=True, proj_dropout=dropout,
             ),
-            head=LinearOut(norm="rmsnorm"),
+            head=DiTFinalLayer(norm="rmsnorm"),
         ),
         objective=XPrediction(t_sampling="logit_normal", loc=-0.8, scale=0.8, t_eps=0.05,
                               noise_scale=1.0 if size == 256 else 2.0, label_dropout=0.1, clamp_sampling=True),
@@ -98,7 +98,7 @@ def tiny() -> Recipe:
                 rope="jit", patch_bottleneck=16, pos_embed="sincos", in_context_len=4, in_context_start=2,
                 qkv_bias=True, mlp_bias=True,
             ),
-            head=LinearOut(norm="rmsnorm"),
+            head=DiTFinalLayer(norm="rmsnorm"),
         ),
         objective=XPrediction(t_sampling="logit_normal", loc=-0.8, scale=0.8, t_eps=0.05, noise_scale=1.0,
                               label_dropout=0.1, clamp_sampling=True),

@@ -141,6 +141,64 @@ def test_conversions_are_the_official_maps():
     torch.testing.assert_close(ours_image, official_image)
 
 
+def official_forward(sd: dict[str, torch.Tensor], cfg: DiTConfig, x, t, y) -> torch.Tensor:
+    """JiT's forward as LTH14/JiT model_jit.py writes it, on its own state dict: Conv embeddings,
+    adaLN = Linear(SiLU(t_emb + y_emb)), fused SwiGLU, EVA RoPE (frequencies repeated per pair,
+    rows then columns, rotate_half), class tokens with cos 1 / sin 0, (p, q, c) unpatchify."""
+    w = lambda name: sd["net." + name]  # noqa: E731
+    lin = lambda v, name: F.linear(v, w(name + ".weight"), w(name + ".bias"))  # noqa: E731
+    rms = lambda v, name: v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6) * w(name)  # noqa: E731
+    B, C, g, P, D, L, k = x.shape[0], cfg.channels, cfg.grid, cfg.patch_size, cfg.dim, cfg.in_context_len, cfg.in_context_start
+    heads, hd = cfg.num_heads, cfg.dim // cfg.num_heads
+    half = hd // 2
+    freqs = 1.0 / cfg.rope_theta ** (torch.arange(0, half, 2)[: half // 2].float() / half)
+    f = torch.outer(torch.arange(g) / g * g, freqs).repeat_interleave(2, dim=-1)  # (g, hd/2)
+    f = torch.cat([f[:, None].expand(g, g, half), f[None].expand(g, g, half)], dim=-1).reshape(g * g, hd)
+    tables = {False: (f.cos(), f.sin()), True: (F.pad(f.cos(), (0, 0, L, 0), value=1.0), F.pad(f.sin(), (0, 0, L, 0)))}
+
+    def rope(v, ctx):
+        cos, sin = tables[ctx]
+        pairs = v.unflatten(-1, (-1, 2))
+        return v * cos + torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2) * sin
+
+    args = t[:, None] * torch.exp(-math.log(10000) * torch.arange(128) / 128)[None]
+    t_emb = lin(F.silu(lin(torch.cat([args.cos(), args.sin()], -1), "t_embedder.mlp.0")), "t_embedder.mlp.2")
+    y_emb = w("y_embedder.embedding_table.weight")[y]
+    c = t_emb + y_emb
+    h = F.conv2d(F.conv2d(x, w("x_embedder.proj1.weight"), stride=P), w("x_embedder.proj2.weight"),
+                 w("x_embedder.proj2.bias")).flatten(2).transpose(1, 2) + w("pos_embed")
+    for i in range(cfg.depth):
+        if i == k:
+            h = torch.cat([y_emb[:, None].repeat(1, L, 1) + w("in_context_posemb"), h], dim=1)
+        b = f"blocks.{i}."
+        s1, sc1, g1, s2, sc2, g2 = (m[:, None] for m in lin(F.silu(c), b + "adaLN_modulation.1").chunk(6, -1))
+        q, kk, v = lin(rms(h, b + "norm1.weight") * (1 + sc1) + s1, b + "attn.qkv").reshape(
+            B, -1, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        q, kk = rope(rms(q, b + "attn.q_norm.weight"), i >= k), rope(rms(kk, b + "attn.k_norm.weight"), i >= k)
+        att = torch.softmax(q @ kk.transpose(-2, -1) / math.sqrt(hd), dim=-1) @ v
+        h = h + g1 * lin(att.transpose(1, 2).reshape(B, -1, D), b + "attn.proj")
+        x1, x2 = lin(rms(h, b + "norm2.weight") * (1 + sc2) + s2, b + "mlp.w12").chunk(2, -1)
+        h = h + g2 * lin(F.silu(x1) * x2, b + "mlp.w3")
+    shift, scale = lin(F.silu(c), "final_layer.adaLN_modulation.1").chunk(2, -1)
+    out = lin(rms(h[:, L:], "final_layer.norm_final.weight") * (1 + scale[:, None]) + shift[:, None],
+              "final_layer.linear")
+    return torch.einsum("nhwpqc->nchpwq", out.reshape(B, g, g, P, P, C)).reshape(B, C, g * P, g * P)
+
+
+def test_converted_model_computes_the_official_forward():
+    r = replace(load_recipe("jit:tiny"), **{"model.backbone.depth": 3, "model.backbone.in_context_start": 1})
+    torch.manual_seed(0)
+    model = r.model.build().eval()
+    with torch.no_grad():  # random everything: zero-initialised gates and output would hide mistakes
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    x, t, y = torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([1, 9])
+    theirs = to_official(model.state_dict(), r.model.backbone)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y), official_forward(theirs, r.model.backbone, x, t, y),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_mismatches_are_one_clear_error(tmp_path):
     r = replace(load_recipe("jit:b16"), **REDUCED)
     cfg, model = r.model.backbone, r.model.build()
