@@ -109,7 +109,7 @@ def convert(
     from pixdiff import checkpoint
     from pixdiff.config_tree import to_dict
     from pixdiff.interop import load_reference, to_reference
-    from pixdiff.interop_jit import load_official, official_checkpoint, read_official, strict_load
+    from pixdiff.interop_jit import check_match, load_official, official_checkpoint, read_official
 
     if layout not in ("dip", "jit"):
         fail(f"--layout must be 'dip' or 'jit', not {layout!r}")
@@ -137,7 +137,7 @@ def convert(
                 with torch.device("meta"):
                     model = r.model.build()
                 for key in ("model", "ema"):  # shapes must be the recipe's before anything is written
-                    strict_load(model, ckpt[key], f"pixdiff checkpoint ({key})")
+                    check_match(model.state_dict(), ckpt[key], f"pixdiff checkpoint ({key})")
                 torch.save(official_checkpoint(ckpt["model"], ckpt["ema"], r.model.backbone), dst)
             else:
                 torch.save(to_reference(ckpt[weights if weights == "ema" else "model"]), dst)

@@ -136,9 +136,8 @@ def to_official(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor
     return {NET + k: v.contiguous() for k, v in out.items()}
 
 
-def strict_load(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """Load `state` into `model` only if every tensor is used, none missing and all shapes equal."""
-    own = model.state_dict()
+def check_match(own: Mapping[str, Tensor], state: Mapping[str, Tensor], what: str) -> None:
+    """Raise one InteropError unless `state` has exactly the keys and shapes of `own`."""
     missing, unused = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                   for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
@@ -146,6 +145,11 @@ def strict_load(model: nn.Module, state: Mapping[str, Tensor], what: str) -> Non
                 for label, keys in (("missing", missing), ("unused", unused), ("shape mismatch", mismatched)) if keys]
     if problems:
         raise InteropError(f"{what} does not match the recipe's model; " + "; ".join(problems))
+
+
+def strict_load(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Load `state` into `model` only if every tensor is used, none missing and all shapes equal."""
+    check_match(model.state_dict(), state, what)
     model.load_state_dict(state, strict=True)
 
 

@@ -88,14 +88,14 @@ def g16() -> Recipe:
 
 def tiny() -> Recipe:
     """JiT on the built-in 32 px emoji, for a CPU: 4 px patches (64 tokens, 48 values each through a
-    16-wide bottleneck), 6 blocks of width 128, 4 in-context tokens from block 2; JiT's objective
-    and sampler; the optimisation settings of emoji_tiny (batch 32, lr 2e-3, class-balanced)."""
+    16-wide bottleneck), 4 blocks of width 128 (emoji_tiny's backbone), 4 in-context tokens from
+    block 1; JiT's objective and sampler; emoji_tiny's optimisation (batch 32, lr 2e-3, balanced)."""
     return Recipe(
         name="jit_tiny",
         model=ModelConfig(
             backbone=DiTConfig(
-                depth=6, dim=128, num_heads=4, patch_size=4, image_size=32, num_classes=9, max_period=10000.0,
-                rope="jit", patch_bottleneck=16, pos_embed="sincos", in_context_len=4, in_context_start=2,
+                depth=4, dim=128, num_heads=4, patch_size=4, image_size=32, num_classes=9, max_period=10000.0,
+                rope="jit", patch_bottleneck=16, pos_embed="sincos", in_context_len=4, in_context_start=1,
                 qkv_bias=True, mlp_bias=True,
             ),
             head=DiTFinalLayer(norm="rmsnorm"),

@@ -285,25 +285,25 @@ def test_in_context_tokens_enter_at_block_k_and_leave_before_the_final_layer():
     r = load_recipe("jit:tiny")
     torch.manual_seed(0)
     dit = r.model.build().backbone.eval()
-    cfg = dit.config  # 6 blocks, 4 in-context tokens from block 2, 64 image tokens
+    cfg = dit.config  # 4 blocks, 4 in-context tokens from block 1, 64 image tokens
     seen: list[torch.Tensor] = []
     handles = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for b in dit.blocks]
     x, t, y = torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([3, 9])
     hooked: list[int] = []
-    out = dit(x, t, y, hooks={4: lambda tok, t_emb, c: (hooked.append(tok.shape[1]), tok)[1]}, return_blocks=(3,))
+    out = dit(x, t, y, hooks={2: lambda tok, t_emb, c: (hooked.append(tok.shape[1]), tok)[1]}, return_blocks=(3,))
     for h in handles:
         h.remove()
-    assert [s.shape[1] for s in seen] == [64, 64, 68, 68, 68, 68]
+    assert [s.shape[1] for s in seen] == [64, 68, 68, 68]
     y_emb = dit.y_embedder(y)
-    torch.testing.assert_close(seen[2][:, :4], y_emb[:, None] + dit.in_context_posemb)
+    torch.testing.assert_close(seen[1][:, :4], y_emb[:, None] + dit.in_context_posemb)
     assert out.tokens.shape == (2, 64, 128) and out.blocks[3].shape == (2, 64, 128) and hooked == [64]
     # the final image tokens are the last 64 of the stream after the last block
     torch.testing.assert_close(out.tokens, dit.blocks[-1](seen[-1], out.c, *with_prefix(dit.rope_cos, dit.rope_sin, 4))[:, 4:])
-    # and the class tokens matter from block 2 on: changing only their offsets changes the output
+    # and the class tokens matter: changing only their offsets changes the output
     with torch.no_grad():
         dit.in_context_posemb.add_(1.0)
     assert not torch.allclose(dit(x, t, y).tokens, out.tokens)
-    assert cfg.in_context_start == 2 and cfg.in_context_len == 4
+    assert cfg.in_context_start == 1 and cfg.in_context_len == 4
 
 
 def test_dropout_only_in_the_middle_blocks_and_only_in_training():
