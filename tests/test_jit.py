@@ -332,3 +332,19 @@ def test_backbone_conformance_with_every_jit_option():
     check_backbone(dataclasses.replace(load_recipe("jit:tiny").model.backbone, depth=3, in_context_start=1))
     check_model(replace(load_recipe("jit:tiny"), **{"model.backbone.depth": 3,
                                                     "model.backbone.in_context_start": 1}).model)
+
+
+@pytest.mark.parametrize("spec", ["jit:b16", "jit:h32", "jit:tiny"])
+def test_jit_recipes_round_trip_and_every_key_overrides(spec):
+    from pixdiff.config_tree import apply_overrides, from_dict, leaf_keys, to_dict
+
+    r = load_recipe(spec)
+    assert from_dict(json.loads(json.dumps(to_dict(r)))) == r
+    for key in leaf_keys(r):
+        node = r
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node is None or isinstance(node, (dict, list)):
+            continue
+        text = ",".join(map(str, node)) if isinstance(node, tuple) else str(node)
+        assert apply_overrides(r, [f"{key}={text}"]) == r, key
