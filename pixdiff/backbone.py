@@ -52,6 +52,7 @@ class DiTConfig:
     mlp_bias: bool = False
     attn_dropout: float = 0.0  # on the attention weights of the middle blocks (see dropout_blocks)
     proj_dropout: float = 0.0  # after the attention projection and on the MLP hidden units, same blocks
+    init: Literal["dip", "jit"] = "dip"  # "jit": xavier-uniform Linear weights, zero biases, adaLN-Zero blocks
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -334,6 +335,15 @@ class DiT(nn.Module):
                                                  cached=False)
 
     def reset_parameters(self) -> None:
+        if self.config.init == "jit":  # JiT's initialize_weights; its final layer is zero as DiT's
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+            for block in self.blocks:
+                nn.init.zeros_(block.adaLN_modulation[0].weight)
+                nn.init.zeros_(block.adaLN_modulation[0].bias)
         # Linear-style init for the patch embedding; N(0, 0.02) for label and timestep tables (DiT)
         for layer in self.s_embedder.children():
             nn.init.xavier_uniform_(layer.weight)

@@ -38,6 +38,7 @@ def _jit(name: str, *, depth: int, dim: int, heads: int, bottleneck: int, start:
                 depth=depth, dim=dim, num_heads=heads, patch_size=patch, image_size=size, num_classes=1000,
                 max_period=10000.0, rope="jit", patch_bottleneck=bottleneck, pos_embed="sincos",
                 in_context_len=32, in_context_start=start, qkv_bias=True, mlp_bias=True, proj_dropout=dropout,
+                init="jit",
             ),
             head=DiTFinalLayer(norm="rmsnorm"),
         ),
@@ -96,7 +97,7 @@ def tiny() -> Recipe:
             backbone=DiTConfig(
                 depth=4, dim=128, num_heads=4, patch_size=4, image_size=32, num_classes=9, max_period=10000.0,
                 rope="jit", patch_bottleneck=16, pos_embed="sincos", in_context_len=4, in_context_start=1,
-                qkv_bias=True, mlp_bias=True,
+                qkv_bias=True, mlp_bias=True, init="jit",
             ),
             head=DiTFinalLayer(norm="rmsnorm"),
         ),

@@ -285,6 +285,9 @@ def test_in_context_tokens_enter_at_block_k_and_leave_before_the_final_layer():
     r = load_recipe("jit:tiny")
     torch.manual_seed(0)
     dit = r.model.build().backbone.eval()
+    with torch.no_grad():  # adaLN-Zero blocks start as identities: give them something to do
+        for p in dit.parameters():
+            p.normal_(0, 0.2)
     cfg = dit.config  # 4 blocks, 4 in-context tokens from block 1, 64 image tokens
     seen: list[torch.Tensor] = []
     handles = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for b in dit.blocks]
@@ -348,3 +351,19 @@ def test_jit_recipes_round_trip_and_every_key_overrides(spec):
             continue
         text = ",".join(map(str, node)) if isinstance(node, tuple) else str(node)
         assert apply_overrides(r, [f"{key}={text}"]) == r, key
+
+
+def test_jit_init_is_adaln_zero_with_xavier_linears():
+    torch.manual_seed(0)
+    dit = load_recipe("jit:tiny").model.build().backbone
+    for block in dit.blocks:
+        assert not block.adaLN_modulation[0].weight.any() and not block.adaLN_modulation[0].bias.any()
+        w = block.attn.qkv.weight  # xavier-uniform: |w| <= sqrt(6 / (fan_in + fan_out))
+        assert w.abs().max() <= math.sqrt(6 / sum(w.shape)) and not block.attn.qkv.bias.any()
+    assert not dit.t_embedder.mlp[0].bias.any() and dit.t_embedder.mlp[0].weight.std() < 0.03
+    x, t, y = torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([0, 1])
+    # adaLN-Zero: every block starts as the identity, so the blocks leave the embedded tokens alone
+    out = dit(x, t, y)
+    from pixdiff.patches import patchify
+
+    torch.testing.assert_close(out.tokens, dit.s_embedder(patchify(x, 4)) + dit.pos_embed)
