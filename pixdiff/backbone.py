@@ -395,7 +395,8 @@ class DiT(nn.Module):
         cos, sin = self.rope(H // P, W // P, x.device)  # (N, hd/2) each
         tokens = self.s_embedder(patchify(x, P))  # (B, N, D)
         if cfg.pos_embed == "sincos":
-            tokens = tokens + self.positions(H // P, W // P, x.device)  # (B, N, D)
+            # the fixed table stays fp32 where parameters are cast to bf16 (bench, sampling)
+            tokens = tokens + self.positions(H // P, W // P, x.device).to(tokens.dtype)  # (B, N, D)
         t_emb = self.t_embedder(t)  # (B, D)
         y_emb = self.y_embedder(y)  # (B, D)
         c = F.silu(t_emb + y_emb)  # (B, D)

@@ -365,3 +365,14 @@ def test_jit_init_is_adaln_zero_with_xavier_linears():
     from pixdiff.patches import patchify
 
     torch.testing.assert_close(out.tokens, dit.s_embedder(patchify(x, 4)) + dit.pos_embed)
+
+
+def test_bf16_parameters_with_the_fp32_position_table():
+    """Sampling and benchmarks cast parameters (not buffers) to bf16: the table must follow the tokens."""
+    model = load_recipe("jit:tiny").model.build().eval()
+    for p in model.parameters():
+        p.data = p.data.bfloat16()
+    assert model.backbone.pos_embed.dtype == torch.float32
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32).bfloat16(), torch.rand(2), torch.tensor([0, 1]))
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 3, 32, 32)
