@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline), one JSON per result.
+# Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline) and of JiT-B/16 and
+# JiT-L/16 beside it, one JSON per result.
 #
-#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | NAME ...]      (from anywhere)
+#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | NAME ...]      (from anywhere)
 #
 # Results go to ${OUT:-benchmarks/results}/NAME.json: {"name", "command", "exit_code", "wall_s",
 # "nvidia_smi", "torch_version", "cuda_version", "git_commit", "result" (the CLI's --json output),
@@ -39,6 +40,16 @@ declare -A ARGS=(
   [lat_bf16_eager_image_head]="$LAT --dtype bf16 --warmup 2 --repeats 5 --set model.head.scope=image"
   [lat_bf16_compiled_image_head]="$LAT --dtype bf16 --compile --warmup 2 --repeats 5 --set model.head.scope=image"
 )
+# JiT (recipes/jit.py) with its own sampler: Heun, 50 steps (99 evaluations), CFG on (0.1, 1.0) at the
+# recipe's scale; JiT has no head, so there is no DiT-only baseline to time
+JIT=()
+for m in b16 l16; do
+  ARGS[jit_${m}_lat_bf16_eager]="latency jit:$m --steps 50 --batch 1 --device cuda --no-baseline --dtype bf16 --warmup 2 --repeats 5"
+  ARGS[jit_${m}_lat_bf16_compiled]="latency jit:$m --steps 50 --batch 1 --device cuda --no-baseline --dtype bf16 --compile --warmup 2 --repeats 5"
+  ARGS[jit_${m}_sample_b64_bf16_compiled]="throughput jit:$m --mode sample --steps 50 --batch 64 --device cuda --dtype bf16 --compile --warmup 1 --iters 2"
+  ARGS[jit_${m}_train_b32_bf16_compiled]="throughput jit:$m --mode train --batch 32 --device cuda --dtype bf16 --compile --warmup 3 --iters 20"
+  JIT+=(jit_${m}_lat_bf16_eager jit_${m}_lat_bf16_compiled jit_${m}_sample_b64_bf16_compiled jit_${m}_train_b32_bf16_compiled)
+done
 LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
 THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
             train_b32_bf16_eager train_b32_bf16_compiled)
@@ -47,13 +58,14 @@ HEADS=(lat_bf16_eager_image_head lat_bf16_compiled_image_head)
 names=()
 for arg in "${@:-all}"; do
   case $arg in
-    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}") ;;
+    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}") ;;
     latency) names+=("${LATENCY[@]}") ;;
     throughput) names+=("${THROUGHPUT[@]}") ;;
     heads) names+=("${HEADS[@]}") ;;
+    jit) names+=("${JIT[@]}") ;;
     *) if [[ -v ARGS[$arg] ]]; then names+=("$arg"); else
-         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads or: ${LATENCY[*]} ${THROUGHPUT[*]}" \
-              "${HEADS[*]}" >&2
+         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit or: ${LATENCY[*]} ${THROUGHPUT[*]}" \
+              "${HEADS[*]} ${JIT[*]}" >&2
          exit 2
        fi ;;
   esac
@@ -110,15 +122,15 @@ for name in os.environ["NAMES"].split():
     rec = json.load(open(os.path.join(os.environ["DIR"], name + ".json")))
     r = rec["result"]
     if r is None:
-        print(f"{name:28s} FAILED (exit {rec['exit_code']}), see {name}.json")
+        print(f"{name:34s} FAILED (exit {rec['exit_code']}), see {name}.json")
     elif r["kind"] == "latency":
-        base = r["baseline"] or {}
-        base_s = base.get("median_s", float("nan"))
-        print(f"{name:28s} {r['median_s']:.3f} s  (DiT-only {base_s:.3f} s, ratio {r['ratio'] or float('nan'):.3f}, "
+        base = r["baseline"]
+        versus = f"DiT-only {base['median_s']:.3f} s, ratio {r['ratio']:.3f}, " if base else ""
+        print(f"{name:34s} {r['median_s']:.3f} s  ({versus}{r['nfe_label']} evaluations, "
               f"{r['tflops']:.1f} TFLOP/s, compile {r['compile_s'] or 0:.0f} s)")
     else:
         mfu = f"MFU {r['mfu']:.1%}" if r["mfu"] is not None else "MFU -"
-        print(f"{name:28s} {r['images_per_s']:.1f} img/s  ({r['tflops']:.1f} TFLOP/s, {mfu}, "
+        print(f"{name:34s} {r['images_per_s']:.1f} img/s  ({r['tflops']:.1f} TFLOP/s, {mfu}, "
               f"compile {r['compile_s'] or 0:.0f} s)")
 EOF
 echo "results in $OUT_DIR; $failures failed"

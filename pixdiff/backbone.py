@@ -3,6 +3,12 @@
 Faithful to the authors' layout (parameter names match their state dict, see `pixdiff.interop`):
 RMSNorm computed in float32, qk-norm, 2D RoPE on normalised positions, SwiGLU, adaLN on
 c = silu(t_emb + y_emb), sinusoidal timestep embedding with max_period 10, a null class row.
+
+The same backbone builds JiT (Li & He, arXiv 2511.13720; `pixdiff.interop_jit` maps the official
+layout) through options, each off by default: a bottleneck patch embedding, a fixed 2D sin-cos
+position table, JiT's RoPE variant, in-context class tokens from block k, biases in qkv and the
+MLP, and dropout in the middle blocks. JiT's adaLN is `Linear(SiLU(t_emb + y_emb))`, i.e. DiP's
+bare Linear on the already-SiLU'd c: the two conventions are the same map.
 """
 
 from __future__ import annotations
@@ -36,8 +42,18 @@ class DiTConfig:
     freq_dim: int = 256
     max_period: float = 10.0
     rope_theta: float = 10000.0
-    rope_extent: float = 16.0  # RoPE positions are linspace(0, rope_extent, grid) on both axes
+    rope_extent: float = 16.0  # "dip" RoPE positions are linspace(0, rope_extent, grid) on both axes
     attention: Literal["sdpa", "xformers"] = "sdpa"
+    rope: Literal["dip", "jit"] = "dip"  # see rope_2d and rope_2d_jit
+    patch_bottleneck: int = 0  # 0: Linear(C*P*P -> dim); b > 0: Linear(C*P*P -> b, no bias), Linear(b -> dim)
+    pos_embed: Literal["none", "sincos"] = "none"  # "sincos": a fixed 2D table added to the patch tokens
+    in_context_len: int = 0  # class tokens (y_emb + a learned offset each) prepended before block in_context_start
+    in_context_start: int = 0
+    qkv_bias: bool = False
+    mlp_bias: bool = False
+    attn_dropout: float = 0.0  # on the attention weights of the middle blocks (see dropout_blocks)
+    proj_dropout: float = 0.0  # after the attention projection and on the MLP hidden units, same blocks
+    init: Literal["dip", "jit"] = "dip"  # "jit": xavier-uniform Linear weights, zero biases, adaLN-Zero blocks
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -49,6 +65,19 @@ class DiTConfig:
         require(self, "freq_dim", self.freq_dim % 2 == 0, "must be even (cos and sin halves)")
         require(self, "patch_size", self.image_size % self.patch_size == 0,
                 f"image size {self.image_size} is not divisible by the patch size {self.patch_size}")
+        require(self, "patch_bottleneck", self.patch_bottleneck >= 0, "must be >= 0 (0 turns it off)")
+        require(self, "in_context_len", self.in_context_len >= 0, "must be >= 0 (0 turns it off)")
+        require(self, "in_context_start", not self.in_context_len or 0 <= self.in_context_start < self.depth,
+                f"must name a block (0..{self.depth - 1})")
+        require(self, "dim", self.pos_embed != "sincos" or self.dim % 4 == 0,
+                "must be divisible by 4 for the sin-cos position table")
+        for name in ("attn_dropout", "proj_dropout"):
+            require(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
+
+    @property
+    def dropout_blocks(self) -> range:
+        """Blocks that apply dropout: the middle half, depth//4 .. 3*(depth//4) - 1 (JiT's rule)."""
+        return range(self.depth // 4, self.depth // 4 * 3)
 
     @property
     def grid(self) -> int:
@@ -84,6 +113,11 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float) -> torch.Te
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
 
 
+def _rope_freqs(head_dim: int, theta: float, device: torch.device | None) -> torch.Tensor:
+    """(head_dim/4,) frequencies 1/theta^(4k/head_dim), one set per image axis."""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim)
+
+
 def rope_2d(head_dim: int, grid_h: int, grid_w: int, *, extent: float, theta: float,
             device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables (N, head_dim/2) for 2D RoPE; token n = row * grid_w + col.
@@ -93,7 +127,7 @@ def rope_2d(head_dim: int, grid_h: int, grid_w: int, *, extent: float, theta: fl
     the x position for even j and the y position for odd j (x and y interleaved pairwise), with
     head_dim/4 frequencies 1/theta^(4k/head_dim) per axis.
     """
-    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim)
+    freqs = _rope_freqs(head_dim, theta, device)
     ys = torch.linspace(0, extent, grid_h, device=device)
     xs = torch.linspace(0, extent, grid_w, device=device)
     y, x = torch.meshgrid(ys, xs, indexing="ij")  # (gh, gw) each
@@ -101,6 +135,41 @@ def rope_2d(head_dim: int, grid_h: int, grid_w: int, *, extent: float, theta: fl
     angle_y = y.reshape(-1, 1) * freqs  # (N, head_dim/4)
     angles = torch.stack([angle_x, angle_y], dim=-1).flatten(1)  # (N, head_dim/2)
     return angles.cos(), angles.sin()
+
+
+def rope_2d_jit(head_dim: int, grid_h: int, grid_w: int, *, ref_grid: int, theta: float,
+                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """JiT's 2D RoPE (EVA-style): cos and sin tables (N, head_dim/2) in `rope_2d`'s format.
+
+    Positions are patch indices 0..grid-1, rescaled by ref_grid/grid when the grid is not the
+    training grid `ref_grid`. The first head_dim/4 rotation pairs turn by the row y, the last
+    head_dim/4 by the column x (axes in two halves, not interleaved), frequencies as `rope_2d`.
+    """
+    freqs = _rope_freqs(head_dim, theta, device)
+    ys = torch.arange(grid_h, device=device) / grid_h * ref_grid
+    xs = torch.arange(grid_w, device=device) / grid_w * ref_grid
+    y, x = torch.meshgrid(ys, xs, indexing="ij")  # (gh, gw) each
+    angles = torch.cat([y.reshape(-1, 1) * freqs, x.reshape(-1, 1) * freqs], dim=-1)  # (N, head_dim/2)
+    return angles.cos(), angles.sin()
+
+
+def with_prefix(cos: torch.Tensor, sin: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prepend n tokens that RoPE leaves unrotated (angle 0), e.g. JiT's in-context class tokens."""
+    return F.pad(cos, (0, 0, n, 0), value=1.0), F.pad(sin, (0, 0, n, 0), value=0.0)  # (n + N, head_dim/2)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed 2D position table (N, dim), token n = row * grid_w + col, in float64 then float32 (MAE, JiT):
+
+        [sin(x w), cos(x w), sin(y w), cos(y w)],   w_k = 10000^(-k / (dim/4)), k < dim/4,
+
+    with x the column and y the row index.
+    """
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64, device=device) / (dim / 4))
+    y, x = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64, device=device),
+                          torch.arange(grid_w, dtype=torch.float64, device=device), indexing="ij")
+    ax, ay = x.reshape(-1, 1) * omega, y.reshape(-1, 1) * omega  # (N, dim/4) each
+    return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=-1).float()  # (N, dim)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -111,26 +180,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).to(x.dtype)  # (B, h, N, head_dim)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
-    """(B, heads, N, head_dim) x3 -> (B, heads, N, head_dim)."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str, dropout: float = 0.0) -> torch.Tensor:
+    """(B, heads, N, head_dim) x3 -> (B, heads, N, head_dim); `dropout` on the attention weights."""
     if backend == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
     if not q.is_cuda:
         raise ValueError("the xformers attention backend runs on CUDA only; use attention='sdpa' on CPU")
     from xformers.ops import memory_efficient_attention
 
     # xformers wants (B, N, heads, head_dim)
-    out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=dropout)
     return out.transpose(1, 2)
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, backend: str):
+    def __init__(self, dim: int, num_heads: int, backend: str, *, qkv_bias: bool = False,
+                 attn_dropout: float = 0.0, proj_dropout: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
         self.backend = backend
+        self.attn_dropout, self.proj_dropout = attn_dropout, proj_dropout
         head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.q_norm = RMSNorm(head_dim)
         self.k_norm = RMSNorm(head_dim)
         self.proj = nn.Linear(dim, dim)
@@ -141,19 +212,22 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, hd) each
         q = apply_rope(self.q_norm(q), cos, sin)  # (B, h, N, hd)
         k = apply_rope(self.k_norm(k), cos, sin)  # (B, h, N, hd)
-        out = attention(q, k, v, self.backend)  # (B, h, N, hd)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+        out = attention(q, k, v, self.backend, self.attn_dropout if self.training else 0.0)  # (B, h, N, hd)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+        return F.dropout(out, self.proj_dropout, self.training)
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, *, bias: bool = False, dropout: float = 0.0):
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.dropout = dropout
+        self.w1 = nn.Linear(dim, hidden, bias=bias)
+        self.w3 = nn.Linear(dim, hidden, bias=bias)
+        self.w2 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # (B, N, D)
+        hidden = F.silu(self.w1(x)) * self.w3(x)  # (B, N, hidden)
+        return self.w2(F.dropout(hidden, self.dropout, self.training))  # (B, N, D)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -162,12 +236,14 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, backend: str):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, backend: str, *, qkv_bias: bool = False,
+                 mlp_bias: bool = False, attn_dropout: float = 0.0, proj_dropout: float = 0.0):
         super().__init__()
         self.norm1 = RMSNorm(dim)
-        self.attn = Attention(dim, num_heads, backend)
+        self.attn = Attention(dim, num_heads, backend, qkv_bias=qkv_bias, attn_dropout=attn_dropout,
+                              proj_dropout=proj_dropout)
         self.norm2 = RMSNorm(dim)
-        self.mlp = SwiGLU(dim, int(2 * mlp_ratio * dim / 3))
+        self.mlp = SwiGLU(dim, int(2 * mlp_ratio * dim / 3), bias=mlp_bias, dropout=proj_dropout)
         # c arrives already SiLU'd, so the modulation is a bare Linear (index 0 kept for the key names)
         self.adaLN_modulation = nn.Sequential(nn.Linear(dim, 6 * dim))
 
@@ -179,12 +255,22 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, in_dim: int, dim: int):
+    """Linear(C*P*P -> D) on channel-major patches, or through a bottleneck b: Linear(C*P*P -> b,
+    no bias) then Linear(b -> D), which is JiT's Conv(PxP, stride P) + Conv(1x1) written on tokens."""
+
+    def __init__(self, in_dim: int, dim: int, bottleneck: int = 0):
         super().__init__()
-        self.proj = nn.Linear(in_dim, dim)
+        self.bottleneck = bottleneck
+        if bottleneck:
+            self.proj1 = nn.Linear(in_dim, bottleneck, bias=False)
+            self.proj2 = nn.Linear(bottleneck, dim)
+        else:
+            self.proj = nn.Linear(in_dim, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.proj(tokens)
+        if self.bottleneck:
+            return self.proj2(self.proj1(tokens))  # (B, N, D)
+        return self.proj(tokens)  # (B, N, D)
 
 
 class TimestepEmbedder(nn.Module):
@@ -224,12 +310,20 @@ class DiT(nn.Module):
         super().__init__()
         self.config = config
         cfg = config
-        self.s_embedder = PatchEmbed(cfg.channels * cfg.patch_size**2, cfg.dim)
+        self.s_embedder = PatchEmbed(cfg.channels * cfg.patch_size**2, cfg.dim, cfg.patch_bottleneck)
         self.t_embedder = TimestepEmbedder(cfg.dim, cfg.freq_dim, cfg.max_period)
         self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.dim)
         self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth)
+            Block(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.attention, qkv_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias,
+                  attn_dropout=cfg.attn_dropout if i in cfg.dropout_blocks else 0.0,
+                  proj_dropout=cfg.proj_dropout if i in cfg.dropout_blocks else 0.0)
+            for i in range(cfg.depth)
         )
+        if cfg.pos_embed == "sincos":
+            # a fixed table, kept in the state dict (as JiT does) so its checkpoints map one to one
+            self.register_buffer("pos_embed", sincos_2d(cfg.dim, cfg.grid, cfg.grid)[None])  # (1, N, D)
+        if cfg.in_context_len:
+            self.in_context_posemb = nn.Parameter(torch.empty(1, cfg.in_context_len, cfg.dim))  # (1, L, D)
         if cfg.attention == "xformers":
             import xformers.ops  # noqa: F401  (fail at build time, not mid-training)
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
@@ -241,24 +335,46 @@ class DiT(nn.Module):
         """(Re)compute the RoPE tables; needed after `to_empty()` on a meta-built model, since
         non-persistent buffers are not restored by `load_state_dict`."""
         cfg = self.config
-        device = self.s_embedder.proj.weight.device
-        self.rope_cos, self.rope_sin = rope_2d(cfg.dim // cfg.num_heads, cfg.grid, cfg.grid, extent=cfg.rope_extent,
-                                               theta=cfg.rope_theta, device=device)
+        self.rope_cos, self.rope_sin = self.rope(cfg.grid, cfg.grid, self.y_embedder.embedding_table.weight.device,
+                                                 cached=False)
 
     def reset_parameters(self) -> None:
+        if self.config.init == "jit":  # JiT's initialize_weights; its final layer is zero as DiT's
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+            for block in self.blocks:
+                nn.init.zeros_(block.adaLN_modulation[0].weight)
+                nn.init.zeros_(block.adaLN_modulation[0].bias)
         # Linear-style init for the patch embedding; N(0, 0.02) for label and timestep tables (DiT)
-        nn.init.xavier_uniform_(self.s_embedder.proj.weight)
-        nn.init.zeros_(self.s_embedder.proj.bias)
+        for layer in self.s_embedder.children():
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.config.in_context_len:
+            nn.init.normal_(self.in_context_posemb, std=0.02)
 
-    def rope(self, grid_h: int, grid_w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if grid_h == grid_w == self.config.grid:
-            return self.rope_cos, self.rope_sin
+    def rope(self, grid_h: int, grid_w: int, device: torch.device, *,
+             cached: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin tables (N, head_dim/2) of the configured RoPE variant for a grid_h x grid_w grid."""
         cfg = self.config
-        return rope_2d(cfg.dim // cfg.num_heads, grid_h, grid_w, extent=cfg.rope_extent, theta=cfg.rope_theta,
-                       device=device)
+        if cached and grid_h == grid_w == cfg.grid:
+            return self.rope_cos, self.rope_sin
+        head_dim = cfg.dim // cfg.num_heads
+        if cfg.rope == "jit":
+            return rope_2d_jit(head_dim, grid_h, grid_w, ref_grid=cfg.grid, theta=cfg.rope_theta, device=device)
+        return rope_2d(head_dim, grid_h, grid_w, extent=cfg.rope_extent, theta=cfg.rope_theta, device=device)
+
+    def positions(self, grid_h: int, grid_w: int, device: torch.device) -> torch.Tensor:
+        """The fixed position table (1, N, D) for a grid_h x grid_w grid."""
+        if grid_h == grid_w == self.config.grid:
+            return self.pos_embed
+        return sincos_2d(self.config.dim, grid_h, grid_w, device=device)[None]
 
     def forward(
         self,
@@ -272,22 +388,36 @@ class DiT(nn.Module):
         """x (B, C, H, W), t (B,) in [0, 1] with 1 = data, y (B,) labels (num_classes = null).
 
         `hooks[k]` rewrites the token stream after block k (placements inject heads this way);
-        `return_blocks` lists block indices whose outputs are returned (e.g. for REPA).
+        `return_blocks` lists block indices whose outputs are returned (e.g. for REPA). Both see
+        the image tokens only: in-context class tokens (prepended before block in_context_start)
+        stay out of them and are dropped after the last block.
         """
-        P = self.config.patch_size
+        cfg = self.config
+        P = cfg.patch_size
         B, C, H, W = x.shape
         check_divisible(H, W, P)
         cos, sin = self.rope(H // P, W // P, x.device)  # (N, hd/2) each
         tokens = self.s_embedder(patchify(x, P))  # (B, N, D)
+        if cfg.pos_embed == "sincos":
+            # the fixed table stays fp32 where parameters are cast to bf16 (bench, sampling)
+            tokens = tokens + self.positions(H // P, W // P, x.device).to(tokens.dtype)  # (B, N, D)
         t_emb = self.t_embedder(t)  # (B, D)
-        c = F.silu(t_emb + self.y_embedder(y))  # (B, D)
+        y_emb = self.y_embedder(y)  # (B, D)
+        c = F.silu(t_emb + y_emb)  # (B, D)
         hooks = hooks or {}
         blocks: dict[int, torch.Tensor] = {}
+        n_ctx = 0  # in-context tokens at the front of the stream
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, c, cos, sin)  # (B, N, D)
+            if cfg.in_context_len and i == cfg.in_context_start:
+                n_ctx = cfg.in_context_len
+                tokens = torch.cat([y_emb[:, None] + self.in_context_posemb, tokens], dim=1)  # (B, L + N, D)
+                cos, sin = with_prefix(cos, sin, n_ctx)  # (L + N, hd/2) each
+            tokens = block(tokens, c, cos, sin)  # (B, n_ctx + N, D)
             if i in hooks:
-                tokens = hooks[i](tokens, t_emb, c)  # (B, N, D)
+                image = hooks[i](tokens[:, n_ctx:], t_emb, c)  # (B, N, D)
+                tokens = torch.cat([tokens[:, :n_ctx], image], dim=1) if n_ctx else image
             if i in return_blocks:
-                blocks[i] = tokens
+                blocks[i] = tokens[:, n_ctx:]
+        tokens = tokens[:, n_ctx:]  # (B, N, D)
         s = F.silu(t_emb[:, None] + tokens)  # (B, N, D)
         return BackboneOutput(tokens=tokens, s=s, c=c, t_emb=t_emb, blocks=blocks)

@@ -95,34 +95,51 @@ def convert(
     dst: Annotated[Path, typer.Argument(help="Output file.")],
     recipe: Annotated[str, typer.Option(help="--to pixdiff: the recipe whose model the weights belong to.")] = "dip_xl16",
     set_: SetOpt = None,
-    to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout), 'reference' (back) or "
+    to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout), 'reference' (back to it) or "
                                          "'safetensors' (a pixdiff checkpoint's EMA weights and recipe).")] = "pixdiff",
-    weights: Annotated[str, typer.Option(help="'ema' or 'raw' weights.")] = "ema",
+    weights: Annotated[str, typer.Option(help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, "
+                                              "model_ema1 and model_ema2 map to model, ema and ema_extra.)")] = "ema",
+    layout: Annotated[str, typer.Option(help=(
+        "The authors' layout: 'dip' (DiP's reference code) or 'jit' (LTH14/JiT's main_jit.py checkpoints).")
+    )] = "dip",
 ) -> None:
     """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly, or export
     a pixdiff checkpoint as safetensors (which `pixdiff sample` reads)."""
     import torch
 
     from pixdiff import checkpoint
+    from pixdiff.atomic import atomic_write
     from pixdiff.config_tree import to_dict
     from pixdiff.generate import load_model
     from pixdiff.interop import to_reference
+    from pixdiff.interop_jit import official_checkpoint, pixdiff_checkpoint, read_official
 
+    if layout not in ("dip", "jit"):
+        fail(f"--layout must be 'dip' or 'jit', not {layout!r}")
     if to not in ("pixdiff", "reference", "safetensors"):
         fail(f"--to must be 'pixdiff', 'reference' or 'safetensors', not {to!r}")
     if to == "safetensors" and weights != "ema":
         fail("--to safetensors exports the EMA weights only (--weights ema)")
-    try:  # the model is loaded strictly, so a file that does not fit it writes nothing
-        model, r, _ = load_model(src, recipe=recipe if to == "pixdiff" else None, overrides=set_ or [],
-                                 weights=weights)
-        sd = model.state_dict()
-        if to == "pixdiff":
-            checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, dst)
-        elif to == "reference":
-            state = to_reference(sd)
-            checkpoint.atomic_write(dst, lambda f: torch.save(state, f))
+    try:  # everything is checked strictly before anything is written
+        if layout == "jit" and to == "pixdiff":
+            checkpoint.save(pixdiff_checkpoint(read_official(src), load(recipe, set_)), dst)
+        elif layout == "jit" and to == "reference":
+            ckpt = checkpoint.load(checkpoint.resolve(src))
+            state = official_checkpoint(ckpt, checkpoint.recipe_of(ckpt, src))
+            with atomic_write(dst) as f:
+                torch.save(state, f)
         else:
-            checkpoint.save_safetensors(sd, r, dst)
+            model, r, _ = load_model(src, recipe=recipe if to == "pixdiff" else None, overrides=set_ or [],
+                                     weights=weights)
+            sd = model.state_dict()
+            if to == "pixdiff":
+                checkpoint.save({"recipe": to_dict(r), "model": sd, "ema": sd}, dst)
+            elif to == "reference":
+                state = to_reference(sd)
+                with atomic_write(dst) as f:
+                    torch.save(state, f)
+            else:
+                checkpoint.save_safetensors(sd, r, dst)
     except user_errors() as e:
         fail(str(e))
     typer.echo(f"wrote {dst}")

@@ -13,7 +13,8 @@ updates. Given x_t and any one of (velocity, x0, eps) the other two follow from 
 
     FlowMatching  alpha = t, sigma = 1 - t; the network predicts the velocity x0 - eps.
     DDPM          discrete VP process (1000 steps); the network predicts eps.
-    XPrediction   the flow-matching path; the network predicts x0, the loss is on velocity (JiT).
+    XPrediction   the flow-matching path with sigma = noise_scale (1 - t); the network predicts x0,
+                  the loss is on velocity (JiT).
 
 Randomness: every function that draws noise takes `generator`, either one `torch.Generator` or a
 list of B generators, one per sample (EDM style): with a list, sample i's draws come only from
@@ -234,28 +235,43 @@ class FlowMatching(_FlowPath):
 
 @dataclass(frozen=True)
 class XPrediction(_FlowPath):
-    """JiT's parameterisation: the flow-matching path, the network predicts x0, and the loss is
-    the velocity MSE with v = (x0 - x_t) / (1 - t) for both prediction and target:
+    """JiT's parameterisation: x_t = t x0 + noise_scale (1 - t) eps, the network predicts x0, and
+    the loss is the velocity MSE with v = (x0 - x_t) / (1 - t) for both prediction and target:
 
         loss = mean(((x0_pred - x) / max(1 - t, t_eps))^2).
 
     The clamp `t_eps` (JiT: 0.05) keeps the 1/(1-t)^2 weight finite near data; for 1 - t >= t_eps
-    the loss is exactly the velocity MSE. It is a training weight only: `predict` converts with
-    the exact 1 - t (singular at t = 1, where no solver evaluates the network), so sampling follows
-    the true ODE (clamping there too would damp the last sampling steps).
+    the loss is exactly the velocity MSE. `noise_scale` (JiT: 1 at 256 px, 2 at 512 px) scales the
+    noise, i.e. lowers the signal-to-noise ratio at every t; the velocity (x0 - x_t)/(1 - t) does
+    not depend on it, and sampling starts from noise_scale * N(0, I) (see `prior_std`).
+
+    By default `predict` converts with the exact 1 - t (singular at t = 1, where no solver
+    evaluates the network), so sampling follows the true ODE. JiT's own sampler divides by the
+    clamped 1 - t as well: `clamp_sampling=True` reproduces it (the velocity returned for
+    1 - t < t_eps is then (x0_pred - x_t) / t_eps, so the last steps move only part of the way to
+    x0_pred; x0 and eps stay the exact conversions).
     """
 
     t_eps: float = 0.05
+    noise_scale: float = 1.0
+    clamp_sampling: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self, "t_eps", 0 < self.t_eps <= 1, "must be in (0, 1]")
+        positive(self, "noise_scale")
+
+    def coefficients(self, t: Tensor) -> Coefficients:
+        return Coefficients(t, self.noise_scale * (1 - t), torch.ones_like(t), torch.full_like(t, -self.noise_scale))
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         return x0
 
     def predict(self, out: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
-        return from_x0(self, out, x_t, t)
+        pred = from_x0(self, out, x_t, t)
+        if not self.clamp_sampling:
+            return pred
+        return pred._replace(velocity=(out - x_t) / _bcast((1 - t).clamp_min(self.t_eps), x_t))
 
     def loss(
         self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
@@ -267,6 +283,12 @@ class XPrediction(_FlowPath):
         # (v_pred - v) with v_pred = (x0_pred - x_t)/(1-t), v = (x - x_t)/(1-t), both clamped alike
         loss = ((x0_pred - x) / _bcast((1 - t).clamp_min(self.t_eps), x)).square().mean()
         return loss, {"loss": loss.detach(), "x0_mse": _mse(x0_pred, x).detach()}
+
+
+def prior_std(objective: Schedule) -> float:
+    """Std of the noise that sampling starts from at t = 0: the objective's `noise_scale` where it
+    has one (x-prediction), else 1 (flow matching; DDPM starts from N(0, I) as DDPM does)."""
+    return getattr(objective, "noise_scale", 1.0)
 
 
 def _monotone_slopes(y: Tensor) -> Tensor:

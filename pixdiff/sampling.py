@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pixdiff.guidance import cfg
-from pixdiff.objectives import Generators, Model, Objective, randn
+from pixdiff.objectives import Generators, Model, Objective, prior_std, randn
 from pixdiff.precision import DTYPES, Dtype, autocast
 from pixdiff.solvers import Callback, Solver, ddim, ddpm_ancestral, euler, euler_maruyama, heun, odeint, shifted_grid
 
@@ -43,7 +43,7 @@ def sample(
     """Draw len(y) samples of class y (B,) -> (B, C, H, W) float32 in data space.
 
     Noise comes from `generators` (use `seed_generators` for per-sample reproducibility; the
-    initial x and any solver noise are drawn per sample), on y's device. The grid is
+    initial x, `prior_std(objective)` * N(0, I), and any solver noise are drawn per sample), on y's device. The grid is
     `shifted_grid(steps, time_shift)` (DiP: 100 Euler steps, no shift). Guidance follows
     `guidance.cfg`. The result is clamped to [-1, 1] once, at the end: intermediate states are
     left alone because clamping them would change the ODE. `solver_options` go to the solver
@@ -52,7 +52,7 @@ def sample(
     if isinstance(solver, str) and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)} or pass a function")
     step = SOLVERS[solver] if isinstance(solver, str) else solver
-    x = randn((y.shape[0], *shape_chw), generators, device=y.device, dtype=torch.float32)
+    x = prior_std(objective) * randn((y.shape[0], *shape_chw), generators, device=y.device, dtype=torch.float32)
     ts = shifted_grid(steps, time_shift, device=y.device)
     net = cfg(model, cfg_scale, num_classes=num_classes, interval=cfg_interval)
 

@@ -34,8 +34,9 @@ from pixdiff.objectives import (
 F64 = torch.float64
 MU = torch.tensor([0.3, -0.5, 1.0, 0.0], dtype=F64).view(4, 1, 1)  # (C, H, W) with C = 4 dimensions
 SD = torch.tensor([0.5, 1.0, 0.2, 1.5], dtype=F64).view(4, 1, 1)
-OBJECTIVES = [FlowMatching(), DDPM(), DDPM(beta_schedule="cosine"), XPrediction()]
-IDS = ["fm", "ddpm-linear", "ddpm-cosine", "xpred"]
+JIT_512 = XPrediction(loc=-0.8, scale=0.8, noise_scale=2.0)  # JiT's objective at 512 px
+OBJECTIVES = [FlowMatching(), DDPM(), DDPM(beta_schedule="cosine"), XPrediction(), JIT_512]
+IDS = ["fm", "ddpm-linear", "ddpm-cosine", "xpred", "xpred-jit512"]
 
 
 def gen(seed: int) -> torch.Generator:
@@ -151,6 +152,40 @@ def test_ddpm_schedule_is_smooth_monotone_and_variance_preserving(t, schedule):
     # where the C1 interpolant's second derivative jumps, hence the relative 1e-4)
     assert (a[2] - a[0]) / (2 * h) == pytest.approx(da[1].item(), rel=1e-4)
     assert (s[2] - s[0]) / (2 * h) == pytest.approx(ds[1].item(), rel=1e-4)
+
+
+def test_noise_scale_scales_sigma_only():
+    t = torch.tensor([0.0, 0.3, 1.0])
+    a, s, da, ds = JIT_512.coefficients(t)
+    assert torch.equal(a, t) and torch.equal(s, 2 * (1 - t)) and (da == 1).all() and (ds == -2).all()
+
+
+def test_jit_loss_is_the_official_formula():
+    """JiT's training step written out: z = t x + (1 - t) e with e = noise_scale * eps, v and v_pred
+    from the clamped 1 - t, per-sample mean then batch mean."""
+    x = data(6, 0)
+    eps = torch.randn(6, 4, 1, 1, generator=gen(1), dtype=F64)
+    t = torch.tensor([0.01, 0.2, 0.5, 0.9, 0.97, 0.999], dtype=F64)
+    obj = dataclasses.replace(JIT_512, label_dropout=0.0)
+    loss, _ = obj.loss(lambda z, tt, y: torch.tanh(z), x, torch.zeros(6, dtype=torch.long), num_classes=1,
+                       t=t, noise=eps)
+    tb = t.view(-1, 1, 1, 1)
+    z = tb * x + (1 - tb) * (2.0 * eps)
+    v = (x - z) / (1 - tb).clamp_min(0.05)
+    v_pred = (torch.tanh(z) - z) / (1 - tb).clamp_min(0.05)
+    assert loss.item() == pytest.approx(((v - v_pred) ** 2).mean(dim=(1, 2, 3)).mean().item(), rel=1e-12)
+
+
+def test_clamped_sampling_velocity_matches_jit_near_data_only():
+    x_t, out = torch.randn(2, 3, 4, 1, 1, generator=gen(0), dtype=F64)
+    t = torch.tensor([0.5, 0.95, 0.98], dtype=F64)
+    exact = JIT_512.predict(out, x_t, t)
+    clamped = dataclasses.replace(JIT_512, clamp_sampling=True).predict(out, x_t, t)
+    expected = (out - x_t) / torch.tensor([0.5, 0.05, 0.05], dtype=F64).view(-1, 1, 1, 1)
+    assert torch.allclose(clamped.velocity, expected, rtol=1e-12)
+    assert torch.allclose(exact.velocity[:2], expected[:2], rtol=1e-12)  # 1 - t >= t_eps: no change
+    assert torch.allclose(exact.velocity[2], (out[2] - x_t[2]) / 0.02, rtol=1e-12)
+    assert torch.equal(clamped.x0, exact.x0) and torch.equal(clamped.eps, exact.eps)
 
 
 def test_flow_matching_path():
@@ -277,8 +312,8 @@ def _irreducible_loss(obj) -> float:
 @pytest.mark.parametrize(
     "obj",
     [FlowMatching(), FlowMatching(loc=-0.5, shift=3.0), FlowMatching(t_sampling="uniform"),
-     DDPM(), DDPM(beta_schedule="cosine"), XPrediction()],
-    ids=["fm", "fm-shift3", "fm-uniform", "ddpm-linear", "ddpm-cosine", "xpred"],
+     DDPM(), DDPM(beta_schedule="cosine"), XPrediction(), JIT_512],
+    ids=["fm", "fm-shift3", "fm-uniform", "ddpm-linear", "ddpm-cosine", "xpred", "xpred-jit512"],
 )
 def test_exact_network_reaches_the_irreducible_loss(obj):
     net = gaussian_model(obj, MU, SD)
@@ -309,3 +344,5 @@ def test_invalid_settings_are_rejected():
         dataclasses.replace(DDPM(), beta_schedule="quadratic")
     with pytest.raises(ValueError):
         XPrediction(t_eps=0.0)
+    with pytest.raises(ValueError, match="noise_scale"):
+        XPrediction(noise_scale=0.0)
