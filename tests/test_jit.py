@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from pixdiff.backbone import DiTConfig, apply_rope, rope_2d_jit, sincos_2d, with_prefix
 from pixdiff.interop import InteropError
-from pixdiff.interop_jit import from_official, load_official, official_checkpoint, read_official, to_official
+from pixdiff.interop_jit import (from_official, load_official, official_checkpoint, pixdiff_checkpoint, read_official,
+                                 to_official)
 from pixdiff.recipe import load_recipe, replace
 from pixdiff.summary import model_summary
 
@@ -103,13 +104,18 @@ def test_official_checkpoint_round_trips_through_pixdiff(tmp_path):
     torch.save({"model": raw, "model_ema1": ema1, "model_ema2": ema2, "optimizer": {}, "epoch": 599,
                 "args": argparse.Namespace(model="JiT-B/16", ema_decay1=0.9999)}, file)
     ckpt = read_official(file)  # weights_only, with the Namespace allowed
+    ours = pixdiff_checkpoint(ckpt, r)  # the recipe keeps JiT's two EMAs: model_ema2 is ema_extra
+    assert list(ours["ema_extra"]) == ["0.9996"]
     model = r.model.build()
     for weights, expected in (("ema", ema1), ("ema2", ema2), ("raw", raw)):
         load_official(model, ckpt, cfg, weights)
-        back = official_checkpoint(model.state_dict(), model.state_dict(), cfg)["model"]
-        assert back.keys() == expected.keys()
+        mine = {"ema": ours["ema"], "ema2": ours["ema_extra"]["0.9996"], "raw": ours["model"]}[weights]
+        assert all(torch.equal(mine[k], v) for k, v in model.state_dict().items())
+    back = official_checkpoint(ours, r)
+    for key, expected in (("model", raw), ("model_ema1", ema1), ("model_ema2", ema2)):
+        assert back[key].keys() == expected.keys()
         for k in expected:
-            assert torch.equal(back[k], expected[k]), k
+            assert torch.equal(back[key][k], expected[k]), (key, k)
     out = model(torch.randn(1, 3, 256, 256), torch.rand(1), torch.tensor([7]))
     assert out.shape == (1, 3, 256, 256) and torch.isfinite(out).all()
 
@@ -226,7 +232,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_convert_cli_both_ways_on_the_tiny_recipe(tmp_path):
     r = load_recipe("jit:tiny")
     model = r.model.build()
-    theirs = official_checkpoint(model.state_dict(), model.state_dict(), r.model.backbone)
+    sd = model.state_dict()
+    theirs = official_checkpoint({"model": sd, "ema": sd, "ema_extra": {}}, r)
     theirs["model_ema1"] = {k: v + 1 for k, v in theirs["model_ema1"].items()}
     src, ours, back = tmp_path / "official.pth", tmp_path / "pixdiff.pt", tmp_path / "back.pth"
     torch.save({**theirs, "args": argparse.Namespace(model="tiny")}, src)
