@@ -133,16 +133,16 @@ def test_bad_recipe_specs():
 
 
 def test_recipe_round_trips_through_json_dict():
-    import json
-
     for spec in ("dip_xl16:coord_mlp_head", "dip_xl16:hybrid"):
         r = load_recipe(spec)
         assert from_dict(json.loads(json.dumps(to_dict(r)))) == r
     assert "model.head.depth" in leaf_keys(load_recipe("dip_xl16"))
 
 
-def test_every_override_key_is_settable_from_its_own_value():
-    r = load_recipe("dip_xl16")
+@pytest.mark.parametrize("spec", ["dip_xl16", "jit:b16", "jit:h32", "jit:tiny"])
+def test_every_override_key_is_settable_from_its_own_value(spec):
+    r = load_recipe(spec)
+    assert from_dict(json.loads(json.dumps(to_dict(r)))) == r
     for key in leaf_keys(r):
         node = r
         for part in key.split("."):
