@@ -315,7 +315,7 @@ def test_dit_final_layer_starts_at_zero_and_rmsnorm_adds_a_gain() -> None:
     layer = DiTFinalLayer().build(32, 3, 8)
     assert torch.equal(layer.project(torch.randn(2, 4, 32), torch.randn(2, 32)), torch.zeros(2, 4, 192))
     assert count(DiTFinalLayer(norm="rmsnorm")) - count(DiTFinalLayer()) == D
-    with pytest.raises(ValueError, match="norm must be"):
+    with pytest.raises(ValueError, match="norm=.batchnorm.: not one of"):
         DiTFinalLayer(norm="batchnorm")
 
 
