@@ -402,10 +402,15 @@ def main(argv: list[str] | None = None) -> None:
     p = common.driver_parser(__doc__, NAME, SCALES, "--set steps=200 --set \"groups=('regime',)\"")
     p.add_argument("--shard", default="0/1", help="K/M: run the jobs whose index i has i %% M == K")
     p.add_argument("--aggregate", action="store_true", help="pool the finished jobs into results.json")
+    p.add_argument("--prepare", action="store_true", help="only build the data cache and reference statistics "
+                                                          "(once, before shards run side by side)")
     a = p.parse_args(argv)
     out = a.out or common.results_dir(a.scale) / NAME
     overrides = common.parse_sets(a.set, SCALES[a.scale])
-    if a.aggregate:
+    if a.prepare:
+        s = dataclasses.replace(SCALES[a.scale], **overrides)
+        prepare_data(s, a.work, common.configure(a.threads, s.device))
+    elif a.aggregate:
         common.configure(a.threads, "cpu")
         aggregate(a.scale, out, a.work, overrides=overrides)
     else:

@@ -1,0 +1,85 @@
+"""The regime drivers (experiments.regime, experiments.fig3), their measures and their verdict rules."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import common, fig3, measures, regime, regime_report, report
+
+
+def test_detail_ratio_closed_form():
+    # a checkerboard (0.5 cycles/px on both axes) has all its energy above the cutoff; by Parseval its
+    # energy scales with the amplitude squared, so doubling the contrast gives exactly 4x
+    i, j = np.indices((16, 16))
+    board = lambda a: np.repeat((128 + a * (-1.0) ** (i + j)).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
+    assert measures.detail_ratio(board(40)[None], board(20)[None]) == pytest.approx(4.0, rel=1e-9)
+    # a wave of 1/16 cycles/px has no energy above 0.25 cycles/px: a blurred sample scores 0 against the data
+    wave = np.repeat((128 + 60 * np.cos(2 * np.pi * j / 16))[..., None], 3, axis=2)
+    assert measures.detail_ratio(wave[None], board(20)[None]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_spread_and_flatness_rule():
+    assert measures.spread([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert measures.spread([5.0])["std"] is None
+    assert fig3.is_flat([10.0, 12.0, 13.0, 13.05, 13.1], evals=2, db=0.2)  # gained 0.1 dB over 2 evaluations
+    assert not fig3.is_flat([10.0, 12.0, 13.0, 13.5], evals=2, db=0.2)
+    assert not fig3.is_flat([10.0, 10.0], evals=2, db=0.2)  # too few evaluations to tell
+
+
+def test_cpu_variants_cover_the_issue():
+    vs = regime.variants(regime.SCALES["cpu"])
+    assert {"dit_only_v", "dip_v", "dit_only_x", "dip_x", "dip_image_v", "dip_film_x", "mlp_v", "intra_attn_v",
+            "coord_mlp_v", "dit_only_wide_v", "dip_depth1_v", "dip_width32_v", "dip_p8_v", "dit_only_p32_v"} <= vs.keys()
+    sets = dict(vs["dip_p32_v"].sets)
+    assert sets["model.backbone.patch_size"] == 32 and sets["model.head"].depth == 5  # halved down to 1x1
+    assert dict(vs["dip_image_x"].sets)["model.head"].scope == "image"
+    assert len(regime.jobs(regime.SCALES["cpu"])) == 3 * len(vs)
+
+
+def _row(fd, detail=1.0, seam=1.0, psnr=20.0):
+    sp = lambda m, sd: {"mean": m, "std": sd, "min": m - sd, "max": m + sd, "n": 3}  # noqa: E731
+    return {"groups": ["regime"], "spread": {"fd_effnet": sp(fd, 0.5), "detail_ratio": sp(detail, 0.02),
+                                             "seam_score": sp(seam, 0.02), "denoise_psnr@0.5": sp(psnr, 0.2)}}
+
+
+def test_verdicts_on_synthetic_results():
+    res = {"dit_only_v": _row(200.0, detail=5.0, psnr=15.0), "dip_v": _row(100.0, detail=1.1, psnr=18.0),
+           "dit_only_x": _row(150.0, detail=0.6), "dip_x": _row(152.0, detail=0.9, seam=1.6),
+           "dip_image_x": _row(140.0, seam=1.05), "dip_film_x": _row(152.0, seam=1.58)}
+    v = {claim: status for claim, status, _ in regime_report.regime_verdicts(res, "0.5")}
+    assert v["Regime: with v-prediction, DiP's samples beat DiT-only's"] == "reproduced"
+    assert v["Regime: with v-prediction, DiT-only's samples carry more high-frequency energy (grain) than DiP's"] \
+        == "reproduced"
+    assert v["Regime: with v-prediction, DiP denoises better in one step (t = 0.5)"] == "reproduced"
+    assert v["JiT: x-prediction removes DiT-only's grain"] == "reproduced"
+    assert v["Regime: with x-prediction, DiP's samples beat DiT-only's"] == "within noise"  # 150 vs 152, margin 7.5
+    s = {claim: status for claim, status, _ in regime_report.seam_verdicts(res)}
+    assert s["Beyond the paper (x-pred): the U-Net over the whole image has fewer seams than the per-patch head"] == "holds"
+    assert s["Beyond the paper (x-pred): s_i at every stage has fewer seams than the per-patch head"] == "within noise"
+    res["mlp_v"], res["mlp_x"] = _row(300.0), _row(120.0)  # x-prediction moves the MLP head from last to first
+    assert regime_report.ordering(res, "v") == ["dip", "dit_only", "mlp"]
+    assert regime_report.ordering(res, "x") == ["mlp", "dit_only", "dip"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_regime_pilot_writes_resumable_jobs_and_page(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "DOCS", tmp_path / "docs")
+    out, work = common.results_dir("pilot") / "regime", tmp_path / "work"
+    rows = regime.run("pilot", out, work)
+    assert sorted((r["variant"], r["seed"]) for r in rows) == [("dip_v", 0), ("dip_v", 1), ("dit_only_v", 0),
+                                                              ("dit_only_v", 1)]
+    saved = json.loads(regime.result_path(out, "dip_v", 1).read_text())
+    assert saved["num_samples"] == regime.SCALES["pilot"].samples_per_seed and saved["steps"] == 2
+    assert saved["head_config"]["scope"] == "patch" and saved["fd_effnet"] > 0 and saved["seam_score"] > 0
+    assert regime.run("pilot", out, work) == []  # every job done: a rerun resumes with nothing to do
+
+    rep = regime.aggregate("pilot", out, work)
+    d, m = rep["results"]["dip_v"], rep["results"]["dit_only_v"]
+    assert d["num_samples_pooled"] == 2 * saved["num_samples"]  # both seeds' samples pooled
+    assert d["per_seed"]["fd_effnet"][1] == saved["fd_effnet"]
+    assert d["spread"]["fd_effnet"]["mean"] == pytest.approx(np.mean(d["per_seed"]["fd_effnet"]))
+    assert d["params"] - d["params_head"] == m["params"] - m["params_head"]  # one backbone, two heads
+    page = report.write_page("pilot").read_text()
+    assert "## 3. The paper's regime" in page and f"{d['fd_effnet_pooled']:.2f} (12)" in page
+    assert (out / "regime.png").stat().st_size > 0 and (out / "samples_regime.png").stat().st_size > 0
