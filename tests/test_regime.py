@@ -83,3 +83,20 @@ def test_regime_pilot_writes_resumable_jobs_and_page(tmp_path, monkeypatch):
     page = report.write_page("pilot").read_text()
     assert "## 3. The paper's regime" in page and f"{d['fd_effnet_pooled']:.2f} (12)" in page
     assert (out / "regime.png").stat().st_size > 0 and (out / "samples_regime.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_fig3_pilot_stops_when_flat_and_reports(tmp_path, monkeypatch):
+    pytest.importorskip("skimage.data")
+    monkeypatch.setattr(common, "DOCS", tmp_path / "docs")
+    out = common.results_dir("pilot") / "fig3"
+    fig3.run("pilot", out, tmp_path / "work", overrides={"seeds": (0,)})
+    rep = fig3.aggregate("pilot", out, overrides={"seeds": (0,)})
+    seed = rep["seeds"][0]
+    # flat_db=100 makes DiP flat at once: it stops at min_steps, and says it converged
+    assert seed["steps"] == fig3.SCALES["pilot"].min_steps and seed["converged"]
+    steps = [c["step"] for c in rep["curves"]["0"] if c["variant"] == "dip"]
+    assert steps == [0, 1, 2]
+    lines, verdicts = fig3.section(rep)
+    assert verdicts[0][1] in ("reproduced", "not reproduced", "partly or within noise")
+    assert f"{rep['results']['dip']['per_seed']['sample_psnr'][0]:.2f}" in "\n".join(lines)
