@@ -87,9 +87,10 @@ class Scale:
     only: tuple[str, ...] = ()  # restrict to these variant names (pilots); () runs every selected variant
 
 
-# CPU size, budgeted from per-step CPU times measured at one thread (DiT-only 0.20 s, U-Net head
-# 0.47 s per step at batch 32; sampling 2 ms and 7 ms per image and solver step): ~14,000
-# core-seconds for the four groups, i.e. about 2 hours with two processes on two cores.
+# CPU size, budgeted with `--plan 2` (CPU time of a few steps per variant at one thread: DiT-only
+# 0.20 s and the U-Net head 0.45 s per step at batch 32, sampling 2.3 and 5.5 ms per image and
+# solver step): ~13,100 CPU seconds for the 20 variants x 3 seeds, ~110 min on two workers; with
+# Fig. 3 and the pooled FD about 2 hours.
 SCALES = {
     "cpu": Scale(device="cpu", image_size=64, patch_size=16, depth=4, dim=256, num_heads=4, head_width=16,
                  attn_depth=2, coord_depth=2, batch=32, steps=400, lr=1e-3, warmup=50, ema_decay=0.995,
@@ -154,16 +155,21 @@ def variants(s: Scale) -> dict[str, Variant]:
         out.append(Variant(f"dit_only_wide_{o}", f"DiT-only widened to {wide_dim}, {ol}", g,
                            (("model.backbone.dim", wide_dim), obj)))
     v = ("objective", OBJECTIVES["v"])
-    out += [Variant(f"dip_depth{d}_v", f"DiP, head depth {d}", ("fig10",), (("model.head.depth", d), v))
-            for d in range(1, unet.depth)]
-    out += [Variant(f"dip_width{w}_v", f"DiP, head width {w}", ("fig10",), (("model.head.width", w), v))
+    out += [Variant(f"dip_depth{d}_v", f"DiP, head depth {d}", ("fig10",),
+                    (("model.head", dataclasses.replace(unet, depth=d)), v)) for d in range(1, unet.depth)]
+    out += [Variant(f"dip_width{w}_v", f"DiP, head width {w}", ("fig10",),
+                    (("model.head", dataclasses.replace(unet, width=w)), v))
             for w in (s.head_width // 2, s.head_width * 2) if w >= 1]
+    # Fig. 10b's claim: DiP at a large patch beats DiT-only at a smaller one. DiT-only at P/2 and 2P,
+    # DiP at 2P (DiP at P/2 would cost 6% of the run and tests no claim of the paper's).
     for p in (s.patch_size // 2, s.patch_size * 2):
         if p >= 2 and s.image_size // p >= 2:  # at least 2x2 patches, or there are no seams to score
-            patch = ("model.backbone.patch_size", p)
-            out += [Variant(f"dit_only_p{p}_v", f"DiT-only, {p} px patches", ("fig10",), (patch, v)),
-                    Variant(f"dip_p{p}_v", f"DiP, {p} px patches", ("fig10",),
-                            (patch, ("model.head", dataclasses.replace(unet, depth=int(math.log2(p)))), v))]
+            out.append(Variant(f"dit_only_p{p}_v", f"DiT-only, {p} px patches", ("fig10",),
+                               (("model.backbone.patch_size", p), v)))
+    if s.image_size // (2 * s.patch_size) >= 2:
+        p = 2 * s.patch_size
+        out.append(Variant(f"dip_p{p}_v", f"DiP, {p} px patches", ("fig10",), (
+            ("model.backbone.patch_size", p), ("model.head", dataclasses.replace(unet, depth=int(math.log2(p)))), v)))
     wanted = set(s.groups) | {"table2_x" for o in s.table2_objectives if o == "x" and "table2" in s.groups}
     return {x.name: x for x in out if wanted & set(x.groups) and (not s.only or x.name in s.only)}
 
@@ -323,6 +329,45 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
     return [run_job(s, vs[v], seed, out, work, data, device, log) for v, seed in todo]
 
 
+def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.Log) -> dict[str, Any]:
+    """Estimated CPU seconds of every job from short measurements (process time, so a busy machine
+    inflates them less than wall time): `probe` training steps and one sampling forward per variant,
+    one feature extraction; the whole run is jobs x seeds over `workers` processes."""
+    from pixdiff.features import load_extractor
+    from pixdiff.train import Trainer
+
+    probe = 3
+    x = torch.zeros(8, 3, s.image_size, s.image_size, device=device)
+    t, y = torch.full((8,), 0.5, device=device), torch.zeros(8, dtype=torch.long, device=device)
+    extractor = load_extractor("effnet")
+    c0 = time.process_time()
+    extractor.features(np.zeros((16, s.image_size, s.image_size, 3), np.uint8), device=device)
+    per_feature = (time.process_time() - c0) / 16
+    rows = {}
+    for name, v in variants(s).items():
+        trainer = Trainer(recipe_for(s, v, work / NAME / "cache", 0), work / NAME / "plan" / name,
+                          common.dist_for(device), progress=False)
+        trainer.train_step()  # warm-up
+        c0 = time.process_time()
+        for _ in range(probe):
+            trainer.train_step()
+        step = (time.process_time() - c0) / probe
+        with torch.no_grad():
+            c0 = time.process_time()
+            trainer.ema_model(x, t, y)
+            per_image_step = (time.process_time() - c0) / len(x)
+        shutil.rmtree(work / NAME / "plan" / name, ignore_errors=True)
+        job = (s.steps * step + s.samples_per_seed * (s.sample_steps * per_image_step + per_feature)
+               + s.eval_images * len(s.eval_t) * per_image_step)
+        rows[name] = {"train_step_cpu_s": round(step, 4), "sample_cpu_s_per_image_step": round(per_image_step, 5),
+                      "job_cpu_s": round(job, 1)}
+        log(f"{name:18s} step {step:.3f} s, sampling {per_image_step * 1000:.2f} ms/image/step: ~{job:.0f} s per job")
+    total = len(s.seeds) * sum(r["job_cpu_s"] for r in rows.values())
+    log(f"~{total:.0f} CPU s for {len(s.seeds)} seeds x {len(rows)} variants: ~{total / workers / 60:.0f} min "
+        f"with {workers} worker(s), before Fig. 3 and the aggregation")
+    return {"variants": rows, "total_cpu_s": round(total, 1), "workers": workers}
+
+
 # ----------------------------------------------------------------------------- aggregation
 def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | None = None,
               device: torch.device = torch.device("cpu")) -> dict[str, Any]:
@@ -404,10 +449,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--aggregate", action="store_true", help="pool the finished jobs into results.json")
     p.add_argument("--prepare", action="store_true", help="only build the data cache and reference statistics "
                                                           "(once, before shards run side by side)")
+    p.add_argument("--plan", type=int, metavar="WORKERS", default=0,
+                   help="estimate the run's time from a few timed steps per variant, for WORKERS processes")
     a = p.parse_args(argv)
     out = a.out or common.results_dir(a.scale) / NAME
     overrides = common.parse_sets(a.set, SCALES[a.scale])
-    if a.prepare:
+    if a.plan:
+        s = dataclasses.replace(SCALES[a.scale], **overrides)
+        plan(s, a.work, common.configure(a.threads, s.device), a.plan, common.Log(f"{NAME} plan"))
+    elif a.prepare:
         s = dataclasses.replace(SCALES[a.scale], **overrides)
         prepare_data(s, a.work, common.configure(a.threads, s.device))
     elif a.aggregate:

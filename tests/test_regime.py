@@ -27,14 +27,19 @@ def test_spread_and_flatness_rule():
     assert not fig3.is_flat([10.0, 10.0], evals=2, db=0.2)  # too few evaluations to tell
 
 
-def test_cpu_variants_cover_the_issue():
+def test_cpu_variants_cover_the_issue(tmp_path):
     vs = regime.variants(regime.SCALES["cpu"])
     assert {"dit_only_v", "dip_v", "dit_only_x", "dip_x", "dip_image_v", "dip_film_x", "mlp_v", "intra_attn_v",
-            "coord_mlp_v", "dit_only_wide_v", "dip_depth1_v", "dip_width32_v", "dip_p8_v", "dit_only_p32_v"} <= vs.keys()
+            "coord_mlp_v", "dit_only_wide_v", "dip_depth1_v", "dip_width32_v", "dit_only_p8_v", "dip_p32_v"} <= vs.keys()
     sets = dict(vs["dip_p32_v"].sets)
     assert sets["model.backbone.patch_size"] == 32 and sets["model.head"].depth == 5  # halved down to 1x1
     assert dict(vs["dip_image_x"].sets)["model.head"].scope == "image"
     assert len(regime.jobs(regime.SCALES["cpu"])) == 3 * len(vs)
+    for v in vs.values():  # every variant is a valid recipe: the base plus its overrides
+        r = regime.recipe_for(regime.SCALES["cpu"], v, tmp_path, seed=1)
+        assert r.train.seed == 1 and r.model.backbone.image_size == 64
+        if v.name.startswith("dip"):
+            assert r.model.head.depth == int(np.log2(r.model.backbone.patch_size)) or "depth" in v.name
 
 
 def _row(fd, detail=1.0, seam=1.0, psnr=20.0):
