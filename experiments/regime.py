@@ -280,6 +280,8 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     npz, sampling_s = common.timed(lambda: generate(model, recipe, settings, samples_dir(work, v.name, seed),
                                                     common.dist_for(device), num_classes=data.num_classes,
                                                     meta={"variant": v.name, "train_seed": seed}), device)
+    head_ablation.latency_one_image(model, recipe, device)  # warm-up
+    latency = common.median([head_ablation.latency_one_image(model, recipe, device) for _ in range(3)])
     scores = evaluate(npz, data.ref_stats, features=data.extractor, device=device, seed=0)
     images = load_images(npz)  # (N, H, W, 3) uint8
     as_bchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
@@ -294,7 +296,7 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
         "gflops_per_forward": round(summary["gflops"], 4),
         "steps": s.steps, "final_loss": losses[-1][1], "loss_curve": losses,
         "step_time_s": round(common.median(wall[warm:]), 4), "step_cpu_s": round(common.median(cpu[warm:]), 4),
-        "train_s": round(train_s, 1), "sampling_s": round(sampling_s, 1),
+        "train_s": round(train_s, 1), "sampling_s": round(sampling_s, 1), "latency_s": round(latency, 4),
         "denoise_psnr": psnr,
         "num_samples": int(scores["num_samples"]), "fd_effnet": round(float(scores["fd_effnet"]), 3),
         "precision": round(float(scores.get("precision_effnet", float("nan"))), 4),
@@ -387,7 +389,7 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
         pooled = np.concatenate([load_images(samples_dir(work, name, seed) / "samples.npz") for seed in s.seeds])
         fd = evaluate(pooled, data.ref_stats, features=data.extractor, device=device, seed=0)["fd_effnet"]
         per_seed = {k: [r[k] for r in rows] for k in ("fd_effnet", "detail_ratio", "seam_score", "final_loss",
-                                                      "step_time_s", "step_cpu_s")}
+                                                      "step_time_s", "step_cpu_s", "latency_s")}
         per_seed.update({f"denoise_psnr@{t}": [r["denoise_psnr"][t] for r in rows] for t in rows[0]["denoise_psnr"]})
         results[name] = {
             **{k: rows[0][k] for k in ("label", "groups", "sets", "objective", "head", "patch_size", "dim", "params",

@@ -142,14 +142,15 @@ def _cell(sp: dict, values: list[float], nd: int = 2) -> str:
 
 
 def table(res: dict, names: list[str], ts: list[str]) -> list[str]:
-    lines = ["| variant | patch | width | params | head params | CPU s / step | FD-EffNet ↓ per seed | "
+    lines = ["| variant | patch | width | params | head params | CPU s / step | latency / image | FD-EffNet ↓ per seed | "
              "FD-EffNet pooled | detail / data's | seam score | " + " | ".join(f"PSNR t={t}" for t in ts)
-             + " | final loss |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ts) + "---:|"]
+             + " | final loss |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ts) + "---:|"]
     for n in names:
         x, sp, ps = res[n], res[n]["spread"], res[n]["per_seed"]
         lines.append(
             f"| {x['label']} | {x['patch_size']} | {x['dim']} | {x['params']:,} | {x['params_head']:,} | "
-            f"{_cell(sp['step_cpu_s'], ps['step_cpu_s'], 3)} | {_cell(sp['fd_effnet'], ps['fd_effnet'])} | "
+            f"{_cell(sp['step_cpu_s'], ps['step_cpu_s'], 3)} | {_cell(sp['latency_s'], ps['latency_s'], 3)} s | "
+            f"{_cell(sp['fd_effnet'], ps['fd_effnet'])} | "
             f"{x['fd_effnet_pooled']:.2f} ({x['num_samples_pooled']:,}) | "
             f"{_cell(sp['detail_ratio'], ps['detail_ratio'])} | {_cell(sp['seam_score'], ps['seam_score'])} | "
             + " | ".join(_cell(sp[f'denoise_psnr@{t}'], ps[f'denoise_psnr@{t}']) for t in ts)
@@ -209,7 +210,8 @@ def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
         "gradients across patch borders relative to inside patches, over the same ratio on the data (1 = no "
         f"seams); PSNR: one-step denoising of {c['eval_images']} fixed data images from fixed noise at t (t = 1 is "
         "data); CPU s / step: median CPU time of one training step at one thread (steadier than wall time on a "
-        "shared machine). Cells: mean ± std over seeds (each seed's figure in brackets).",
+        "shared machine); latency: median wall time of sampling one image with those settings. Cells: mean ± "
+        "std over seeds (each seed's figure in brackets).",
         "",
     ]
     verdicts: list[Verdict] = []
@@ -237,6 +239,15 @@ def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
         elif group == "fig10":
             deepest = c["patch_size"].bit_length() - 1  # log2(P): the default head halves down to 1x1
             verdicts += fig10_verdicts(res, deepest, c["head_width"], c["patch_size"])
+    lines += [
+        "Caveats for sections 3-6: the backbone and budget are far below the paper's (DiP-XL/16, 26 layers, width "
+        f"1152, ~600 epochs of ImageNet); here {c['steps']} steps. Per-seed FD-EffNet uses {c['samples_per_seed']} "
+        "samples, fewer than the 1,280 feature dimensions, so it is biased upwards: compare per-seed values only "
+        "with each other; the pooled column uses every seed's samples. FD-EffNet is a proxy (EfficientNet-lite0 "
+        "features, not Inception): never compare it with the paper's FIDs. The seam score is computed on the "
+        "variant's own patch grid.",
+        "",
+    ]
     return lines, verdicts
 
 
