@@ -245,6 +245,21 @@ def prepare_data(s: Scale, work: Path, device: torch.device) -> Data:
                 extractor, cache.info.num_classes)
 
 
+def train_timed(trainer: Any, steps: int, every: int = 50) -> tuple[list[float], list[float], list]:
+    """Train `steps` steps: (wall seconds per step, CPU seconds per step, [(step, mean loss of the
+    last `every` steps)])."""
+    wall, cpu, losses, window = [], [], [], []
+    for step in range(1, steps + 1):
+        c0, w0 = time.process_time(), time.perf_counter()
+        window.append(trainer.train_step()["loss"])
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        if step % every == 0 or step == steps:
+            losses.append((step, float(np.mean(window))))
+            window.clear()
+    return wall, cpu, losses
+
+
 def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, device: torch.device,
             log: common.Log) -> dict[str, Any]:
     """Train one (variant, seed), score it, write its JSON; returns the JSON's content."""
@@ -260,16 +275,8 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     run_dir = work / NAME / "runs" / f"{v.name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # our scratch folder: an unfinished job restarts
     trainer = Trainer(recipe, run_dir, common.dist_for(device), progress=False)
-    wall, cpu, losses, window = [], [], [], []
     t_train = time.perf_counter()
-    for step in range(1, s.steps + 1):
-        c0, w0 = time.process_time(), time.perf_counter()
-        window.append(trainer.train_step()["loss"])
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
-        if step % 50 == 0 or step == s.steps:
-            losses.append((step, float(np.mean(window))))
-            window.clear()
+    wall, cpu, losses = train_timed(trainer, s.steps)
     train_s = time.perf_counter() - t_train
     model = trainer.ema_model
     psnr = {str(t): round(measures.denoise_psnr(model, recipe.objective, data.eval_x, data.eval_y, data.eval_eps, t), 3)
