@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     load_before = list(os.getloadavg())
     t0 = time.perf_counter()
 
-    def cmd(name: str, *extra: str) -> list[str]:
+    def cmd(name: str, *extra: str, one_thread: bool = workers > 1) -> list[str]:
         c = [sys.executable, "-m", f"experiments.{name}", "--scale", a.scale, "--work", str(a.work),
              "--out", str(out_root / name), *extra]
-        return c + (["--threads", "1"] if workers > 1 else [])
+        return c + (["--threads", "1"] if one_thread else [])
 
     # shared data first (caches, reference statistics): workers must not build them side by side
     codes, walls = {}, {}
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     codes.update({name: code for name, (code, _) in done.items()})
     walls.update({name: s for name, (_, s) in done.items()})
     if not any(codes.values()):
-        codes["aggregate"], walls["aggregate"] = worker([cmd(n, "--aggregate") for n in DRIVERS],
+        # alone on the machine now: torch's default threads for the pooled feature extraction
+        codes["aggregate"], walls["aggregate"] = worker([cmd(n, "--aggregate", one_thread=False) for n in DRIVERS],
                                                         logs / "aggregate.log")
     wall = time.perf_counter() - t0
     failed = [n for n, c in codes.items() if c != 0]
