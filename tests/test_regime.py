@@ -105,3 +105,33 @@ def test_fig3_pilot_stops_when_flat_and_reports(tmp_path, monkeypatch):
     lines, verdicts = fig3.section(rep)
     assert verdicts[0][1] in ("reproduced", "not reproduced", "partly or within noise")
     assert f"{rep['results']['dip']['per_seed']['sample_psnr'][0]:.2f}" in "\n".join(lines)
+
+
+def test_page_section_renders_every_group_of_the_cpu_run(tmp_path, monkeypatch):
+    # a synthetic results.json with every CPU variant (FD from a fixed rule) and the x column of Table 2
+    monkeypatch.setattr(common, "DOCS", tmp_path)
+    s = regime.SCALES["cpu"]
+    s = type(s)(**{**s.__dict__, "table2_objectives": ("v", "x")})
+    keys = ("fd_effnet", "detail_ratio", "seam_score", "final_loss", "step_time_s", "step_cpu_s", "latency_s",
+            "denoise_psnr@0.25", "denoise_psnr@0.5", "denoise_psnr@0.75")
+    results = {}
+    for i, (name, v) in enumerate(regime.variants(s).items()):
+        fd = 100.0 if name.startswith("dip") else 200.0 + i  # every DiP variant far better than every other
+        per_seed = {k: [fd + j if k == "fd_effnet" else 1.0 + 0.01 * j for j in range(3)] for k in keys}
+        results[name] = {"label": v.label, "groups": list(v.groups), "sets": regime.set_strings(v), "patch_size": 16,
+                         "dim": 256, "params": 1, "params_head": 1, "per_seed": per_seed,
+                         "spread": {k: measures.spread(x) for k, x in per_seed.items()},
+                         "fd_effnet_pooled": fd, "num_samples_pooled": 1002}
+    config = {**s.__dict__, "data": "emoji", "reference": "the data", "num_ref": 3773, "tokens": 16,
+              "labels": "balanced", "cfg_scale": 1.0}
+    lines, verdicts = regime_report.section({"config": config, "results": results, "figures": {}}, tmp_path)
+    page = "\n".join(lines)
+    for title in regime_report.GROUP_TITLES.values():
+        assert f"## {title}" in page
+    v = dict((claim, st) for claim, st, _ in verdicts)
+    assert v["Table 2 (v-pred): the conv U-Net head beats the widened DiT-only"] == "reproduced"
+    assert v["Table 2 (x-pred): the conv U-Net head beats the intra-patch attention head"] == "reproduced"
+    assert v["Fig. 10b: DiP at 16 px beats DiT-only at 8 px"] == "reproduced"
+    assert v["Fig. 10a: a deeper head is better (depth 4 vs 1)"] == "within noise"  # both DiP: equal FD
+    assert v["Fig. 10a: doubling the head width (16 -> 32) brings no clear gain"] == "reproduced"
+    assert (tmp_path / "fig10.png").stat().st_size > 0
