@@ -20,7 +20,7 @@ against the whole data set decoded as training decodes it (`pixdiff.data.referen
 ratio (high-frequency energy relative to the data's), the seam score (`pixdiff.seams`), the
 one-step denoising PSNR at fixed t on fixed data and noise, and the median time per training step
 (wall and CPU). `--aggregate` then pools each variant's seeds (FD-EffNet of all their samples
-together, >= 1,000 at the CPU size) into <out>/results.json, from which `experiments.regime_report`
+together, >= 1,000 at the CPU size, from the feature rows each job keeps beside its samples) into <out>/results.json, from which `experiments.regime_report`
 writes the page section and the plots.
 
     python -m experiments.regime --shard 0/2 & python -m experiments.regime --shard 1/2; \
@@ -89,8 +89,9 @@ class Scale:
 
 # CPU size, budgeted with `--plan 2` (CPU time of a few steps per variant at one thread: DiT-only
 # 0.20 s and the U-Net head 0.45 s per step at batch 32, sampling 2.3 and 5.5 ms per image and
-# solver step): ~13,100 CPU seconds for the 20 variants x 3 seeds, ~110 min on two workers; with
-# Fig. 3 and the pooled FD about 2 hours.
+# solver step; EfficientNet features 41 ms per image): ~13,100 CPU seconds for the 20 variants x
+# 3 seeds, ~110 min on two workers; with the reference statistics (~2.5 min) and Fig. 3 (up to
+# ~12 min on one worker) about 2 hours.
 SCALES = {
     "cpu": Scale(device="cpu", image_size=64, patch_size=16, depth=4, dim=256, num_heads=4, head_width=16,
                  attn_depth=2, coord_depth=2, batch=32, steps=400, lr=1e-3, warmup=50, ema_decay=0.995,
@@ -205,8 +206,9 @@ def samples_dir(work: Path, variant: str, seed: int) -> Path:
 
 
 def is_done(out: Path, work: Path, variant: str, seed: int) -> bool:
-    """A job is done when its JSON and the samples the pooled FD needs are both there."""
-    return result_path(out, variant, seed).is_file() and (samples_dir(work, variant, seed) / "samples.npz").is_file()
+    """A job is done when its JSON, its samples and their features (for the pooled FD) are all there."""
+    d = samples_dir(work, variant, seed)
+    return all(p.is_file() for p in (result_path(out, variant, seed), d / "samples.npz", d / "features.npy"))
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,7 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     """Train one (variant, seed), score it, write its JSON; returns the JSON's content."""
     from pixdiff.config_tree import to_dict
     from pixdiff.generate import SampleSettings, generate
-    from pixdiff.metrics import evaluate
+    from pixdiff.metrics import compute_stats, frechet_distance, precision_recall
     from pixdiff.npz import load_images
     from pixdiff.seams import border_ratio, seam_score
     from pixdiff.summary import model_summary
@@ -289,8 +291,12 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
                                                     meta={"variant": v.name, "train_seed": seed}), device)
     head_ablation.latency_one_image(model, recipe, device)  # warm-up
     latency = common.median([head_ablation.latency_one_image(model, recipe, device) for _ in range(3)])
-    scores = evaluate(npz, data.ref_stats, features=data.extractor, device=device, seed=0)
     images = load_images(npz)  # (N, H, W, 3) uint8
+    # features kept beside the samples: the pooled FD of all seeds reuses them instead of re-extracting
+    stats = compute_stats(images, data.extractor, device=device)
+    np.save(samples_dir(work, v.name, seed) / "features.npy", stats.features)
+    ref = data.ref_stats
+    precision, recall = precision_recall(ref.features, stats.features, device=device)
     as_bchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
     p = recipe.model.backbone.patch_size
     summary = model_summary(recipe.model)
@@ -305,9 +311,9 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
         "step_time_s": round(common.median(wall[warm:]), 4), "step_cpu_s": round(common.median(cpu[warm:]), 4),
         "train_s": round(train_s, 1), "sampling_s": round(sampling_s, 1), "latency_s": round(latency, 4),
         "denoise_psnr": psnr,
-        "num_samples": int(scores["num_samples"]), "fd_effnet": round(float(scores["fd_effnet"]), 3),
-        "precision": round(float(scores.get("precision_effnet", float("nan"))), 4),
-        "recall": round(float(scores.get("recall_effnet", float("nan"))), 4),
+        "num_samples": stats.count,
+        "fd_effnet": round(frechet_distance(stats.mu, stats.sigma, ref.mu, ref.sigma, device=device), 3),
+        "precision": round(precision, 4), "recall": round(recall, 4),
         "detail_ratio": round(measures.detail_ratio(images, data.ref_images), 4),
         "seam_score": round(seam_score(as_bchw(images), as_bchw(data.ref_images), p), 4),
         "data_border_ratio": round(border_ratio(as_bchw(data.ref_images), p), 4),
@@ -381,7 +387,7 @@ def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.L
 def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | None = None,
               device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Pool the seeds of every variant into <out>/results.json (all jobs must be done)."""
-    from pixdiff.metrics import evaluate
+    from pixdiff.metrics import frechet_distance
     from pixdiff.npz import load_images
 
     s = dataclasses.replace(SCALES[scale], **(overrides or {}))
@@ -393,8 +399,10 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
     results = {}
     for name, v in vs.items():
         rows = [json.loads(result_path(out, name, seed).read_text()) for seed in s.seeds]
-        pooled = np.concatenate([load_images(samples_dir(work, name, seed) / "samples.npz") for seed in s.seeds])
-        fd = evaluate(pooled, data.ref_stats, features=data.extractor, device=device, seed=0)["fd_effnet"]
+        pooled = np.concatenate([np.load(samples_dir(work, name, seed) / "features.npy") for seed in s.seeds])
+        pooled = pooled.astype(np.float64)  # (N_all, F): every seed's sample features
+        ref = data.ref_stats
+        fd = frechet_distance(pooled.mean(0), np.cov(pooled, rowvar=False), ref.mu, ref.sigma, device=device)
         per_seed = {k: [r[k] for r in rows] for k in ("fd_effnet", "detail_ratio", "seam_score", "final_loss",
                                                       "step_time_s", "step_cpu_s", "latency_s")}
         per_seed.update({f"denoise_psnr@{t}": [r["denoise_psnr"][t] for r in rows] for t in rows[0]["denoise_psnr"]})
