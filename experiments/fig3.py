@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments import common, measures, overfit
+from experiments import claims, common, measures, overfit
 from experiments.regime import OBJECTIVES, parse_shard
 from experiments.report import PSNR_MARGIN_DB, _img
 from pixdiff.recipe import Recipe, replace
@@ -153,14 +153,16 @@ def run_job(s: Scale, seed: int, out: Path, work: Path, device: torch.device, lo
 
 
 def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overrides: dict[str, Any] | None = None,
-        shard: tuple[int, int] = (0, 1)) -> list[dict]:
+        shard: tuple[int, int] | None = (0, 1)) -> list[dict]:
+    """Every unfinished seed of this shard (None: the seeds no other worker has claimed)."""
     s = dataclasses.replace(SCALES[scale], **(overrides or {}))
     device = common.configure(threads, s.device)
-    log = common.Log(f"{NAME} {shard[0]}/{shard[1]}")
-    todo = [seed for i, seed in enumerate(s.seeds) if i % shard[1] == shard[0]
+    log = common.Log(f"{NAME} {'queue' if shard is None else f'{shard[0]}/{shard[1]}'}")
+    todo = [seed for i, seed in enumerate(s.seeds) if (shard is None or i % shard[1] == shard[0])
             and not (out / "runs" / f"seed{seed}.json").is_file()]
-    log(f"scale={scale}: seeds to run in this shard: {todo}")
-    return [run_job(s, seed, out, work, device, log) for seed in todo]
+    log(f"scale={scale}: unfinished seeds: {todo}")
+    return [run_job(s, seed, out, work, device, log) for seed in todo
+            if shard is not None or claims.claim(work / NAME / "claims", f"seed{seed}")]
 
 
 def aggregate(scale: str, out: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -241,7 +243,8 @@ def section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = common.driver_parser(__doc__, NAME, SCALES, "--set steps=600 --set objective=v")
-    p.add_argument("--shard", default="0/1", help="K/M: run the seeds whose index i has i %% M == K")
+    p.add_argument("--shard", default="0/1", help="K/M: run the seeds whose index i has i %% M == K; 'queue': "
+                                                  "take unclaimed seeds, as many workers as there are")
     p.add_argument("--aggregate", action="store_true", help="pool the finished seeds into results.json")
     p.add_argument("--prepare", action="store_true", help="only write the photo and its cache (once, before "
                                                           "shards run side by side)")
@@ -251,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.prepare:
         from pixdiff.data import prepare
 
+        claims.clear(a.work / NAME / "claims")  # claims of an interrupted run: its unfinished seeds run again
         prepare(overfit.prepare_photo(a.work / NAME), a.work / NAME / "cache",
                 dataclasses.replace(SCALES[a.scale], **overrides).image_size)
     elif a.aggregate:

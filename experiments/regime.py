@@ -14,8 +14,9 @@ JSON), trained with 3 seeds on the class-balanced built-in emoji (9 classes, 64 
              patch size (model.backbone.patch_size 8 and 32, DiP and DiT-only)
 
 Each (variant, seed) is one job that writes <out>/runs/<variant>/seed<k>.json when it finishes;
-a rerun skips finished jobs (resumable), and `--shard K/M` runs every M-th job so that two
-processes share a 2-core machine. Scores per seed: FD-EffNet of `samples_per_seed` EMA samples
+a rerun skips finished jobs (resumable). `--shard queue` makes workers take the next job no
+other worker has claimed (experiments.claims; `--prepare` clears stale claims), so two processes
+share a 2-core machine evenly; `--shard K/M` runs every M-th job instead. Scores per seed: FD-EffNet of `samples_per_seed` EMA samples
 against the whole data set decoded as training decodes it (`pixdiff.data.reference`), the detail
 ratio (high-frequency energy relative to the data's), the seam score (`pixdiff.seams`), the
 one-step denoising PSNR at fixed t on fixed data and noise, and the median time per training step
@@ -23,8 +24,10 @@ one-step denoising PSNR at fixed t on fixed data and noise, and the median time 
 together, >= 1,000 at the CPU size, from the feature rows each job keeps beside its samples) into <out>/results.json, from which `experiments.regime_report`
 writes the page section and the plots.
 
-    python -m experiments.regime --shard 0/2 & python -m experiments.regime --shard 1/2; \
-        python -m experiments.regime --aggregate
+    python -m experiments.regime --prepare
+    python -m experiments.regime --shard queue --threads 1 & python -m experiments.regime --shard queue --threads 1
+    python -m experiments.regime --aggregate              # after both workers finished
+    python -m experiments.regime --plan 2                 # the run's estimated time on 2 workers
     python -m experiments.regime --scale pilot --out /tmp/pilot     # seconds: the smoke test's size
 """
 
@@ -42,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments import common, head_ablation, measures
+from experiments import claims, common, head_ablation, measures
 from pixdiff.backbone import DiTConfig
 from pixdiff.heads.final_layer import DiTFinalLayer
 from pixdiff.model import ModelConfig
@@ -328,20 +331,28 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     return row
 
 
+def claims_dir(work: Path) -> Path:
+    return work / NAME / "claims"
+
+
 def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overrides: dict[str, Any] | None = None,
-        shard: tuple[int, int] = (0, 1)) -> list[dict]:
-    """Every unfinished job of this shard; returns the rows written now."""
+        shard: tuple[int, int] | None = (0, 1)) -> list[dict]:
+    """Every unfinished job of this shard (shard None: every job no other worker has claimed, see
+    experiments.claims); returns the rows written now."""
     s = dataclasses.replace(SCALES[scale], **(overrides or {}))
     device = common.configure(threads, s.device)
-    log = common.Log(f"{NAME} {shard[0]}/{shard[1]}")
+    log = common.Log(f"{NAME} {'queue' if shard is None else f'{shard[0]}/{shard[1]}'}")
     vs = variants(s)
-    todo = [(v, seed) for i, (v, seed) in enumerate(jobs(s)) if i % shard[1] == shard[0]
-            and not is_done(out, work, v, seed)]
-    log(f"scale={scale}: {len(todo)} jobs to run in this shard ({len(jobs(s))} in all, {len(vs)} variants)")
-    if not todo:
-        return []
-    data = prepare_data(s, work, device)
-    return [run_job(s, vs[v], seed, out, work, data, device, log) for v, seed in todo]
+    todo = [(v, seed) for i, (v, seed) in enumerate(jobs(s))
+            if (shard is None or i % shard[1] == shard[0]) and not is_done(out, work, v, seed)]
+    log(f"scale={scale}: {len(todo)} unfinished jobs ({len(jobs(s))} in all, {len(vs)} variants)")
+    rows, data = [], None
+    for v, seed in todo:
+        if shard is None and not claims.claim(claims_dir(work), f"{v}-seed{seed}"):
+            continue  # another worker has it
+        data = data or prepare_data(s, work, device)
+        rows.append(run_job(s, vs[v], seed, out, work, data, device, log))
+    return rows
 
 
 def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.Log) -> dict[str, Any]:
@@ -451,9 +462,12 @@ def samples_figure(path: Path, rows: list[tuple[str, np.ndarray]]) -> Path:
     return path
 
 
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str) -> tuple[int, int] | None:
+    """'K/M' -> (K, M); 'queue' -> None (claim jobs from the queue shared with other workers)."""
     from pixdiff.data.reference import parse_part
 
+    if text == "queue":
+        return None
     try:
         return parse_part(text)
     except ValueError as err:
@@ -462,7 +476,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = common.driver_parser(__doc__, NAME, SCALES, "--set steps=200 --set \"groups=('regime',)\"")
-    p.add_argument("--shard", default="0/1", help="K/M: run the jobs whose index i has i %% M == K")
+    p.add_argument("--shard", default="0/1", help="K/M: run the jobs whose index i has i %% M == K; 'queue': "
+                                                  "take unclaimed jobs, as many workers as there are")
     p.add_argument("--aggregate", action="store_true", help="pool the finished jobs into results.json")
     p.add_argument("--prepare", action="store_true", help="only build the data cache and reference statistics "
                                                           "(once, before shards run side by side)")
@@ -476,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
         plan(s, a.work, common.configure(a.threads, s.device), a.plan, common.Log(f"{NAME} plan"))
     elif a.prepare:
         s = dataclasses.replace(SCALES[a.scale], **overrides)
+        claims.clear(claims_dir(a.work))  # claims of an interrupted run: its unfinished jobs run again
         prepare_data(s, a.work, common.configure(a.threads, s.device))
     elif a.aggregate:
         common.configure(a.threads, "cpu")

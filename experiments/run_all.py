@@ -6,8 +6,8 @@
 
 The drivers are experiments.regime (sections 3-6: the 2x2, the seam-free heads, Table 2 and
 Fig. 10 at 16 px patches) and experiments.fig3 (Fig. 3 at 16 px patches). On the CPU two workers
-run at the same time, one torch thread each (one per core of a 2-core machine), each taking every
-other (variant, seed) job of every driver; on a GPU one worker runs them all. Every job writes its
+run at the same time, one torch thread each (one per core of a 2-core machine), each taking the
+next unclaimed (variant, seed) job of every driver; on a GPU one worker runs them all. Every job writes its
 own JSON, so an interrupted run continues where it stopped when the command is repeated. Then
 each driver pools its seeds (--aggregate) and `experiments.report` writes the page from the JSON,
 with the measured wall time of this command. Run folders, samples and caches go to
@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     codes["prepare"], walls["prepare"] = worker([cmd(n, "--prepare") for n in DRIVERS], logs / "prepare.log")
     if codes["prepare"]:
         raise SystemExit(f"failed: prepare (log: {logs / 'prepare.log'}); the page was not rewritten")
-    # every worker runs its share of every driver's jobs; finished jobs are skipped on a rerun
-    plans = {f"worker{k}": [cmd(n, "--shard", f"{k}/{workers}") for n in DRIVERS] for k in range(workers)}
+    # every worker takes the next unclaimed job of every driver (experiments.claims), so jobs of
+    # uneven cost spread evenly; finished jobs are skipped on a rerun
+    plans = {f"worker{k}": [cmd(n, "--shard", "queue") for n in DRIVERS] for k in range(workers)}
     with ThreadPoolExecutor(workers) as pool:
         futures = {name: pool.submit(worker, c, logs / f"{name}.log") for name, c in plans.items()}
         print(f"started {workers} worker(s); logs in {logs}", file=sys.stderr)

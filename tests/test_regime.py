@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import common, fig3, measures, regime, regime_report, report
+from experiments import claims, common, fig3, measures, regime, regime_report, report
 
 
 def test_detail_ratio_closed_form():
@@ -17,6 +17,13 @@ def test_detail_ratio_closed_form():
     # a wave of 1/16 cycles/px has no energy above 0.25 cycles/px: a blurred sample scores 0 against the data
     wave = np.repeat((128 + 60 * np.cos(2 * np.pi * j / 16))[..., None], 3, axis=2)
     assert measures.detail_ratio(wave[None], board(20)[None]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_claim_goes_to_one_caller_until_cleared(tmp_path):
+    assert claims.claim(tmp_path / "q", "job") and not claims.claim(tmp_path / "q", "job")
+    assert claims.claim(tmp_path / "q", "other")
+    claims.clear(tmp_path / "q")
+    assert claims.claim(tmp_path / "q", "job")
 
 
 def test_spread_and_flatness_rule():
@@ -78,6 +85,11 @@ def test_regime_pilot_writes_resumable_jobs_and_page(tmp_path, monkeypatch):
     assert saved["num_samples"] == regime.SCALES["pilot"].samples_per_seed and saved["steps"] == 2
     assert saved["head_config"]["scope"] == "patch" and saved["fd_effnet"] > 0 and saved["seam_score"] > 0
     assert regime.run("pilot", out, work) == []  # every job done: a rerun resumes with nothing to do
+    regime.result_path(out, "dip_v", 1).unlink()  # as if interrupted before its JSON was written
+    claims.claim(regime.claims_dir(work), "dip_v-seed1")  # ... while another worker holds it
+    assert regime.run("pilot", out, work, shard=None) == []
+    claims.clear(regime.claims_dir(work))
+    assert [(r["variant"], r["seed"]) for r in regime.run("pilot", out, work, shard=None)] == [("dip_v", 1)]
 
     rep = regime.aggregate("pilot", out, work)
     d, m = rep["results"]["dip_v"], rep["results"]["dit_only_v"]
