@@ -266,7 +266,7 @@ def write_page(scale: str = "cpu") -> Path:
         "",
     ]
     if run:
-        env = (ov or ab or {}).get("environment", {})
+        env = (ov or ab or _load(root / "regime" / "results.json") or {}).get("environment", {})
         lines += [
             f"Measured wall time of that command: **{run['wall_s'] / 60:.1f} min** "
             f"(started {run['started_utc']}; {run['mode']}; "
@@ -289,6 +289,7 @@ def write_page(scale: str = "cpu") -> Path:
         body, v = section(data)
         lines += body
         verdicts += v
+    lines, verdicts = _regime_sections(root, lines, verdicts)
     lines += ["## Which claims reproduced at this scale", "",
               "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {t} | **{s}** | {e} |" for t, s, e in verdicts]
@@ -299,9 +300,28 @@ def write_page(scale: str = "cpu") -> Path:
         "deviation of the two rows. 'Within noise' means neither variant wins by that margin.",
         "",
     ]
+    if _load(root / "regime" / "results.json"):
+        from experiments.regime_report import RULES
+
+        lines += [RULES, ""]
     lines += caveats(scale, ov, ab)
     page.write_text("\n".join(lines).rstrip() + "\n")
     return page
+
+
+def _regime_sections(root: Path, lines: list[str], verdicts: list) -> tuple[list[str], list]:
+    """Append the regime experiments (experiments.regime, experiments.fig3) where their JSON exists."""
+    from experiments import fig3, regime_report
+
+    f3 = _load(root / "fig3" / "results.json")
+    if f3:
+        body, v = fig3.section(f3)
+        lines, verdicts = lines + body, verdicts + v
+    rg = _load(root / "regime" / "results.json")
+    if rg:
+        body, v = regime_report.section(rg, root / "regime")
+        lines, verdicts = lines + body, verdicts + v
+    return lines, verdicts
 
 
 def caveats(scale: str, ov: dict | None, ab: dict | None) -> list[str]:
@@ -339,7 +359,7 @@ def caveats(scale: str, ov: dict | None, ab: dict | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--scale", choices=("cpu", "gpu", "pilot"), default="cpu")
     a = p.parse_args(argv)
     print(common.rel(write_page(a.scale)))
 
