@@ -128,7 +128,7 @@ def base_recipe(s: Scale, cache_dir: Path, seed: int) -> Recipe:
         model=ModelConfig(backbone=backbone, head=DiTFinalLayer()),
         objective=OBJECTIVES["v"],
         train=TrainConfig(global_batch=s.batch, max_steps=s.steps, lr=s.lr, warmup_steps=s.warmup, weight_decay=0.0,
-                          grad_clip=1.0, ema_decay=s.ema_decay, precision="bf16", num_workers=0, seed=seed,
+                          grad_clip=1.0, ema_decays=(s.ema_decay,), precision="bf16", num_workers=0, seed=seed,
                           log_every=10**9, ckpt_every=10**9, sample_every=0),
         data=DataConfig(source="emoji", cache_dir=str(cache_dir), flip=False, balance_classes=True),
         sample=SampleConfig(steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale, cfg_interval=(0.1, 1.0)),
@@ -256,7 +256,7 @@ def train_timed(trainer: Any, steps: int, every: int = 50) -> tuple[list[float],
     wall, cpu, losses, window = [], [], [], []
     for step in range(1, steps + 1):
         c0, w0 = time.process_time(), time.perf_counter()
-        window.append(trainer.train_step()["loss"])
+        window.append(float(trainer.train_step()["loss"]))  # waits for the step, so the times are honest
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         if step % every == 0 or step == steps:
@@ -283,7 +283,7 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     t_train = time.perf_counter()
     wall, cpu, losses = train_timed(trainer, s.steps)
     train_s = time.perf_counter() - t_train
-    model = trainer.ema_model
+    model = trainer.ema_model()
     psnr = {str(t): round(measures.denoise_psnr(model, recipe.objective, data.eval_x, data.eval_y, data.eval_eps, t), 3)
             for t in s.eval_t}
     settings = SampleSettings(num=s.samples_per_seed, steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale,
@@ -378,9 +378,10 @@ def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.L
         for _ in range(probe):
             trainer.train_step()
         step = (time.process_time() - c0) / probe
+        ema = trainer.ema_model()
         with torch.no_grad():
             c0 = time.process_time()
-            trainer.ema_model(x, t, y)
+            ema(x, t, y)
             per_image_step = (time.process_time() - c0) / len(x)
         shutil.rmtree(work / NAME / "plan" / name, ignore_errors=True)
         job = (s.steps * step + s.samples_per_seed * (s.sample_steps * per_image_step + per_feature)

@@ -117,7 +117,7 @@ def test_unknown_key_lists_valid_keys():
     with pytest.raises(OverrideError) as err:
         load_recipe("dip_xl16", ["train.learning_rate=1"])
     assert "unknown key 'train.learning_rate'" in str(err.value)
-    assert "train.lr" in str(err.value) and "train.ema_decay" in str(err.value)
+    assert "train.lr" in str(err.value) and "train.ema_decays" in str(err.value)
     with pytest.raises(OverrideError) as err:
         load_recipe("dip_xl16", ["trian.lr=1"])
     assert "train.lr" in str(err.value) and "model.backbone.depth" in str(err.value)
