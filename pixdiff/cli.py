@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="pixdiff: pixel-space diffusion (DiP and its ablations) from recipe files.")
+                  help="pixdiff: pixel-space diffusion (DiP, its ablations and JiT) from recipe files.")
 
 RecipeArg = Annotated[str, typer.Argument(
     help="Recipe: FILE.py[:function], a built-in name such as dip_xl16[:function], or plugin:NAME.")]
@@ -387,7 +387,7 @@ def bench_data(
     report(result, as_json)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Training data: build or inspect the preprocessed cache.")
+data_app = typer.Typer(no_args_is_help=True, help="Training data: build the preprocessed cache, or export it as a reference batch.")
 app.add_typer(data_app, name="data")
 
 
