@@ -253,6 +253,21 @@ def test_convert_cli_both_ways_on_the_tiny_recipe(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+
+def test_tiny_recipe_trains_from_the_cli_and_its_ema_samples(tmp_path):
+    # the sin-cos table is a buffer, not trained: the EMA state must still carry it, or the grid drawn
+    # during training (and `pixdiff sample` on the run) cannot load the EMA model
+    sets = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
+            "model.backbone.image_size=16", "train.global_batch=8", "train.max_steps=2", "train.sample_every=2",
+            "sample.steps=2", "sample.grid_images=9", f"data.cache_dir={tmp_path / 'cache'}"]
+    run = tmp_path / "run"
+    done = run_cli("train", "jit:tiny", "--out", str(run), "--no-progress", *[a for o in sets for a in ("--set", o)])
+    assert done.returncode == 0, done.stderr
+    assert (run / "samples" / "step_00000002.png").is_file()
+    assert "backbone.pos_embed" in torch.load(run / "checkpoints" / "step_00000002.pt", weights_only=True)["ema"]
+    done = run_cli("sample", str(run), "--num", "2", "--steps", "2", "--out", str(tmp_path / "s"))
+    assert done.returncode == 0, done.stderr
+
 # ------------------------------------------------------------------ parts in closed form
 def test_sincos_table_matches_its_formula():
     dim, gh, gw = 16, 3, 5

@@ -217,7 +217,7 @@ def test_convert_to_reference_refuses_weights_that_do_not_fit(world, weights, tm
     ("train.precision=fp16", "train.precision='fp16': fp16 needs loss scaling"),
     ("train.parallel=zero3", "train.parallel='zero3': not one of"),
     ("sample.solver=rk45", "sample.solver='rk45': unknown solver; choose one of euler, heun"),
-    ("model.head.depth=3", "model.head.depth=3: patch size 4 cannot be halved"),
+    ("model.head.depth=4", "model.head.depth=4: patch size 8 cannot be halved"),
     ("train.global_batch=10", "train.global_batch=10: must be divisible by train.grad_accum=4"),
 ])
 def test_known_bad_values_fail_in_one_line(override, message):
@@ -344,7 +344,7 @@ def test_every_config_class_is_covered():
 @pytest.mark.parametrize("command", [
     ["train", "emoji_tiny", "--set", "train.log_every=0"],
     ["train", "emoji_tiny", "--set", "train.precision=fp16"],
-    ["info", "emoji_tiny", "--set", "model.head.depth=3"],
+    ["info", "emoji_tiny", "--set", "model.head.depth=4"],
     ["bench", "latency", "emoji_tiny", "--set", "sample.solver=rk45"],
 ])
 def test_cli_rejects_bad_values_before_any_work(command, tmp_path):

@@ -211,7 +211,8 @@ def test_repa_term_trains_with_a_tiny_frozen_encoder(cache_dir, tmp_path):
     torch.export.save(torch.export.export(Encoder(), (torch.zeros(2, 3, 16, 16),),
                                           dynamic_shapes=({0: torch.export.Dim("batch")},)), str(enc_path))
     recipe = load_recipe("emoji_tiny", tiny(cache_dir, "train.max_steps=3", f"train.repa.encoder={enc_path}",
-                                            "train.repa.block=0", "train.repa.proj_dim=12"))
+                                            "train.repa.block=0", "train.repa.proj_dim=12",
+                                            "model.backbone.patch_size=4", "model.head.depth=2"))  # the encoder's grid
     trainer = Trainer(recipe, tmp_path / "run", Dist(), progress=False)
     before = {k: v.clone() for k, v in trainer.net.repa_projector.state_dict().items()}
     stats = trainer.train_step()

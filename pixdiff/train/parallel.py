@@ -115,9 +115,14 @@ def load_optimizer_state(p: Parts, state: dict) -> None:
 
 
 def ema_state(p: Parts, i: int) -> dict[str, torch.Tensor]:
-    """Full weights of EMA `i` on CPU, keyed like the model's state dict (a collective under FSDP)."""
-    names = [n for n, _ in p.net.model.named_parameters()]
-    return {n: full(e).detach().cpu() for n, e in zip(names, p.emas[i])}
+    """Full weights of EMA `i` on CPU, keyed like the model's state dict (a collective under FSDP).
+
+    Persistent buffers (e.g. JiT's fixed sin-cos table) are not trained, so the EMA holds the model's."""
+    model = p.net.model
+    names = [n for n, _ in model.named_parameters()]
+    state = {n: full(e).detach().cpu() for n, e in zip(names, p.emas[i])}
+    keys = model.state_dict().keys()
+    return {**state, **{n: full(b).detach().cpu() for n, b in model.named_buffers() if n in keys}}
 
 
 @torch.no_grad()
