@@ -222,6 +222,14 @@ def save_report(out: Path, report: dict[str, Any], *, t_start: float, train_s: f
     return report
 
 
+def add_queue_options(p: Any, jobs: str, prepare: str) -> None:
+    """--shard, --aggregate and --prepare of a driver whose `jobs` two workers can share through a queue."""
+    p.add_argument("--shard", default="0/1", help=f"K/M: run the {jobs} whose index i has i %% M == K; 'queue': "
+                                                  f"take unclaimed {jobs}, as many workers as there are")
+    p.add_argument("--aggregate", action="store_true", help=f"pool the finished {jobs} into results.json")
+    p.add_argument("--prepare", action="store_true", help=f"only {prepare} (once, before shards run side by side)")
+
+
 def driver_parser(doc: str, name: str, scales: dict[str, Any], set_example: str) -> Any:
     """The options every driver takes: --scale, --out, --work, --threads, --set."""
     import argparse

@@ -243,11 +243,7 @@ def section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = common.driver_parser(__doc__, NAME, SCALES, "--set steps=600 --set objective=v")
-    p.add_argument("--shard", default="0/1", help="K/M: run the seeds whose index i has i %% M == K; 'queue': "
-                                                  "take unclaimed seeds, as many workers as there are")
-    p.add_argument("--aggregate", action="store_true", help="pool the finished seeds into results.json")
-    p.add_argument("--prepare", action="store_true", help="only write the photo and its cache (once, before "
-                                                          "shards run side by side)")
+    common.add_queue_options(p, "seeds", "write the photo and its cache")
     a = p.parse_args(argv)
     out = a.out or common.results_dir(a.scale) / NAME
     overrides = common.parse_sets(a.set, SCALES[a.scale])

@@ -477,11 +477,7 @@ def parse_shard(text: str) -> tuple[int, int] | None:
 
 def main(argv: list[str] | None = None) -> None:
     p = common.driver_parser(__doc__, NAME, SCALES, "--set steps=200 --set \"groups=('regime',)\"")
-    p.add_argument("--shard", default="0/1", help="K/M: run the jobs whose index i has i %% M == K; 'queue': "
-                                                  "take unclaimed jobs, as many workers as there are")
-    p.add_argument("--aggregate", action="store_true", help="pool the finished jobs into results.json")
-    p.add_argument("--prepare", action="store_true", help="only build the data cache and reference statistics "
-                                                          "(once, before shards run side by side)")
+    common.add_queue_options(p, "jobs", "build the data cache and reference statistics")
     p.add_argument("--plan", type=int, metavar="WORKERS", default=0,
                    help="estimate the run's time from a few timed steps per variant, for WORKERS processes")
     a = p.parse_args(argv)

@@ -28,6 +28,8 @@ def load_encoder(spec: str) -> nn.Module:
         module, sep, attr = spec.partition(":")
         if not sep:
             raise FileNotFoundError(f"REPA encoder {spec!r} is neither a file nor `module:factory`")
+        # `spec` only ever comes from the recipe the user names on the command line (train builds the
+        # REPA loss from it); recipes read back from checkpoints and run folders never reach here
         encoder = getattr(importlib.import_module(module), attr)()
     for p in encoder.parameters():
         p.requires_grad_(False)
