@@ -110,14 +110,16 @@ def _cpu_name() -> str:
 
 
 def git_revision() -> dict[str, Any]:
-    """The commit the code ran at and whether the tree had local changes (read-only git calls)."""
+    """The commit the code ran at and whether the tree had local changes (read-only git calls); the
+    results the drivers themselves write under docs/ do not count as changes."""
     def run(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain"))}
+    outputs = (":(exclude,glob)docs/experiments*/**", ":(exclude)docs/experiments*.md")
+    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain", "--", ".", *outputs))}
 
 
 def command_line() -> str:

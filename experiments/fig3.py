@@ -214,7 +214,7 @@ def section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
     cell = lambda x, k, nd=2: (f"{x['spread'][k]['mean']:.{nd}f} ± {x['spread'][k]['std'] or 0:.{nd}f} ("  # noqa: E731
                                + ", ".join(f"{y:.{nd}f}" for y in x["per_seed"][k]) + ")")
     lines = [
-        "## 2b. Fig. 3 in the regime: single-image overfitting at 16 px patches, until DiP is flat", "",
+        "## 2. Fig. 3 in the regime: single-image overfitting at 16 px patches, until DiP is flat", "",
         f"The astronaut photo at {c['image_size']} px ({(c['image_size'] // 16) ** 2} tokens of 768 values), DiT depth "
         f"{c['depth']}, width {c['dim']}; DiP adds the conv U-Net head (depth {c['unet_depth']}, width "
         f"{c['unet_width']}). Objective: {c['objective']}-prediction (under v-prediction a DiT-only narrower than 768 "

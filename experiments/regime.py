@@ -88,17 +88,21 @@ class Scale:
     reference_part: tuple[int, int] | None = None  # (K, M): score against every M-th image only (pilots)
     detail_images: int = 1000  # data images the detail ratio and seam score compare against
     only: tuple[str, ...] = ()  # restrict to these variant names (pilots); () runs every selected variant
+    head_depths: tuple[int, ...] = (1, 2, 3)  # Fig. 10a's shallower U-Net heads (the default halves to 1x1)
 
 
-# CPU size, budgeted with `--plan 2` (CPU time of a few steps per variant at one thread: DiT-only
-# 0.20 s and the U-Net head 0.45 s per step at batch 32, sampling 2.3 and 5.5 ms per image and
-# solver step; EfficientNet features 41 ms per image): ~13,100 CPU seconds for the 20 variants x
-# 3 seeds, ~110 min on two workers; with the reference statistics (~2.5 min) and Fig. 3 (up to
-# ~12 min on one worker) about 2 hours.
+# CPU size, budgeted with `--plan 2` on a quiet machine (CPU time per training step at one thread
+# and batch 16: DiT-only 0.10 s, the U-Net head 0.21 s, intra-patch attention 0.45 s; sampling 2-10
+# ms per image and solver step; EfficientNet features 41 ms per image): ~100 min of two workers for
+# the 19 variants x 3 seeds, with Fig. 3 (up to ~18 min of one worker), the data and reference
+# statistics and the pooling about 2 hours. Batch 16 for 720 steps rather than 32 for 400 (about
+# the same compute): in a one-seed probe of DiP (v-pred), 800 x 16 against 400 x 32 gained 2.2-3.5 dB
+# of denoising PSNR, FD-EffNet 373 -> 342 and detail ratio 5.4 -> 2.4 (docs/experiments/batch_probe/).
 SCALES = {
     "cpu": Scale(device="cpu", image_size=64, patch_size=16, depth=4, dim=256, num_heads=4, head_width=16,
-                 attn_depth=2, coord_depth=2, batch=32, steps=400, lr=1e-3, warmup=50, ema_decay=0.995,
-                 seeds=(0, 1, 2), samples_per_seed=334, sample_steps=20, eval_t=(0.25, 0.5, 0.75), eval_images=64),
+                 attn_depth=2, coord_depth=2, batch=16, steps=720, lr=1e-3, warmup=50, ema_decay=0.995,
+                 seeds=(0, 1, 2), samples_per_seed=334, sample_steps=20, eval_t=(0.25, 0.5, 0.75), eval_images=64,
+                 head_depths=(1, 2)),
     "gpu": Scale(device="cuda", image_size=64, patch_size=16, depth=8, dim=512, num_heads=8, head_width=64,
                  attn_depth=4, coord_depth=4, batch=128, steps=8000, lr=5e-4, warmup=200, ema_decay=0.999,
                  seeds=(0, 1, 2), samples_per_seed=2000, sample_steps=50, eval_t=(0.25, 0.5, 0.75),
@@ -160,7 +164,7 @@ def variants(s: Scale) -> dict[str, Variant]:
                            (("model.backbone.dim", wide_dim), obj)))
     v = ("objective", OBJECTIVES["v"])
     out += [Variant(f"dip_depth{d}_v", f"DiP, head depth {d}", ("fig10",),
-                    (("model.head", dataclasses.replace(unet, depth=d)), v)) for d in range(1, unet.depth)]
+                    (("model.head", dataclasses.replace(unet, depth=d)), v)) for d in s.head_depths if d < unet.depth]
     out += [Variant(f"dip_width{w}_v", f"DiP, head width {w}", ("fig10",),
                     (("model.head", dataclasses.replace(unet, width=w)), v))
             for w in (s.head_width // 2, s.head_width * 2) if w >= 1]
