@@ -58,6 +58,8 @@ OBJECTIVES = {"v": FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
 OBJECTIVE_LABELS = {"v": "v-pred", "x": "x-pred"}
 GROUPS = ("regime", "seams", "table2", "fig10")
 EVAL_NOISE_SEED = 12345
+LAYOUT_GRID = 8  # measures.layout_accuracy on 8 x 8 block means at 64 px: twice the token grid
+LAYOUT_HELD_OUT = 500  # data images scored like samples, against the rest of the data
 
 
 @dataclass(frozen=True)
@@ -412,6 +414,7 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
     if missing:
         raise SystemExit(f"error: {len(missing)} jobs not done yet (e.g. {missing[0]}): run the shards first")
     data = prepare_data(s, work, device)
+    layout = layout_scores(s, work, list(vs))
     results = {}
     for name, v in vs.items():
         rows = [json.loads(result_path(out, name, seed).read_text()) for seed in s.seeds]
@@ -421,6 +424,7 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
         fd = frechet_distance(pooled.mean(0), np.cov(pooled, rowvar=False), ref.mu, ref.sigma, device=device)
         per_seed = {k: [r[k] for r in rows] for k in ("fd_effnet", "detail_ratio", "seam_score", "final_loss",
                                                       "step_time_s", "step_cpu_s", "latency_s")}
+        per_seed["layout_accuracy"] = layout[name]
         per_seed.update({f"denoise_psnr@{t}": [r["denoise_psnr"][t] for r in rows] for t in rows[0]["denoise_psnr"]})
         results[name] = {
             **{k: rows[0][k] for k in ("label", "groups", "sets", "objective", "head", "patch_size", "dim", "params",
@@ -442,11 +446,32 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
                          "reference": "the emoji data at the same resolution, decoded as training decodes it"
                                       + ("" if s.reference_part is None else f" (part {s.reference_part})"),
                          "num_ref": data.ref_stats.count, "tokens": (s.image_size // s.patch_size) ** 2,
+                         "layout": {"grid": LAYOUT_GRID, "held_out": LAYOUT_HELD_OUT, "data": layout["data"]},
                          "widened": {o: {**rule, "dim": dim} for o in ("v", "x") for dim, rule in [widened(s, o)]},
                          "weights_evaluated": "EMA", "labels": "class-balanced (i mod 9)"},
               "results": results, "environment": common.environment(device), "command": common.command_line()}
     common.write_json(out / "results.json", report)
     return report
+
+
+def layout_scores(s: Scale, work: Path, names: list[str]) -> dict[str, Any]:
+    """measures.layout_accuracy of every variant's samples per seed, and of LAYOUT_HELD_OUT data images
+    ("data": what real layouts score), each against the rest of the data."""
+    from pixdiff.data import prepare
+    from pixdiff.data.reference import cache_images
+    from pixdiff.npz import load_images, load_labels
+
+    images, labels = cache_images(prepare("emoji", work / NAME / "cache", s.image_size))  # a fixed shuffle
+    pool, pool_labels = images[LAYOUT_HELD_OUT:], labels[LAYOUT_HELD_OUT:]
+
+    def score(x: np.ndarray, y: np.ndarray) -> float:
+        return round(measures.layout_accuracy(x, y, pool, pool_labels, LAYOUT_GRID), 4)
+
+    out: dict[str, Any] = {"data": score(images[:LAYOUT_HELD_OUT], labels[:LAYOUT_HELD_OUT])}
+    for name in names:
+        npzs = [samples_dir(work, name, seed) / "samples.npz" for seed in s.seeds]
+        out[name] = [score(load_images(z), load_labels(z)) for z in npzs]
+    return out
 
 
 def samples_figure(path: Path, rows: list[tuple[str, np.ndarray]]) -> Path:

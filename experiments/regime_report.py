@@ -3,7 +3,8 @@
 Verdicts follow experiments.report's fixed margins: an FD-EffNet difference counts if it exceeds
 the larger of FD_REL_MARGIN of the smaller mean and twice the larger per-seed standard deviation;
 a PSNR difference if it exceeds PSNR_MARGIN_DB; a detail-ratio or seam-score difference if it
-exceeds the larger of RATIO_MARGIN and twice the larger per-seed standard deviation.
+exceeds the larger of RATIO_MARGIN and twice the larger per-seed standard deviation; a layout-accuracy
+difference if it exceeds the larger of ACCURACY_MARGIN and twice the larger per-seed standard deviation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from experiments import common
 from experiments.report import FD_REL_MARGIN, PSNR_MARGIN_DB, _compare, _img, _margin
 
 RATIO_MARGIN = 0.1
+ACCURACY_MARGIN = 0.05
 Verdict = tuple[str, str, str]
 
 
@@ -30,10 +32,10 @@ def fd_compare(x: dict, y: dict) -> tuple[str, str]:
                             f"(margin {_margin(a, b):.2f})")
 
 
-def ratio_gap(x: dict, y: dict, key: str) -> tuple[float, float]:
+def ratio_gap(x: dict, y: dict, key: str, floor: float = RATIO_MARGIN) -> tuple[float, float]:
     """(mean of x's per-seed `key` minus y's, the margin that difference must exceed)."""
     sx, sy = x["spread"][key], y["spread"][key]
-    return sx["mean"] - sy["mean"], max(RATIO_MARGIN, 2 * max(sx["std"] or 0.0, sy["std"] or 0.0))
+    return sx["mean"] - sy["mean"], max(floor, 2 * max(sx["std"] or 0.0, sy["std"] or 0.0))
 
 
 def status(ok: bool, tie: bool, words: tuple[str, str] = ("reproduced", "not reproduced")) -> str:
@@ -84,6 +86,11 @@ def seam_verdicts(res: dict) -> list[Verdict]:
                         f"{base['spread']['seam_score']['mean']:.2f} (1 = the data's; margin {margin:.2f})"))
             out.append(fd_verdict(f"Beyond the paper ({o}-pred): {what} beats the per-patch head", other, base,
                                   words=("holds", "does not hold")))
+            gap, margin = ratio_gap(other, base, "layout_accuracy", ACCURACY_MARGIN)
+            out.append((f"Beyond the paper ({o}-pred): {what} draws its class's layout more often than the "
+                        "per-patch head", status(gap > margin, abs(gap) <= margin, ("holds", "does not hold")),
+                        f"layout accuracy {other['spread']['layout_accuracy']['mean']:.3f} vs "
+                        f"{base['spread']['layout_accuracy']['mean']:.3f} (margin {margin:.3f})"))
     return out
 
 
@@ -143,8 +150,9 @@ def _cell(sp: dict, values: list[float], nd: int = 2) -> str:
 
 def table(res: dict, names: list[str], ts: list[str]) -> list[str]:
     lines = ["| variant | patch | width | params | head params | CPU s / step | latency / image | FD-EffNet ↓ per seed | "
-             "FD-EffNet pooled | detail / data's | seam score | " + " | ".join(f"PSNR t={t}" for t in ts)
-             + " | final loss |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ts) + "---:|"]
+             "FD-EffNet pooled | detail / data's | seam score | layout accuracy | "
+             + " | ".join(f"PSNR t={t}" for t in ts) + " | final loss |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ts) + "---:|"]
     for n in names:
         x, sp, ps = res[n], res[n]["spread"], res[n]["per_seed"]
         lines.append(
@@ -153,17 +161,19 @@ def table(res: dict, names: list[str], ts: list[str]) -> list[str]:
             f"{_cell(sp['fd_effnet'], ps['fd_effnet'])} | "
             f"{x['fd_effnet_pooled']:.2f} ({x['num_samples_pooled']:,}) | "
             f"{_cell(sp['detail_ratio'], ps['detail_ratio'])} | {_cell(sp['seam_score'], ps['seam_score'])} | "
+            f"{_cell(sp['layout_accuracy'], ps['layout_accuracy'], 3)} | "
             + " | ".join(_cell(sp[f'denoise_psnr@{t}'], ps[f'denoise_psnr@{t}']) for t in ts)
             + f" | {_cell(sp['final_loss'], ps['final_loss'], 4)} |")
     return lines
 
 
-def plot_group(res: dict, names: list[str], path: Path, title: str) -> Path:
-    """Per-seed dots and means of FD-EffNet, detail ratio and seam score for the variants of one group."""
+def plot_group(res: dict, names: list[str], path: Path, title: str, layout_data: float) -> Path:
+    """Per-seed dots and means of FD-EffNet, detail ratio, seam score and layout accuracy for the
+    variants of one group; red lines: the data's value."""
     plt = common.matplotlib_pyplot()
     keys = (("fd_effnet", "FD-EffNet (lower is better)"), ("detail_ratio", "HF energy / data's (1 = data)"),
-            ("seam_score", "seam score (1 = data)"))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=100)
+            ("seam_score", "seam score (1 = data)"), ("layout_accuracy", "layout accuracy (red: data's)"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.7 * len(keys), 3.8), dpi=100)
     for ax, (key, ylabel) in zip(axes, keys):
         for i, n in enumerate(names):
             vals = res[n]["per_seed"][key]
@@ -173,7 +183,7 @@ def plot_group(res: dict, names: list[str], path: Path, title: str) -> Path:
         ax.set(ylabel=ylabel)
         ax.grid(alpha=0.3, axis="y")
         if key != "fd_effnet":
-            ax.axhline(1.0, color="tab:red", lw=0.8)
+            ax.axhline(layout_data if key == "layout_accuracy" else 1.0, color="tab:red", lw=0.8)
     fig.suptitle(title + " (bars: mean over seeds; dots: seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +202,13 @@ GROUP_TITLES = {
 }
 
 
+def _layout_words(c: dict) -> str:
+    lay = c["layout"]
+    return (f"{lay['grid']} x {lay['grid']} block means (shapes and colours, no texture) have its class as the "
+            "majority of their 10 nearest data images (the global picture; chance is 1/9, "
+            f"{lay['held_out']} held-out data images score {lay['data']:.3f})")
+
+
 def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
     """The page's lines for every group present in regime/results.json, and their verdicts; writes plots."""
     c, res = r["config"], r["results"]
@@ -208,7 +225,8 @@ def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
         f"{c['cfg_scale']}); 'pooled': FD-EffNet of all seeds' samples together; detail: high-frequency energy "
         "(luminance above 0.25 cycles/px) relative to the data's (< 1 blur, > 1 grain); seam score: pixel "
         "gradients across patch borders relative to inside patches, over the same ratio on the data (1 = no "
-        f"seams); PSNR: one-step denoising of {c['eval_images']} fixed data images from fixed noise at t (t = 1 is "
+        f"seams); layout accuracy: how often a sample's {_layout_words(c)}; PSNR: one-step denoising of "
+        f"{c['eval_images']} fixed data images from fixed noise at t (t = 1 is "
         "data); CPU s / step: median CPU time of one training step at one thread (steadier than wall time on a "
         "shared machine); latency: median wall time of sampling one image with those settings. Cells: mean ± "
         "std over seeds (each seed's figure in brackets).",
@@ -220,7 +238,7 @@ def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
         if not names:
             continue
         lines += [f"## {title}", ""] + table(res, names, ts) + [""]
-        plot = plot_group(res, names, plots_dir / f"{group}.png", title)
+        plot = plot_group(res, names, plots_dir / f"{group}.png", title, c["layout"]["data"])
         lines += [_img(common.rel(plot), f"{group} scores"), ""]
         if f"samples_{group}" in r.get("figures", {}):
             lines += [f"Samples (seed {c['seeds'][0]}, 2 per class, classes in order):", "",
@@ -253,4 +271,5 @@ def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
 
 RULES = (f"Regime rules: FD-EffNet as above ({FD_REL_MARGIN:.0%} / 2 std, per-seed values); PSNR "
          f"{PSNR_MARGIN_DB} dB; detail ratio and seam score: the larger of {RATIO_MARGIN} and twice the larger "
+         f"per-seed standard deviation; layout accuracy: the larger of {ACCURACY_MARGIN} and twice the larger "
          "per-seed standard deviation. 'holds' / 'does not hold' mark claims that are not the paper's.")

@@ -19,6 +19,21 @@ def test_detail_ratio_closed_form():
     assert measures.detail_ratio(wave[None], board(20)[None]) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_layout_accuracy_reads_coarse_layout_not_texture():
+    flat = lambda v: np.full((16, 16, 3), v, np.uint8)  # noqa: E731
+    left = flat(0).copy()
+    left[:, :8] = 250  # class 1: bright left half; class 0: dark all over
+    pool = np.stack([flat(10), flat(20), flat(30), left, left, left])
+    pool_labels = np.array([0, 0, 0, 1, 1, 1])
+    i, j = np.indices((16, 16))
+    grain = (20 + 20 * (-1) ** (i + j)).astype(np.uint8)[..., None].repeat(3, 2)  # mean 20 under fine grain
+    images = np.stack([grain, left, left, flat(15)])
+    # the grainy dark image is class 0's layout, the bright-left ones class 1's: three of four labels agree;
+    # flipping every label leaves only the third one right
+    assert measures.layout_accuracy(images, np.array([0, 1, 0, 0]), pool, pool_labels, grid=4, k=3) == 0.75
+    assert measures.layout_accuracy(images, np.array([1, 0, 1, 1]), pool, pool_labels, grid=4, k=3) == 0.25
+
+
 def test_a_claim_goes_to_one_caller_until_cleared(tmp_path):
     assert claims.claim(tmp_path / "q", "job") and not claims.claim(tmp_path / "q", "job")
     assert claims.claim(tmp_path / "q", "other")
@@ -49,16 +64,17 @@ def test_cpu_variants_cover_the_issue(tmp_path):
             assert r.model.head.depth == int(np.log2(r.model.backbone.patch_size)) or "depth" in v.name
 
 
-def _row(fd, detail=1.0, seam=1.0, psnr=20.0):
+def _row(fd, detail=1.0, seam=1.0, psnr=20.0, layout=0.11):
     sp = lambda m, sd: {"mean": m, "std": sd, "min": m - sd, "max": m + sd, "n": 3}  # noqa: E731
     return {"groups": ["regime"], "spread": {"fd_effnet": sp(fd, 0.5), "detail_ratio": sp(detail, 0.02),
-                                             "seam_score": sp(seam, 0.02), "denoise_psnr@0.5": sp(psnr, 0.2)}}
+                                             "seam_score": sp(seam, 0.02), "denoise_psnr@0.5": sp(psnr, 0.2),
+                                             "layout_accuracy": sp(layout, 0.01)}}
 
 
 def test_verdicts_on_synthetic_results():
     res = {"dit_only_v": _row(200.0, detail=5.0, psnr=15.0), "dip_v": _row(100.0, detail=1.1, psnr=18.0),
            "dit_only_x": _row(150.0, detail=0.6), "dip_x": _row(152.0, detail=0.9, seam=1.6),
-           "dip_image_x": _row(140.0, seam=1.05), "dip_film_x": _row(152.0, seam=1.58)}
+           "dip_image_x": _row(140.0, seam=1.05, layout=0.14), "dip_film_x": _row(152.0, seam=1.58, layout=0.30)}
     v = {claim: status for claim, status, _ in regime_report.regime_verdicts(res, "0.5")}
     assert v["Regime: with v-prediction, DiP's samples beat DiT-only's"] == "reproduced"
     assert v["Regime: with v-prediction, DiT-only's samples carry more high-frequency energy (grain) than DiP's"] \
@@ -69,6 +85,9 @@ def test_verdicts_on_synthetic_results():
     s = {claim: status for claim, status, _ in regime_report.seam_verdicts(res)}
     assert s["Beyond the paper (x-pred): the U-Net over the whole image has fewer seams than the per-patch head"] == "holds"
     assert s["Beyond the paper (x-pred): s_i at every stage has fewer seams than the per-patch head"] == "within noise"
+    layout = "Beyond the paper (x-pred): {} draws its class's layout more often than the per-patch head"
+    assert s[layout.format("s_i at every stage")] == "holds"  # 0.30 vs 0.11
+    assert s[layout.format("the U-Net over the whole image")] == "within noise"  # 0.14 vs 0.11, margin 0.05
     res["mlp_v"], res["mlp_x"] = _row(300.0), _row(120.0)  # x-prediction moves the MLP head from last to first
     assert regime_report.ordering(res, "v") == ["dip", "dit_only", "mlp"]
     assert regime_report.ordering(res, "x") == ["mlp", "dit_only", "dip"]
@@ -125,7 +144,7 @@ def test_page_section_renders_every_group_of_the_cpu_run(tmp_path, monkeypatch):
     s = regime.SCALES["cpu"]
     s = type(s)(**{**s.__dict__, "table2_objectives": ("v", "x")})
     keys = ("fd_effnet", "detail_ratio", "seam_score", "final_loss", "step_time_s", "step_cpu_s", "latency_s",
-            "denoise_psnr@0.25", "denoise_psnr@0.5", "denoise_psnr@0.75")
+            "denoise_psnr@0.25", "denoise_psnr@0.5", "denoise_psnr@0.75", "layout_accuracy")
     results = {}
     for i, (name, v) in enumerate(regime.variants(s).items()):
         fd = 100.0 if name.startswith("dip") else 200.0 + i  # every DiP variant far better than every other
@@ -135,7 +154,7 @@ def test_page_section_renders_every_group_of_the_cpu_run(tmp_path, monkeypatch):
                          "spread": {k: measures.spread(x) for k, x in per_seed.items()},
                          "fd_effnet_pooled": fd, "num_samples_pooled": 1002}
     config = {**s.__dict__, "data": "emoji", "reference": "the data", "num_ref": 3773, "tokens": 16,
-              "labels": "balanced", "cfg_scale": 1.0}
+              "labels": "balanced", "cfg_scale": 1.0, "layout": {"grid": 8, "held_out": 500, "data": 0.75}}
     lines, verdicts = regime_report.section({"config": config, "results": results, "figures": {}}, tmp_path)
     page = "\n".join(lines)
     for title in regime_report.GROUP_TITLES.values():
@@ -146,4 +165,8 @@ def test_page_section_renders_every_group_of_the_cpu_run(tmp_path, monkeypatch):
     assert v["Fig. 10b: DiP at 16 px beats DiT-only at 8 px"] == "reproduced"
     assert v["Fig. 10a: a deeper head is better (depth 4 vs 1)"] == "within noise"  # both DiP: equal FD
     assert v["Fig. 10a: doubling the head width (16 -> 32) brings no clear gain"] == "reproduced"
+    # equal layout accuracy everywhere: the every-stage head's layout claim is a tie, stated with its margin
+    assert v["Beyond the paper (v-pred): s_i at every stage draws its class's layout more often than the per-patch "
+             "head"] == "within noise"
+    assert "500 held-out data images score 0.750" in page
     assert (tmp_path / "fig10.png").stat().st_size > 0
