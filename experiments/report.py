@@ -353,7 +353,7 @@ def caveats(scale: str, ov: dict | None, ab: dict | None) -> list[str]:
                    "and is biased upwards at small sample counts; only differences between rows of one run "
                    "are meaningful, never comparisons with the paper's FIDs.")
         if len(c["seeds"]) == 1:
-            out.append("- One training seed: the spread in the table is that of the FD estimate (disjoint sample "
+            out.append("- Appendix, one training seed: the spread in the table is that of the FD estimate (disjoint sample "
                        "sets from one trained model), not of training; two runs of one design can differ by more, "
                        "so gaps near the margin may be noise. The GPU variant trains 3 seeds.")
         out.append("- Appendix, objective: every variant uses the paper's velocity prediction. At budgets this small a "
@@ -363,10 +363,10 @@ def caveats(scale: str, ov: dict | None, ab: dict | None) -> list[str]:
                    "CPU demo recipe `recipes/emoji_tiny.py` predicts x0 instead for this reason.")
         out.append("- Appendix, guidance: samples are drawn without classifier-free guidance (scale 1.0) for every variant, "
                    "so no guidance scale had to be tuned per head; the paper's Table 2 uses CFG.")
-    out.append("- Timings (s / step, latency) were measured on a shared 2-core machine while other jobs ran; "
-               "variants were interleaved so that load changes hit all of them, but single numbers can be off "
-               "by tens of percent. On a CPU, the per-pixel heads cost far more relative to the backbone than "
-               "on a GPU, where the paper measures the U-Net head at +5% latency.")
+    out.append("- Timings (CPU s / step, latency) come from a machine whose cores the experiment's own workers "
+               "share, at times with other short jobs: CPU time per step is steadier than wall time, but single "
+               "numbers can be off by tens of percent. On a CPU the per-pixel heads cost far more relative to the "
+               "backbone than on a GPU, where the paper measures the U-Net head at +5% latency.")
     out.append("")
     return out
 
