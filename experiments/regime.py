@@ -96,10 +96,11 @@ class Scale:
 # CPU size, budgeted with `--plan 2` on a quiet machine (CPU time per training step at one thread
 # and batch 16: DiT-only 0.10 s, the U-Net head 0.21 s, intra-patch attention 0.45 s; sampling 2-10
 # ms per image and solver step; EfficientNet features 41 ms per image): ~100 min of two workers for
-# the 19 variants x 3 seeds, with Fig. 3 (up to ~18 min of one worker), the data and reference
-# statistics and the pooling about 2 hours (measured on 2026-12-01: 107.5 min for `experiments.run_all`). Batch 16 for 720 steps rather than 32 for 400 (about
-# the same compute): in a one-seed probe of DiP (v-pred), 800 x 16 against 400 x 32 gained 2.2-3.5 dB
-# of denoising PSNR, FD-EffNet 373 -> 342 and detail ratio 5.4 -> 2.4 (docs/experiments/batch_probe/).
+# the 19 variants x 3 seeds; with Fig. 3, the data and reference statistics and the pooling,
+# `experiments.run_all` took 107.5 min on 2026-12-01. Batch 16 for 720 steps rather than 32 for 400
+# (about the same compute): in a one-seed probe of DiP (v-pred), 800 x 16 against 400 x 32 gained
+# 2.2-3.5 dB of denoising PSNR, FD-EffNet 373 -> 342 and detail ratio 5.4 -> 2.4
+# (docs/experiments/batch_probe/).
 SCALES = {
     "cpu": Scale(device="cpu", image_size=64, patch_size=16, depth=4, dim=256, num_heads=4, head_width=16,
                  attn_depth=2, coord_depth=2, batch=16, steps=720, lr=1e-3, warmup=50, ema_decay=0.995,
