@@ -119,7 +119,8 @@ def git_revision() -> dict[str, Any]:
             return ""
 
     outputs = (":(exclude,glob)docs/experiments*/**", ":(exclude)docs/experiments*.md")
-    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain", "--", ".", *outputs))}
+    dirty = bool(run("status", "--porcelain", "--", ".", *outputs))
+    return {"commit": run("rev-parse", "HEAD") or None, "dirty": dirty}
 
 
 def command_line() -> str:

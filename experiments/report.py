@@ -347,22 +347,24 @@ def caveats(scale: str, ov: dict | None, ab: dict | None) -> list[str]:
                    "has finished overfitting: the page compares how far each gets on one budget.")
     if ab:
         c = ab["config"]
-        out.append(f"- Appendix, Table 2 at 8 px: the paper's is ImageNet 256 with FID-50k after ~80-150 x 8 GPU hours; here {c['train_images']:,} "
-                   f"emoji at {c['image_size']} px, {c['steps']} steps, FD-EffNet on {c['num_samples']} samples "
+        out.append("- Appendix, Table 2 at 8 px: the paper's is ImageNet 256 with FID-50k after ~80-150 x 8 GPU "
+                   f"hours; here {c['train_images']:,} emoji at {c['image_size']} px, {c['steps']} steps, "
+                   f"FD-EffNet on {c['num_samples']} samples "
                    "against the training set. FD-EffNet is a proxy (EfficientNet-lite0 features, not Inception) "
                    "and is biased upwards at small sample counts; only differences between rows of one run "
                    "are meaningful, never comparisons with the paper's FIDs.")
         if len(c["seeds"]) == 1:
-            out.append("- Appendix, one training seed: the spread in the table is that of the FD estimate (disjoint sample "
-                       "sets from one trained model), not of training; two runs of one design can differ by more, "
+            out.append("- Appendix, one training seed: the spread in the table is that of the FD estimate "
+                       "(disjoint sample sets from one trained model), not of training; two runs of one design "
+                       "can differ by more, "
                        "so gaps near the margin may be noise. The GPU variant trains 3 seeds.")
         out.append("- Appendix, objective: every variant uses the paper's velocity prediction. At budgets this small a "
                    "v-predicting model has not learned to remove the last few percent of noise (it must output "
                    "eps from an input where eps has amplitude 1 - t), so samples whose head sees the noisy patch "
                    "directly stay grainy (see the sample rows) and FD-EffNet largely scores that grain. The "
                    "CPU demo recipe `recipes/emoji_tiny.py` predicts x0 instead for this reason.")
-        out.append("- Appendix, guidance: samples are drawn without classifier-free guidance (scale 1.0) for every variant, "
-                   "so no guidance scale had to be tuned per head; the paper's Table 2 uses CFG.")
+        out.append("- Appendix, guidance: samples are drawn without classifier-free guidance (scale 1.0) for "
+                   "every variant, so no guidance scale had to be tuned per head; the paper's Table 2 uses CFG.")
     out.append("- Timings (CPU s / step, latency) come from a machine whose cores the experiment's own workers "
                "share, at times with other short jobs: CPU time per step is steadier than wall time, but single "
                "numbers can be off by tens of percent. On a CPU the per-pixel heads cost far more relative to the "
