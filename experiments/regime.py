@@ -226,7 +226,9 @@ class Data:
     """What every job scores against: reference statistics and images, and a fixed evaluation batch."""
 
     ref_stats: Any
-    ref_images: np.ndarray  # (M, H, W, 3) uint8, for the detail ratio and the seam score
+    images: np.ndarray  # (N, H, W, 3) uint8: the whole data set in a fixed shuffle (layout accuracy's pool)
+    labels: np.ndarray  # (N,)
+    ref_images: np.ndarray  # (M, H, W, 3) uint8, the first M of `images`: for the detail ratio and the seam score
     eval_x: torch.Tensor  # (E, C, H, W) in [-1, 1]
     eval_y: torch.Tensor  # (E,)
     eval_eps: torch.Tensor  # (E, C, H, W) fixed noise
@@ -253,7 +255,8 @@ def prepare_data(s: Scale, work: Path, device: torch.device) -> Data:
     images, labels = cache_images(cache)  # a fixed shuffle of every class
     x = torch.from_numpy(images[:s.eval_images]).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(EVAL_NOISE_SEED)).to(device)
-    return Data(stats, images[:s.detail_images], x, torch.from_numpy(labels[:s.eval_images]).to(device), eps,
+    return Data(stats, images, labels, images[:s.detail_images], x,
+                torch.from_numpy(labels[:s.eval_images]).to(device), eps,
                 extractor, cache.info.num_classes)
 
 
@@ -415,7 +418,7 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
     if missing:
         raise SystemExit(f"error: {len(missing)} jobs not done yet (e.g. {missing[0]}): run the shards first")
     data = prepare_data(s, work, device)
-    layout = layout_scores(s, work, list(vs))
+    layout = layout_scores(s, data, work, list(vs))
     results = {}
     for name, v in vs.items():
         rows = [json.loads(result_path(out, name, seed).read_text()) for seed in s.seeds]
@@ -455,14 +458,12 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
     return report
 
 
-def layout_scores(s: Scale, work: Path, names: list[str]) -> dict[str, Any]:
+def layout_scores(s: Scale, data: Data, work: Path, names: list[str]) -> dict[str, Any]:
     """measures.layout_accuracy of every variant's samples per seed, and of LAYOUT_HELD_OUT data images
     ("data": what real layouts score), each against the rest of the data."""
-    from pixdiff.data import prepare
-    from pixdiff.data.reference import cache_images
     from pixdiff.npz import load_images, load_labels
 
-    images, labels = cache_images(prepare("emoji", work / NAME / "cache", s.image_size))  # a fixed shuffle
+    images, labels = data.images, data.labels
     pool, pool_labels = images[LAYOUT_HELD_OUT:], labels[LAYOUT_HELD_OUT:]
 
     def score(x: np.ndarray, y: np.ndarray) -> float:
