@@ -81,7 +81,7 @@ def test_samples_do_not_depend_on_batch_size(ckpt, tmp_path):
 def test_two_gloo_ranks_write_exactly_n_unique_samples_for_odd_n(ckpt, tmp_path):
     one = sample(ckpt, tmp_path / "one", "--num", "7", "--labels", "random")
     two = sample(ckpt, tmp_path / "two", "--num-images", "7", "--labels", "random",
-                 launcher=("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", "-m"))
+                 launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"))
     assert two.shape[0] == 7 and len({im.tobytes() for im in two}) == 7
     assert np.abs(one.astype(int) - two.astype(int)).max() <= 1
     np.testing.assert_array_equal(load_labels(tmp_path / "one" / "samples.npz"),

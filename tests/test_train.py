@@ -163,7 +163,8 @@ def test_distributed_drill_two_gloo_ranks_match_one_process(cache_dir, tmp_path,
     multi = tmp_path / parallel
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          f"--master_port={29517 + (parallel == 'fsdp')}", "-m", "pixdiff.cli", "train", "emoji_tiny",
+                          # --standalone: the rendezvous asks the OS for a free port (no fixed port to collide on)
+                          "--standalone", "-m", "pixdiff.cli", "train", "emoji_tiny",
                           "--out", str(multi), "--no-progress", "--device", "cpu",
                           *args, "--set", f"train.parallel={parallel}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
