@@ -38,8 +38,8 @@ def configure(threads: int | None, device: str) -> torch.device:
 
 
 def dist_for(device: torch.device) -> Any:
-    """The single-process `pixdiff.distributed.Dist` for `device` (what `Trainer` takes)."""
-    from pixdiff.distributed import Dist
+    """The single-process `pixdiff.runtime.distributed.Dist` for `device` (what `Trainer` takes)."""
+    from pixdiff.runtime.distributed import Dist
 
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -158,7 +158,7 @@ def high_frequency_energy(img: np.ndarray, cutoff: float = 0.25) -> float:
 
 # ----------------------------------------------------------------------------- files
 def write_json(path: Path, obj: Any) -> Path:
-    from pixdiff.atomic import atomic_write
+    from pixdiff.runtime.atomic import atomic_write
 
     with atomic_write(path, text=True) as f:
         f.write(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from experiments import claims, common, measures, overfit
+from experiments.page import PSNR_MARGIN_DB, img
 from experiments.regime import OBJECTIVES, parse_shard
-from experiments.report import PSNR_MARGIN_DB, _img
 from pixdiff.recipe import Recipe, replace
 
 NAME = "fig3"
@@ -90,8 +90,8 @@ def is_flat(psnr: list[float], evals: int, db: float) -> bool:
 
 
 def run_job(s: Scale, seed: int, out: Path, work: Path, device: torch.device, log: common.Log) -> dict[str, Any]:
-    from pixdiff.grid import make_grid, save_png
-    from pixdiff.summary import model_summary
+    from pixdiff.data.grid import make_grid, save_png
+    from pixdiff.nn.summary import model_summary
     from pixdiff.train import Trainer
 
     data_root = overfit.prepare_photo(work / NAME)
@@ -229,8 +229,8 @@ def section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
                      + " | ".join(cell(x, f"denoise_psnr@{t}") for t in ts)
                      + f" | {cell(x, 'sample_psnr')} | {cell(x, 'detail_ratio')} |")
     lines += ["", "Cells: mean ± std over seeds (each seed's figure in brackets).", "",
-              _img(r["figures"]["psnr_vs_step"], "PSNR vs step, every seed"), ""]
-    lines += [_img(x["figure"], f"seed {x['seed']}: photo, DiT-only, DiP") for x in r["seeds"]] + [""]
+              img(r["figures"]["psnr_vs_step"], "PSNR vs step, every seed"), ""]
+    lines += [img(x["figure"], f"seed {x['seed']}: photo, DiT-only, DiP") for x in r["seeds"]] + [""]
     gaps = {t: b["spread"][f"denoise_psnr@{t}"]["mean"] - a["spread"][f"denoise_psnr@{t}"]["mean"] for t in ts}
     margin = {t: max(PSNR_MARGIN_DB, 2 * max(a["spread"][f"denoise_psnr@{t}"]["std"] or 0,
                                                b["spread"][f"denoise_psnr@{t}"]["std"] or 0)) for t in ts}

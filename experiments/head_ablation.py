@@ -37,16 +37,16 @@ import numpy as np
 import torch
 
 from experiments import common
-from pixdiff.backbone import DiTConfig
-from pixdiff.heads.coord_mlp import CoordinateMLP
-from pixdiff.heads.intra_attention import IntraPatchAttention
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.heads.mlp import StandardMLP
-from pixdiff.heads.unet import ConvUNet
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import FlowMatching
-from pixdiff.precision import autocast
+from pixdiff.diffusion.objectives import FlowMatching
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads.coord_mlp import CoordinateMLP
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.heads.intra_attention import IntraPatchAttention
+from pixdiff.nn.heads.mlp import StandardMLP
+from pixdiff.nn.heads.unet import ConvUNet
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.runtime.precision import autocast
 
 NAME = "head_ablation"
 VARIANTS = ("dit_only", "mlp", "intra_attn", "coord_mlp", "unet", "dit_only_wide")
@@ -140,7 +140,7 @@ def heads(s: Scale) -> dict[str, Any]:
 def widened_dim(s: Scale, base: Recipe, unet: Recipe) -> tuple[int, dict]:
     """Smallest width (a multiple of 4 x num_heads, depth and heads kept) whose DiT-only model has at
     least the U-Net variant's parameters and forward FLOPs."""
-    from pixdiff.summary import model_summary
+    from pixdiff.nn.summary import model_summary
 
     target = model_summary(unet.model)
     step = 4 * s.num_heads
@@ -169,7 +169,8 @@ def recipes(s: Scale, cache_dir: Path, seed: int) -> tuple[dict[str, Recipe], di
 @torch.no_grad()
 def latency_one_image(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> float:
     """Seconds to sample one image with the experiment's sampler settings."""
-    from pixdiff.sampling import sample_recipe, seed_generators
+    from pixdiff.generate import sample_recipe
+    from pixdiff.runtime.rng import seed_generators
 
     y = torch.zeros(1, dtype=torch.long, device=device)
 
@@ -182,7 +183,7 @@ def latency_one_image(model: torch.nn.Module, recipe: Recipe, device: torch.devi
 
 def reference_npz(cache: Any, path: Path) -> Path:
     """The training images as an ADM-layout .npz (a fixed shuffle, so that IS splits mix classes)."""
-    from pixdiff.npz import save_samples
+    from pixdiff.data.npz import save_samples
 
     if not path.is_file():
         order = np.random.default_rng(0).permutation(cache.info.count)
@@ -196,7 +197,7 @@ def samples_figure(out: Path, grids: dict[str, np.ndarray], per_row: int, scale:
     """One row of samples per variant (first seed), labelled, nearest-neighbour enlarged."""
     from PIL import Image, ImageDraw
 
-    from pixdiff.grid import make_grid
+    from pixdiff.data.grid import make_grid
 
     rows = [make_grid(grids[v][:per_row], nrow=per_row) for v in VARIANTS]
     label_w = 170
@@ -238,12 +239,12 @@ def fd_figure(out: Path, rows: dict[str, dict]) -> Path:
 # ----------------------------------------------------------------------------- driver
 def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overrides: dict[str, Any] | None = None,
         variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
-    from pixdiff.config_tree import to_dict
-    from pixdiff.features import load_extractor
+    from pixdiff.config.tree import to_dict
+    from pixdiff.data.npz import load_images
+    from pixdiff.eval.features import load_extractor
+    from pixdiff.eval.metrics import evaluate, reference_stats
     from pixdiff.generate import SampleSettings, generate
-    from pixdiff.metrics import evaluate, reference_stats
-    from pixdiff.npz import load_images
-    from pixdiff.summary import model_summary
+    from pixdiff.nn.summary import model_summary
     from pixdiff.train import Trainer
 
     s = dataclasses.replace(SCALES[scale], **(overrides or {}))

@@ -33,14 +33,14 @@ import numpy as np
 import torch
 
 from experiments import common
-from pixdiff.backbone import DiTConfig
-from pixdiff.config_tree import to_dict
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.heads.unet import ConvUNet
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import FlowMatching
-from pixdiff.precision import autocast
+from pixdiff.config.tree import to_dict
+from pixdiff.diffusion.objectives import FlowMatching
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.heads.unet import ConvUNet
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.runtime.precision import autocast
 
 NAME = "overfit"
 VARIANTS = ("dit_only", "dip")
@@ -137,8 +137,9 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_images(model: torch.nn.Module, recipe: Recipe, n: int, device: torch.device) -> np.ndarray:
     """n samples uint8 (n, H, W, 3) from seeds 0..n-1 with the recipe's sampler settings."""
-    from pixdiff.grid import to_uint8
-    from pixdiff.sampling import sample_recipe, seed_generators
+    from pixdiff.data.grid import to_uint8
+    from pixdiff.generate import sample_recipe
+    from pixdiff.runtime.rng import seed_generators
 
     y = torch.zeros(n, dtype=torch.long, device=device)
     with autocast(device, "bf16"):
@@ -178,7 +179,7 @@ def crop_zoom(img: np.ndarray, where: tuple[int, int], size: int = 64) -> np.nda
 
 def save_figures(out: Path, photo: np.ndarray, samples: dict[str, np.ndarray], denoised: dict[str, np.ndarray],
                  t_show: float, curve: list[dict], eval_t: tuple[float, ...], losses: dict[str, list]) -> dict:
-    from pixdiff.grid import save_png
+    from pixdiff.data.grid import save_png
 
     cols = ["photo (training image)"] + [LABELS[v] for v in VARIANTS]
     rows = []
@@ -220,7 +221,7 @@ def save_figures(out: Path, photo: np.ndarray, samples: dict[str, np.ndarray], d
 # ----------------------------------------------------------------------------- driver
 def run(scale: str, out: Path, work: Path, *, threads: int | None = None,
         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from pixdiff.summary import model_summary
+    from pixdiff.nn.summary import model_summary
     from pixdiff.train import Trainer
 
     s = dataclasses.replace(SCALES[scale], **(overrides or {}))

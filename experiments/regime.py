@@ -18,7 +18,7 @@ a rerun skips finished jobs (resumable). `--shard queue` makes workers take the 
 other worker has claimed (experiments.claims; `--prepare` clears stale claims), so two processes
 share a 2-core machine evenly; `--shard K/M` runs every M-th job instead. Scores per seed: FD-EffNet of `samples_per_seed` EMA samples
 against the whole data set decoded as training decodes it (`pixdiff.data.reference`), the detail
-ratio (high-frequency energy relative to the data's), the seam score (`pixdiff.seams`), the
+ratio (high-frequency energy relative to the data's), the seam score (`pixdiff.eval.seams`), the
 one-step denoising PSNR at fixed t on fixed data and noise, and the median time per training step
 (wall and CPU). `--aggregate` then pools each variant's seeds (FD-EffNet of all their samples
 together, >= 1,000 at the CPU size, from the feature rows each job keeps beside its samples) into <out>/results.json, from which `experiments.regime_report`
@@ -46,10 +46,10 @@ import numpy as np
 import torch
 
 from experiments import claims, common, head_ablation, measures
-from pixdiff.backbone import DiTConfig
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import FlowMatching, XPrediction
+from pixdiff.diffusion.objectives import FlowMatching, XPrediction
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
 
 NAME = "regime"
@@ -239,8 +239,8 @@ class Data:
 def prepare_data(s: Scale, work: Path, device: torch.device) -> Data:
     from pixdiff.data import prepare
     from pixdiff.data.reference import cache_images, export, reference_file
-    from pixdiff.features import load_extractor
-    from pixdiff.metrics import reference_stats
+    from pixdiff.eval.features import load_extractor
+    from pixdiff.eval.metrics import reference_stats
 
     cache_dir = work / NAME / "cache"
     cache = prepare("emoji", cache_dir, s.image_size)
@@ -278,12 +278,12 @@ def train_timed(trainer: Any, steps: int, every: int = 50) -> tuple[list[float],
 def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, device: torch.device,
             log: common.Log) -> dict[str, Any]:
     """Train one (variant, seed), score it, write its JSON; returns the JSON's content."""
-    from pixdiff.config_tree import to_dict
+    from pixdiff.config.tree import to_dict
+    from pixdiff.data.npz import load_images
+    from pixdiff.eval.metrics import compute_stats, frechet_distance, precision_recall
+    from pixdiff.eval.seams import border_ratio, seam_score
     from pixdiff.generate import SampleSettings, generate
-    from pixdiff.metrics import compute_stats, frechet_distance, precision_recall
-    from pixdiff.npz import load_images
-    from pixdiff.seams import border_ratio, seam_score
-    from pixdiff.summary import model_summary
+    from pixdiff.nn.summary import model_summary
     from pixdiff.train import Trainer
 
     recipe = recipe_for(s, v, work / NAME / "cache", seed)
@@ -369,7 +369,7 @@ def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.L
     """Estimated CPU seconds of every job from short measurements (process time, so a busy machine
     inflates them less than wall time): `probe` training steps and one sampling forward per variant,
     one feature extraction; the whole run is jobs x seeds over `workers` processes."""
-    from pixdiff.features import load_extractor
+    from pixdiff.eval.features import load_extractor
     from pixdiff.train import Trainer
 
     probe = 3
@@ -409,8 +409,8 @@ def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.L
 def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | None = None,
               device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Pool the seeds of every variant into <out>/results.json (all jobs must be done)."""
-    from pixdiff.metrics import frechet_distance
-    from pixdiff.npz import load_images
+    from pixdiff.data.npz import load_images
+    from pixdiff.eval.metrics import frechet_distance
 
     s = dataclasses.replace(SCALES[scale], **(overrides or {}))
     vs = variants(s)
@@ -461,7 +461,7 @@ def aggregate(scale: str, out: Path, work: Path, *, overrides: dict[str, Any] | 
 def layout_scores(s: Scale, data: Data, work: Path, names: list[str]) -> dict[str, Any]:
     """measures.layout_accuracy of every variant's samples per seed, and of LAYOUT_HELD_OUT data images
     ("data": what real layouts score), each against the rest of the data."""
-    from pixdiff.npz import load_images, load_labels
+    from pixdiff.data.npz import load_images, load_labels
 
     images, labels = data.images, data.labels
     pool, pool_labels = images[LAYOUT_HELD_OUT:], labels[LAYOUT_HELD_OUT:]
@@ -480,7 +480,7 @@ def samples_figure(path: Path, rows: list[tuple[str, np.ndarray]]) -> Path:
     """One labelled row of samples (uint8 (n, H, W, 3)) per variant, first training seed."""
     from PIL import Image, ImageDraw
 
-    from pixdiff.grid import make_grid
+    from pixdiff.data.grid import make_grid
 
     grids = [make_grid(images, nrow=len(images)) for _, images in rows]
     label_w, h, w = 230, grids[0].shape[0], max(g.shape[1] for g in grids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments import common
-from experiments.report import FD_REL_MARGIN, PSNR_MARGIN_DB, _compare, _img, _margin
+from experiments.page import FD_REL_MARGIN, PSNR_MARGIN_DB, compare, img, margin
 
 RATIO_MARGIN = 0.1
 ACCURACY_MARGIN = 0.05
@@ -28,8 +28,8 @@ def _fd(x: dict) -> dict:
 def fd_compare(x: dict, y: dict) -> tuple[str, str]:
     """('better' | 'worse' | 'tie' for x against y by per-seed FD-EffNet, evidence)."""
     a, b = _fd(x), _fd(y)
-    return _compare(a, b), (f"FD-EffNet {a['fd_effnet_mean']:.2f} vs {b['fd_effnet_mean']:.2f} "
-                            f"(margin {_margin(a, b):.2f})")
+    return compare(a, b), (f"FD-EffNet {a['fd_effnet_mean']:.2f} vs {b['fd_effnet_mean']:.2f} "
+                            f"(margin {margin(a, b):.2f})")
 
 
 def ratio_gap(x: dict, y: dict, key: str, floor: float = RATIO_MARGIN) -> tuple[float, float]:
@@ -239,10 +239,10 @@ def section(r: dict, plots_dir: Path) -> tuple[list[str], list[Verdict]]:
             continue
         lines += [f"## {title}", ""] + table(res, names, ts) + [""]
         plot = plot_group(res, names, plots_dir / f"{group}.png", title, c["layout"]["data"])
-        lines += [_img(common.rel(plot), f"{group} scores"), ""]
+        lines += [img(common.rel(plot), f"{group} scores"), ""]
         if f"samples_{group}" in r.get("figures", {}):
             lines += [f"Samples (seed {c['seeds'][0]}, 2 per class, classes in order):", "",
-                      _img(r["figures"][f"samples_{group}"], f"{group} samples"), ""]
+                      img(r["figures"][f"samples_{group}"], f"{group} samples"), ""]
         if group == "regime":
             verdicts += regime_verdicts(res, mid_t)
         elif group == "seams":

@@ -12,16 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
-from typing import Any
 
 from experiments import common
-
-# A difference counts only if it exceeds this (dB) for PSNR ...
-PSNR_MARGIN_DB = 0.5
-# ... and, for FD-EffNet, the larger of this fraction of the smaller value and twice the larger row std.
-FD_REL_MARGIN = 0.05
+from experiments.page import FD_REL_MARGIN, PSNR_MARGIN_DB, compare, img, margin
 
 
 def _load(path: Path) -> dict | None:
@@ -34,11 +28,6 @@ def _fmt_s(x: float) -> str:
 
 def _num(x: float, nd: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{nd}f}"
-
-
-def _img(path: str, alt: str) -> str:
-    """A markdown image link from the page (in docs/) to a figure recorded repo-relative (or absolute)."""
-    return f"![{alt}]({Path(os.path.relpath(common.REPO / path, common.DOCS)).as_posix()})"
 
 
 # ----------------------------------------------------------------------------- experiment 1
@@ -87,11 +76,11 @@ def overfit_section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
         "renders a blurry image without fine texture or sharp edges; the head gives a better reconstruction "
         "and faster convergence.",
         "",
-        _img(r["figures"]["psnr_vs_step"], "PSNR vs step"),
+        img(r["figures"]["psnr_vs_step"], "PSNR vs step"),
         "",
-        _img(r["figures"]["crops"], "zoomed crops"),
+        img(r["figures"]["crops"], "zoomed crops"),
         "",
-        _img(r["figures"]["full"], "full images"),
+        img(r["figures"]["full"], "full images"),
         "",
     ]
     verdicts = []
@@ -135,18 +124,6 @@ def _spread_source(c: dict) -> str:
     if train > 1 and sample > 1:
         return f"{train} training seeds x {sample} sample seeds"
     return f"{train} training seeds" if train > 1 else f"{sample} sample seeds of one trained model"
-
-
-def _margin(x: dict, y: dict) -> float:
-    spread = max(x["fd_effnet_std"] or 0.0, y["fd_effnet_std"] or 0.0)
-    return max(FD_REL_MARGIN * min(x["fd_effnet_mean"], y["fd_effnet_mean"]), 2 * spread)
-
-
-def _compare(x: dict, y: dict) -> str:
-    """'better' / 'worse' / 'tie' for x against y by FD-EffNet (lower is better)."""
-    d = y["fd_effnet_mean"] - x["fd_effnet_mean"]
-    m = _margin(x, y)
-    return "better" if d > m else "worse" if d < -m else "tie"
 
 
 def ablation_section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -194,11 +171,11 @@ def ablation_section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
         "DiT-only is width 1536 (1.1B parameters). "
         + f"FD-EffNet: mean ± sample standard deviation over {_spread_source(c)} (single values in brackets).",
         "",
-        _img(r["figures"]["fd"], "FD-EffNet per variant"),
+        img(r["figures"]["fd"], "FD-EffNet per variant"),
         "",
         "Samples (first training seed; 2 per class, classes in order):",
         "",
-        _img(r["figures"]["samples"], "samples per variant"),
+        img(r["figures"]["samples"], "samples per variant"),
         "",
     ]
     u = res.get("unet")
@@ -210,13 +187,13 @@ def ablation_section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
         if other not in res:
             return
         o = res[other]
-        cmp = _compare(u, o) if want == "better" else _compare(o, res["dit_only"])
+        cmp = compare(u, o) if want == "better" else compare(o, res["dit_only"])
         subject = u if want == "better" else o
         ref = o if want == "better" else res["dit_only"]
         ok = cmp == "better" if want == "better" else cmp == "worse"
         status = "reproduced" if ok else ("within noise" if cmp == "tie" else "not reproduced")
         verdicts.append((text, status, f"FD-EffNet {subject['fd_effnet_mean']:.2f} vs {ref['fd_effnet_mean']:.2f} "
-                                       f"(margin {_margin(subject, ref):.2f})"))
+                                       f"(margin {margin(subject, ref):.2f})"))
 
     claim("Table 2: the conv U-Net head beats DiT-only", "dit_only")
     claim("Table 2: the conv U-Net head beats the widened DiT-only", "dit_only_wide")
@@ -224,7 +201,7 @@ def ablation_section(r: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
     claim("Table 2: the conv U-Net head beats the intra-patch attention head", "intra_attn")
     claim("Table 2: the conv U-Net head beats (here: is not worse than) the coordinate-MLP head", "coord_mlp")
     if "mlp" in res:
-        cmp = _compare(res["mlp"], res["dit_only"])
+        cmp = compare(res["mlp"], res["dit_only"])
         status = "reproduced" if cmp == "worse" else ("within noise" if cmp == "tie" else "not reproduced")
         verdicts.append(("Table 2: the standard MLP head is worse than DiT-only", status,
                          f"FD-EffNet {res['mlp']['fd_effnet_mean']:.2f} vs {res['dit_only']['fd_effnet_mean']:.2f}"))
@@ -256,7 +233,7 @@ def write_page(scale: str = "cpu") -> Path:
         "DiP is about large pixel patches: at 16 px a token carries 768 values, a DiT narrower than that "
         "compresses them, and the Patch Detailer Head restores the detail. This page tests the paper's claims "
         "in that regime, scaled to the hardware at hand (16 px patches, a DiT of width 256), with the toolkit's "
-        "own components (`pixdiff.train.Trainer`, `pixdiff.generate`, `pixdiff.metrics`, `pixdiff.seams`): "
+        "own components (`pixdiff.train.Trainer`, `pixdiff.generate`, `pixdiff.eval.metrics`, `pixdiff.eval.seams`): "
         "Fig. 3 (single-image overfitting), the DiT-only vs DiP 2x2 with v- and x-prediction, a seam-free head, "
         "Table 2 and Fig. 10, with 3 training seeds per variant.",
         "",

@@ -1,7 +1,7 @@
 """Speed of a recipe's model: sampling latency (the paper's protocol) and sampling/training throughput.
 
 Weights are random: speed does not depend on their values. Every figure comes from the real code
-paths: `pixdiff.sampling.inference_network` + `sample_recipe`, exactly what `pixdiff sample`
+paths: `pixdiff.diffusion.sampling.inference_network` + `sample_recipe`, exactly what `pixdiff sample`
 runs (solver, guidance interval, per-sample generators, final clamp, --dtype, --compile), and
 `pixdiff.train.TrainingLoss` with AdamW.
 
@@ -44,14 +44,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.model import ModelConfig
+from pixdiff.diffusion.sampling import default_compile_mode, inference_network
+from pixdiff.generate import sample_recipe
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.model import ModelConfig
+from pixdiff.nn.summary import count_params, forward_flops
 from pixdiff.recipe import Recipe
-from pixdiff.precision import DTYPES, Dtype, autocast
-from pixdiff.sampling import (balanced_labels, default_compile_mode, inference_network, sample_recipe,
-                              seed_generators)
-from pixdiff.summary import count_params, forward_flops
-
+from pixdiff.runtime.precision import DTYPES, Dtype, autocast
+from pixdiff.runtime.rng import balanced_labels, seed_generators
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by device-name substring, checked in
 # order. bf16 only: for fp32 the ceiling depends on TF32 settings (matmuls vs cuDNN convolutions),

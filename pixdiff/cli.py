@@ -25,10 +25,10 @@ def fail(message: str) -> None:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: reported in one line, never as a traceback."""
-    from pixdiff.checkpoint import CheckpointError
-    from pixdiff.config_tree import DecodeError, OverrideError
-    from pixdiff.interop import InteropError
-    from pixdiff.plugins import PluginError
+    from pixdiff.checkpoints.dip import InteropError
+    from pixdiff.checkpoints.store import CheckpointError
+    from pixdiff.config.plugins import PluginError
+    from pixdiff.config.tree import DecodeError, OverrideError
     from pixdiff.recipe import RecipeError
 
     return RecipeError, OverrideError, DecodeError, PluginError, CheckpointError, InteropError
@@ -46,7 +46,7 @@ def info(recipe: RecipeArg, set_: SetOpt = None, as_json: Annotated[bool, typer.
 
     The model is built on the meta device: instant and memory-free even at 1.1B parameters."""
     try:
-        from pixdiff.summary import model_summary
+        from pixdiff.nn.summary import model_summary
 
         r = load(recipe, set_)
         summary = {"recipe": r.name, **model_summary(r.model)}
@@ -74,7 +74,7 @@ def info(recipe: RecipeArg, set_: SetOpt = None, as_json: Annotated[bool, typer.
 @app.command("ls")
 def list_recipes() -> None:
     """List the built-in recipes (with their functions) and discovered plugins."""
-    from pixdiff.plugins import discover
+    from pixdiff.config.plugins import discover
     from pixdiff.recipe import builtin_recipes, load_recipe_module, recipe_functions
 
     try:
@@ -107,12 +107,12 @@ def convert(
     a pixdiff checkpoint as safetensors (which `pixdiff sample` reads)."""
     import torch
 
-    from pixdiff import checkpoint
-    from pixdiff.atomic import atomic_write
-    from pixdiff.config_tree import to_dict
+    from pixdiff.checkpoints import store as checkpoint
+    from pixdiff.checkpoints.dip import to_reference
+    from pixdiff.checkpoints.jit import official_checkpoint, pixdiff_checkpoint, read_official
+    from pixdiff.config.tree import to_dict
     from pixdiff.generate import load_model
-    from pixdiff.interop import to_reference
-    from pixdiff.interop_jit import official_checkpoint, pixdiff_checkpoint, read_official
+    from pixdiff.runtime.atomic import atomic_write
 
     if layout not in ("dip", "jit"):
         fail(f"--layout must be 'dip' or 'jit', not {layout!r}")
@@ -156,7 +156,8 @@ def train(
 ) -> None:
     """Train a recipe; under `torchrun --nproc_per_node=N` the same command runs data-parallel."""
     from pixdiff.data import DataError
-    from pixdiff.train import TrainingError, train as run_training
+    from pixdiff.train import TrainingError
+    from pixdiff.train import train as run_training
 
     try:
         r = load(recipe, set_)
@@ -199,8 +200,8 @@ def sample_cmd(
         "--compile", help="torch.compile the network (the path bench latency times).")] = False,
 ) -> None:
     """Sample images to an ADM-evaluator .npz and a PNG grid; under torchrun the ranks split the work."""
-    from pixdiff.distributed import setup, teardown
     from pixdiff.generate import SampleSettings, generate, load_model
+    from pixdiff.runtime.distributed import setup, teardown
 
     d = setup(device)
     try:
@@ -241,7 +242,7 @@ def eval_cmd(
     import torch
 
     from pixdiff.data import DataError
-    from pixdiff.metrics import SampleSizeWarning, evaluate
+    from pixdiff.eval.metrics import SampleSizeWarning, evaluate
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -266,8 +267,8 @@ def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
     becomes the data set's reference export at the samples' resolution; anything else is a path."""
     if ref != "emoji" and not ref.startswith("data:"):
         return Path(ref)
+    from pixdiff.data.npz import open_images
     from pixdiff.data.reference import reference_file
-    from pixdiff.npz import open_images
 
     height, width, _ = open_images(samples).shape
     if height != width:

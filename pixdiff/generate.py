@@ -8,6 +8,7 @@ rank 0 assembles exactly N samples in index order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -16,18 +17,34 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from pixdiff import checkpoint
-from pixdiff.atomic import atomic_write
-from pixdiff.config_tree import apply_overrides
-from pixdiff.distributed import Dist, barrier
-from pixdiff.grid import make_grid, save_png, to_uint8
-from pixdiff.npz import save_samples
+from pixdiff.checkpoints import store as checkpoint
+from pixdiff.config.tree import apply_overrides
+from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.data.grid import make_grid, save_png, to_uint8
+from pixdiff.data.npz import save_samples
+from pixdiff.diffusion.objectives import Generators, Model
+from pixdiff.diffusion.sampling import inference_network, sample
+from pixdiff.diffusion.solvers import SOLVERS, Callback
 from pixdiff.recipe import Recipe, load_recipe
-from pixdiff.precision import Dtype
-from pixdiff.sampling import SOLVERS, balanced_labels, derive_seed, inference_network, sample_recipe, seed_generators
-from pixdiff.validate import check_fields, positive, require
+from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.distributed import Dist, barrier
+from pixdiff.runtime.precision import Dtype
+from pixdiff.runtime.rng import balanced_labels, derive_seed, seed_generators
+
+
+def sample_recipe(model: Model, recipe: Recipe, labels: Tensor, generators: Generators, *,
+                  callback: Callback | None = None, **overrides: Any) -> Tensor:
+    """`sample` with the recipe's objective, image shape, class count and sampler settings
+    (recipe.sample: steps, solver, cfg_scale, cfg_interval, time_shift), any of which `overrides`
+    replaces, e.g. `sample_recipe(net, recipe, y, gens, steps=25)`."""
+    sc = dataclasses.replace(recipe.sample, **overrides)
+    bb = recipe.model.backbone
+    return sample(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
+                  num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
+                  cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, generators=generators, callback=callback)
+
 
 LabelPolicy = Literal["balanced", "random"]
 
@@ -55,7 +72,7 @@ def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = 
     """Model and recipe from a pixdiff checkpoint or run folder, or from one of the authors'
     reference checkpoints when `recipe` names the model it belongs to. `ema` picks the EMA of
     that decay among train.ema_decays (default: the first)."""
-    from pixdiff.interop import load_reference
+    from pixdiff.checkpoints.dip import load_reference
 
     file = checkpoint.resolve(path)
     raw = checkpoint.read(file)
@@ -83,7 +100,7 @@ def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = 
 
 def load_weights(model: nn.Module, state: Any, what: str) -> None:
     """Strictly load `state` into `model`; a missing, foreign or mismatched state is one error line."""
-    from pixdiff.interop import check_state
+    from pixdiff.checkpoints.dip import check_state
 
     if not isinstance(state, dict):
         raise checkpoint.CheckpointError(f"{what} are missing from the file")

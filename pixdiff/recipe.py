@@ -4,7 +4,7 @@
 `dataclasses.replace` one field, selected as `recipes/dip_xl16.py:dit_only`. A spec is one of
     path/to/file.py[:function]        a recipe file (function defaults to `build`)
     name[:function]                   a built-in recipe, recipes/<name>.py
-    plugin:name                       a recipe registered by a plugin (see pixdiff.plugins)
+    plugin:name                       a recipe registered by a plugin (see pixdiff.config.plugins)
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pixdiff.config_tree import apply_overrides
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import FlowMatching, Objective
-from pixdiff.pyfile import import_file
-from pixdiff.sampling import SOLVERS
-from pixdiff.validate import check_fields, positive, require
+from pixdiff.config.pyfile import import_file
+from pixdiff.config.tree import apply_overrides
+from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.diffusion.objectives import FlowMatching, Objective
+from pixdiff.diffusion.solvers import SOLVERS
+from pixdiff.nn.model import ModelConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -182,7 +182,7 @@ def _resolve_path(file_part: str) -> Path:
 def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
     """Build the recipe named by `spec` and apply `key=value` overrides (type-checked)."""
     if spec.startswith("plugin:"):
-        from pixdiff.plugins import discover
+        from pixdiff.config.plugins import discover
 
         recipes = discover().recipes
         name = spec.removeprefix("plugin:")

@@ -1,6 +1,6 @@
 """Conformance checks that every component of an interface must pass, ours or a plugin's.
 
-    check_head(config)      a head config of either scope, "patch" or "image" (see `pixdiff.heads`)
+    check_head(config)      a head config of either scope, "patch" or "image" (see `pixdiff.nn.heads`)
     check_backbone(config)  a backbone config (`build()` -> `backbone(x, t, y) -> BackboneOutput`)
     check_model(config)     a denoiser config (`build()` -> `model(x_t, t, y) -> (B, C, H, W)`)
 
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pixdiff.patches import to_patches
+from pixdiff.nn.patches import to_patches
 
 # SGD steps (and their learning rate) allowed to wake chains of zero-initialised layers
 _WAKE_STEPS = 3
@@ -153,7 +153,7 @@ def _perturb(tensors: Sequence[torch.Tensor], row: int, seed: int) -> list[torch
 
 def _head_inputs(scope: str, images: int, grid: tuple[int, int], dim: int, channels: int, patch_size: int,
                  seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random (pixels, s, c) in the layout of a head of `scope` (see `pixdiff.heads`)."""
+    """Random (pixels, s, c) in the layout of a head of `scope` (see `pixdiff.nn.heads`)."""
     g = torch.Generator().manual_seed(seed)
     gh, gw = grid
     x = torch.randn(images, channels, gh * patch_size, gw * patch_size, generator=g)  # (B, C, H, W)
@@ -168,7 +168,7 @@ def check_head(config: Any, *, dim: int = 32, channels: int = 3, patch_size: int
                grid: tuple[int, int] = (2, 3), seed: int = 0) -> None:
     """Checks a head config: declarations `scope` ("patch" | "image") and `reads` ("s" | "tokens"),
     and `config.build(dim, channels, patch_size)` -> a module with the forward of its scope (see
-    `pixdiff.heads`), run on `images` images of `grid` (rows, columns) patches:
+    `pixdiff.nn.heads`), run on `images` images of `grid` (rows, columns) patches:
         "patch":  (patches (B*N, C, P, P), s (B*N, D), c (B, D)) -> (B*N, C, P, P)
         "image":  (x (B, C, H, W), s (B, D, gh, gw), c (B, D)) -> (B, C, H, W)
 

@@ -9,7 +9,7 @@ shift (FiLM) in every block. Each block is ConvNeXt-like:
 with a depthwise k x k conv for spatial mixing and 1x1 convs for channel mixing. The norm is a
 per-patch GroupNorm(1) without affine (FiLM supplies the affine), so patches stay independent.
 
-Discovered by `pixdiff.plugins` through the module-level `HEADS` and `RECIPES` tables at the
+Discovered by `pixdiff.config.plugins` through the module-level `HEADS` and `RECIPES` tables at the
 bottom; `pixdiff train plugin:dip_xl16_film` trains DiP-XL/16 with this head.
 """
 
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.heads import Reads, Scope
+from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.nn.heads import Reads, Scope
 from pixdiff.recipe import Recipe, load_recipe, replace
-from pixdiff.validate import check_fields, positive, require
 
 
 @dataclass(frozen=True)

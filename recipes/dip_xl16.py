@@ -5,14 +5,14 @@ an ImageNet train folder (one sub-folder per class), e.g.
     pixdiff train recipes/dip_xl16.py --set data.source=/data/imagenet/train
 """
 
-from pixdiff.backbone import DiTConfig
-from pixdiff.heads.coord_mlp import CoordinateMLP
-from pixdiff.heads.intra_attention import IntraPatchAttention
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.heads.mlp import StandardMLP
-from pixdiff.heads.unet import ConvUNet
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import FlowMatching
+from pixdiff.diffusion.objectives import FlowMatching
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads.coord_mlp import CoordinateMLP
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.heads.intra_attention import IntraPatchAttention
+from pixdiff.nn.heads.mlp import StandardMLP
+from pixdiff.nn.heads.unet import ConvUNet
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
 
 

@@ -31,11 +31,11 @@ ratio against the data's, 1 = no seams):
   smoother shapes than a uniform grid.
 """
 
-from pixdiff.backbone import DiTConfig
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.heads.unet import ConvUNet
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import XPrediction
+from pixdiff.diffusion.objectives import XPrediction
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.heads.unet import ConvUNet
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
 
 

@@ -15,14 +15,14 @@ Training and sampling follow the official scripts (main_jit.py defaults and the 
 - dropout 0.2 in the middle blocks for H (README) and G.
 
 The official adaLN is Sequential(SiLU, Linear) on t_emb + y_emb: pixdiff's blocks take c already
-SiLU'd, so `adaLN_modulation.1` there is `adaLN_modulation.0` here (see pixdiff.interop_jit).
+SiLU'd, so `adaLN_modulation.1` there is `adaLN_modulation.0` here (see pixdiff.checkpoints.jit).
     pixdiff train recipes/jit.py:l16 --set data.source=/data/imagenet/train
 """
 
-from pixdiff.backbone import DiTConfig
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.model import ModelConfig
-from pixdiff.objectives import XPrediction
+from pixdiff.diffusion.objectives import XPrediction
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 STEPS_PER_EPOCH = 1251  # ImageNet-1k train (1,281,167 images) at global batch 1024, last partial batch dropped

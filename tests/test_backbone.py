@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pixdiff.backbone import DiTConfig, RMSNorm, apply_rope, rope_2d, timestep_embedding
+from pixdiff.nn.backbone import DiTConfig, RMSNorm, apply_rope, rope_2d, timestep_embedding
 
 TINY = DiTConfig(depth=3, dim=64, num_heads=4, patch_size=4, image_size=16, num_classes=5)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pixdiff.bench import default_peak_tflops, dit_only, latency, result_table, throughput
+from pixdiff.diffusion.solvers import shifted_grid
 from pixdiff.recipe import load_recipe
-from pixdiff.solvers import shifted_grid
 
 TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
         "model.backbone.image_size=16", "model.head.width=8"]

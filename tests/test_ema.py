@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixdiff import checkpoint
-from pixdiff.distributed import Dist
+from pixdiff.checkpoints import store as checkpoint
 from pixdiff.generate import load_model
 from pixdiff.recipe import TrainConfig, load_recipe
+from pixdiff.runtime.distributed import Dist
 from pixdiff.train import Trainer
 from pixdiff.train.ema import ema_update
 

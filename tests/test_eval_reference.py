@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from pixdiff.data import emoji_source, load_image, prepare
+from pixdiff.data.npz import load_images, open_images
 from pixdiff.data.reference import cache_images, parse_part
-from pixdiff.features import load_extractor
-from pixdiff.metrics import SampleSizeWarning, evaluate, warn_if_too_few
-from pixdiff.npz import load_images, open_images
+from pixdiff.eval.features import load_extractor
+from pixdiff.eval.metrics import SampleSizeWarning, evaluate, warn_if_too_few
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_CLASS = 24  # 216 emoji: enough to separate the decodes, small enough for CI

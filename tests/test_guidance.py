@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pixdiff.guidance import cfg
+from pixdiff.diffusion.guidance import cfg
 
 NUM_CLASSES = 5
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from pixdiff.heads import intra_attention
-from pixdiff.heads.coord_mlp import CoordinateMLP, dct_features
-from pixdiff.heads.intra_attention import IntraPatchAttention
-from pixdiff.heads.mlp import StandardMLP
+from pixdiff.nn.heads import intra_attention
+from pixdiff.nn.heads.coord_mlp import CoordinateMLP, dct_features
+from pixdiff.nn.heads.intra_attention import IntraPatchAttention
+from pixdiff.nn.heads.mlp import StandardMLP
 from pixdiff.testing import check_backbone, check_head, check_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_plugin_recipe_swaps_the_head(film_plugin: ModuleType) -> None:
 
 
 def test_conv_unet_conforms() -> None:
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     check_head(ConvUNet(), patch_size=16)  # four halvings need P divisible by 16
     check_head(ConvUNet(depth=2, width=8), patch_size=8, channels=1)
@@ -84,15 +84,15 @@ def test_conv_unet_conforms() -> None:
 
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_dit_final_layer_conforms(norm: str) -> None:
-    from pixdiff.heads.final_layer import DiTFinalLayer
+    from pixdiff.nn.heads.final_layer import DiTFinalLayer
 
     check_head(DiTFinalLayer(norm=norm))
 
 
 def test_check_backbone_and_model_pass_on_small_dip() -> None:
-    from pixdiff.backbone import DiTConfig
-    from pixdiff.heads.unet import ConvUNet
-    from pixdiff.model import ModelConfig
+    from pixdiff.nn.backbone import DiTConfig
+    from pixdiff.nn.heads.unet import ConvUNet
+    from pixdiff.nn.model import ModelConfig
 
     backbone = DiTConfig(depth=2, dim=64, num_heads=4, patch_size=8, channels=3, num_classes=10, image_size=32)
     check_backbone(backbone)
@@ -271,8 +271,8 @@ def test_check_head_rejects_broken_heads(config, message: str) -> None:
 # ---- the head interface in the model; DiT's final layer as the DiT-only baseline ---------------
 
 def small_model(head, placement: str = "post"):
-    from pixdiff.backbone import DiTConfig
-    from pixdiff.model import ModelConfig
+    from pixdiff.nn.backbone import DiTConfig
+    from pixdiff.nn.model import ModelConfig
 
     backbone = DiTConfig(depth=2, dim=32, num_heads=4, patch_size=8, channels=3, num_classes=10, image_size=16)
     torch.manual_seed(0)
@@ -288,9 +288,9 @@ def randomise(module: nn.Module) -> None:
 
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_dit_only_is_dits_final_layer_on_the_last_blocks_tokens(norm: str) -> None:
-    from pixdiff.backbone import RMSNorm
-    from pixdiff.heads.final_layer import DiTFinalLayer
-    from pixdiff.patches import unpatchify
+    from pixdiff.nn.backbone import RMSNorm
+    from pixdiff.nn.heads.final_layer import DiTFinalLayer
+    from pixdiff.nn.patches import unpatchify
 
     model = small_model(DiTFinalLayer(norm=norm))
     randomise(model)
@@ -310,7 +310,7 @@ def test_dit_only_is_dits_final_layer_on_the_last_blocks_tokens(norm: str) -> No
 
 
 def test_dit_final_layer_starts_at_zero_and_rmsnorm_adds_a_gain() -> None:
-    from pixdiff.heads.final_layer import DiTFinalLayer
+    from pixdiff.nn.heads.final_layer import DiTFinalLayer
 
     layer = DiTFinalLayer().build(32, 3, 8)
     assert torch.equal(layer.project(torch.randn(2, 4, 32), torch.randn(2, 32)), torch.zeros(2, 4, 192))
@@ -321,7 +321,7 @@ def test_dit_final_layer_starts_at_zero_and_rmsnorm_adds_a_gain() -> None:
 
 @pytest.mark.parametrize("placement", ["post", "hybrid"])
 def test_heads_get_c_once_per_image(placement: str) -> None:
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     model = small_model(ConvUNet(depth=2, width=4), placement)
     seen = []
@@ -341,7 +341,7 @@ def test_conv_unet_patch_mode_is_bit_identical_to_the_recorded_head(case: str, d
     # outputs recorded from main (4dd2c1c) on fixed weights and inputs, before the image mode existed
     from safetensors.torch import load_file
 
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     rec = load_file(FIXTURE)
     head = ConvUNet(depth=depth, width=width).build(16, 3, 8)
@@ -360,7 +360,7 @@ def test_conv_unet_patch_mode_is_bit_identical_to_the_recorded_head(case: str, d
 @pytest.mark.parametrize("s_injection", ["bottleneck", "every_stage"])
 @pytest.mark.parametrize("scope", ["patch", "image"])
 def test_conv_unet_conforms_in_both_scopes(scope: str, s_injection: str) -> None:
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     check_head(ConvUNet(depth=2, width=8, scope=scope, s_injection=s_injection), patch_size=8)
     check_head(ConvUNet(depth=4, width=4, scope=scope, s_injection=s_injection), patch_size=16)
@@ -368,7 +368,7 @@ def test_conv_unet_conforms_in_both_scopes(scope: str, s_injection: str) -> None
 
 def unet_pair(depth: int, width: int, patch_size: int, dim: int = 16, **kw):
     """The same randomly initialised conv U-Net weights in a patch-scope and an image-scope head."""
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     torch.manual_seed(0)
     per_patch = ConvUNet(depth=depth, width=width, scope="patch", **kw).build(dim, 3, patch_size)
@@ -379,7 +379,7 @@ def unet_pair(depth: int, width: int, patch_size: int, dim: int = 16, **kw):
 
 def run_per_patch(head: nn.Module, x: torch.Tensor, s_grid: torch.Tensor, patch_size: int) -> torch.Tensor:
     """A patch-scope head on an image: x (B, C, H, W), s_grid (B, D, gh, gw) -> (B, C, H, W)."""
-    from pixdiff.patches import from_patches, to_patches
+    from pixdiff.nn.patches import from_patches, to_patches
 
     s = s_grid.flatten(2).transpose(1, 2).flatten(0, 1)  # (B*N, D), raster order
     return from_patches(head(to_patches(x, patch_size), s, s_grid[:, :, 0, 0]), *x.shape[-2:])
@@ -429,7 +429,7 @@ def test_conv_unet_image_scope_puts_s_i_in_its_patchs_bottleneck_cell(depth: int
 
 @pytest.mark.parametrize("scope", ["patch", "image"])
 def test_every_stage_starts_as_the_papers_head_and_then_uses_s_everywhere(scope: str) -> None:
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     torch.manual_seed(0)
     film = ConvUNet(depth=2, width=4, scope=scope, s_injection="every_stage").build(16, 3, 8)
@@ -455,7 +455,7 @@ def test_conv_unet_checkpoints_load_across_scopes() -> None:
         per_patch, whole = unet_pair(depth=2, width=4, patch_size=8, **kw)
         assert per_patch.state_dict().keys() == whole.state_dict().keys()
         per_patch.load_state_dict(whole.state_dict(), strict=True)  # and back (unet_pair loaded the other way)
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.heads.unet import ConvUNet
 
     with torch.device("meta"):
         paper = ConvUNet(scope="image").build(D, 3, 16)
@@ -464,9 +464,9 @@ def test_conv_unet_checkpoints_load_across_scopes() -> None:
 
 @pytest.mark.parametrize("placement", ["post", "hybrid"])
 def test_check_model_passes_with_an_image_scope_head(placement: str) -> None:
-    from pixdiff.backbone import DiTConfig
-    from pixdiff.heads.unet import ConvUNet
-    from pixdiff.model import ModelConfig
+    from pixdiff.nn.backbone import DiTConfig
+    from pixdiff.nn.heads.unet import ConvUNet
+    from pixdiff.nn.model import ModelConfig
 
     backbone = DiTConfig(depth=2, dim=32, num_heads=4, patch_size=8, channels=3, num_classes=10, image_size=16)
     check_model(ModelConfig(backbone=backbone, head=ConvUNet(depth=2, width=4, scope="image",

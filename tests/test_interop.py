@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixdiff.backbone import DiTConfig
-from pixdiff.interop import InteropError, from_reference, load_reference, to_reference
-from pixdiff.model import ModelConfig
+from pixdiff.checkpoints.dip import InteropError, from_reference, load_reference, to_reference
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.model import ModelConfig
 
 TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "dip_xl16_reference_state_dict.tsv"
 # reduced width: D=64 (16 heads of 4), SwiGLU hidden int(2/3*256)=170, 2 blocks

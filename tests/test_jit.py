@@ -18,12 +18,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixdiff.backbone import DiTConfig, apply_rope, rope_2d_jit, sincos_2d, with_prefix
-from pixdiff.interop import InteropError
-from pixdiff.interop_jit import (from_official, load_official, official_checkpoint, pixdiff_checkpoint, read_official,
-                                 to_official)
+from pixdiff.checkpoints.dip import InteropError
+from pixdiff.checkpoints.jit import (
+    from_official,
+    load_official,
+    official_checkpoint,
+    pixdiff_checkpoint,
+    read_official,
+    to_official,
+)
+from pixdiff.nn.backbone import DiTConfig, apply_rope, rope_2d_jit, sincos_2d, with_prefix
+from pixdiff.nn.summary import model_summary
 from pixdiff.recipe import load_recipe, replace
-from pixdiff.summary import model_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTING = ROOT / "tests" / "data" / "jit_b16_official_state_dict.tsv"
@@ -128,7 +134,7 @@ def test_conversions_are_the_official_maps():
     x = torch.randn(2, 3, 256, 256)
     conv = F.conv2d(F.conv2d(x, theirs["net.x_embedder.proj1.weight"], stride=16),
                     theirs["net.x_embedder.proj2.weight"], theirs["net.x_embedder.proj2.bias"])
-    from pixdiff.patches import patchify, unpatchify
+    from pixdiff.nn.patches import patchify, unpatchify
 
     ours = model.backbone.s_embedder(patchify(x, 16))
     torch.testing.assert_close(ours, conv.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-4)
@@ -368,7 +374,7 @@ def test_jit_init_is_adaln_zero_with_xavier_linears():
     x, t, y = torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([0, 1])
     # adaLN-Zero: every block starts as the identity, so the blocks leave the embedded tokens alone
     out = dit(x, t, y)
-    from pixdiff.patches import patchify
+    from pixdiff.nn.patches import patchify
 
     torch.testing.assert_close(out.tokens, dit.s_embedder(patchify(x, 4)) + dit.pos_embed)
 

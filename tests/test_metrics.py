@@ -1,4 +1,4 @@
-"""Tests for sample files (pixdiff.npz), feature extractors (pixdiff.features) and metrics."""
+"""Tests for sample files (pixdiff.data.npz), feature extractors (pixdiff.eval.features) and metrics."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pixdiff import features as feat
-from pixdiff import metrics, npz
-from pixdiff.metrics import (
+from pixdiff.data import npz
+from pixdiff.eval import features as feat
+from pixdiff.eval import metrics
+from pixdiff.eval.metrics import (
     FeatureStats,
     evaluate,
     frechet_distance,

@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixdiff.objectives import (
+from pixdiff.diffusion.objectives import (
     DDPM,
     FlowMatching,
     XPrediction,

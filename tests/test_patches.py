@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixdiff.patches import from_patches, patchify, to_patches, unpatchify
+from pixdiff.nn.patches import from_patches, patchify, to_patches, unpatchify
 
 shapes = st.tuples(
     st.integers(1, 3),  # B

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixdiff.config_tree import OverrideError, apply_overrides, from_dict, leaf_keys, to_dict
+from pixdiff.config.tree import OverrideError, apply_overrides, from_dict, leaf_keys, to_dict
+from pixdiff.nn.summary import count_params, model_summary
 from pixdiff.recipe import RecipeError, load_recipe
-from pixdiff.summary import count_params, model_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pixdiff import checkpoint
+from pixdiff.checkpoints import store as checkpoint
 from pixdiff.cli import app
-from pixdiff.config_tree import DecodeError, OverrideError, apply_overrides, from_dict, leaf_keys, to_dict
-from pixdiff.model import ModelConfig
+from pixdiff.config.tree import DecodeError, OverrideError, apply_overrides, from_dict, leaf_keys, to_dict
+from pixdiff.diffusion.solvers import SOLVERS
+from pixdiff.nn.model import ModelConfig
 from pixdiff.recipe import RecipeError, TrainConfig, load_recipe
-from pixdiff.sampling import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
@@ -147,8 +147,8 @@ def test_real_cli_refuses_a_payload_checkpoint_in_one_line(world, tmp_path):
 # ------------------------------------------------------------------ the decoder itself
 @pytest.mark.parametrize("stored, message", [
     ({"_type": "os:system", "command": "true"}, "refusing _type 'os:system'"),
-    ({"_type": "pixdiff.checkpoint:save", "obj": {}}, "refusing"),  # a pixdiff function, not a config class
-    ({"_type": "pixdiff.plugins:Path"}, "refusing"),  # a class, not a dataclass
+    ({"_type": "pixdiff.checkpoints.store:save", "obj": {}}, "refusing"),  # a pixdiff function, not a config class
+    ({"_type": "pixdiff.config.plugins:Path"}, "refusing"),  # a class, not a dataclass
     ({"_type": "pixdiff.recipe:__builtins__.eval"}, "refusing"),
     ({"_type": "pixdiff.recipe:NoSuchClass"}, "does not exist"),
     ({"_type": "pixdiff.heads.unet:ConvUNet", "depth": 2, "shell": "rm"}, "has no field named shell"),
@@ -161,6 +161,17 @@ def test_from_dict_builds_only_known_config_classes(stored, message):
     with pytest.raises(DecodeError, match=message) as err:
         from_dict(stored)
     assert "\n" not in str(err.value)
+
+
+def test_files_written_before_the_layered_layout_still_decode():
+    # 0.1.0 recorded heads as pixdiff.heads.*, objectives as pixdiff.objectives, ...
+    from pixdiff.diffusion.objectives import FlowMatching
+    from pixdiff.nn.heads.unet import ConvUNet
+
+    assert from_dict({"_type": "pixdiff.heads.unet:ConvUNet", "depth": 2}) == ConvUNet(depth=2)
+    assert from_dict({"_type": "pixdiff.objectives:FlowMatching"}) == FlowMatching()
+    with pytest.raises(DecodeError, match="refusing"):  # the alias table maps names, it allows nothing new
+        from_dict({"_type": "pixdiff.objectives:__builtins__.eval"})
 
 
 def test_a_module_is_refused_before_it_is_imported(tmp_path, monkeypatch):
@@ -234,8 +245,8 @@ def test_constructors_validate_without_overrides(tmp_path):
         TrainConfig(parallel="zero3")
     with pytest.raises(ValueError, match="TrainConfig.log_every=True: expected int"):
         TrainConfig(log_every=True)  # a bool is not an int
-    from pixdiff.backbone import DiTConfig
-    from pixdiff.heads.unet import ConvUNet
+    from pixdiff.nn.backbone import DiTConfig
+    from pixdiff.nn.heads.unet import ConvUNet
 
     with pytest.raises(ValueError, match="ModelConfig.head.depth=3: patch size 4 cannot be halved"):
         ModelConfig(backbone=DiTConfig(patch_size=4, image_size=32, dim=64, num_heads=4), head=ConvUNet(depth=3))
@@ -256,11 +267,11 @@ def test_overrides_validate_the_final_combination():
 
 def _bases() -> list:
     """Recipes that between them hold every config class: each head, each objective, both placements."""
-    from pixdiff.heads.coord_mlp import CoordinateMLP
-    from pixdiff.heads.intra_attention import IntraPatchAttention
-    from pixdiff.heads.final_layer import DiTFinalLayer
-    from pixdiff.heads.mlp import StandardMLP
-    from pixdiff.objectives import DDPM, FlowMatching
+    from pixdiff.diffusion.objectives import DDPM, FlowMatching
+    from pixdiff.nn.heads.coord_mlp import CoordinateMLP
+    from pixdiff.nn.heads.final_layer import DiTFinalLayer
+    from pixdiff.nn.heads.intra_attention import IntraPatchAttention
+    from pixdiff.nn.heads.mlp import StandardMLP
     from pixdiff.recipe import replace
 
     tiny = load_recipe("emoji_tiny")

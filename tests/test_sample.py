@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pixdiff import checkpoint
-from pixdiff.config_tree import to_dict
-from pixdiff.interop import to_reference
-from pixdiff.npz import load_images, load_labels, load_meta
+from pixdiff.checkpoints import store as checkpoint
+from pixdiff.checkpoints.dip import to_reference
+from pixdiff.config.tree import to_dict
+from pixdiff.data.npz import load_images, load_labels, load_meta
 from pixdiff.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

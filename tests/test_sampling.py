@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from pixdiff.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
-from pixdiff.sampling import SOLVERS, sample, seed_generators
-from pixdiff.solvers import NFECounter, euler, shifted_grid
+from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
+from pixdiff.diffusion.sampling import sample
+from pixdiff.diffusion.solvers import SOLVERS, NFECounter, euler, shifted_grid
+from pixdiff.runtime.rng import seed_generators
 
 NUM_CLASSES = 10
 SHAPE = (3, 4, 4)

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixdiff.seams import border_ratio, seam_score
+from pixdiff.eval.seams import border_ratio, seam_score
 
 
 def ramp(size: int, gy: float, gx: float) -> torch.Tensor:

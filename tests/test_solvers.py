@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from pixdiff.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
-from pixdiff.solvers import (
+from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
+from pixdiff.diffusion.solvers import (
     NFECounter,
     ddim,
     ddpm_ancestral,

@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pixdiff.data.stream import BatchStream, EpochOrders, StreamError, class_groups, epoch_order, flips, global_batch_indices
+from pixdiff.data.stream import (
+    BatchStream,
+    EpochOrders,
+    StreamError,
+    class_groups,
+    epoch_order,
+    flips,
+    global_batch_indices,
+)
 
 CPU = torch.device("cpu")
 
@@ -135,8 +143,8 @@ def test_bad_shapes_are_refused():
 
 def test_training_with_workers_repeats_training_without(tmp_path: Path):
     """The trainer end to end: background workers, flips and grad accumulation change nothing."""
-    from pixdiff.distributed import Dist
     from pixdiff.recipe import load_recipe
+    from pixdiff.runtime.distributed import Dist
     from pixdiff.train import Trainer
 
     rng = np.random.default_rng(0)

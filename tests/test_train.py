@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
-from pixdiff import checkpoint
-from pixdiff.config_tree import from_dict
-from pixdiff.distributed import Dist
+from pixdiff.checkpoints import store as checkpoint
+from pixdiff.config.tree import from_dict
 from pixdiff.recipe import load_recipe
+from pixdiff.runtime.distributed import Dist
 from pixdiff.train import Trainer, TrainingError, class_groups, epoch_order, global_batch_indices
 
 ROOT = Path(__file__).resolve().parents[1]

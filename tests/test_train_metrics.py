@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixdiff import checkpoint
-from pixdiff.distributed import Dist
+from pixdiff.checkpoints import store as checkpoint
 from pixdiff.recipe import load_recipe
+from pixdiff.runtime.distributed import Dist
 from pixdiff.train import Trainer, TrainingError
 
 TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixdiff.npz import save_samples
+from pixdiff.data.npz import save_samples
 
 from .cache import Cache, prepare
 from .images import DataError

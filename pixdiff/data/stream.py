@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from pixdiff.sampling import derive_seed
+from pixdiff.runtime.rng import derive_seed
 
 
 # ----------------------------------------------------------------------------- the order (pure)

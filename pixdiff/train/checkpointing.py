@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from pixdiff import checkpoint
-from pixdiff.atomic import atomic_write
-from pixdiff.config_tree import to_dict
-from pixdiff.distributed import Dist, barrier
+from pixdiff.checkpoints import store as checkpoint
+from pixdiff.config.tree import to_dict
 from pixdiff.recipe import Recipe
+from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.distributed import Dist, barrier
 from pixdiff.train import parallel
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.parallel import Parts

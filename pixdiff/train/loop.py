@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pixdiff import checkpoint
-from pixdiff.atomic import atomic_write
-from pixdiff.config_tree import to_dict
+from pixdiff.checkpoints import store as checkpoint
+from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
-from pixdiff.distributed import Dist, barrier, mean_across
-from pixdiff.precision import autocast
 from pixdiff.recipe import Recipe
+from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.distributed import Dist, barrier, mean_across
+from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, parallel
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
@@ -182,8 +182,9 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self) -> Path | None:
         """Samples of the first EMA as a PNG grid, written by rank 0 (every rank must call it under FSDP)."""
-        from pixdiff.grid import make_grid, save_png, to_uint8
-        from pixdiff.sampling import balanced_labels, sample_recipe, seed_generators
+        from pixdiff.data.grid import make_grid, save_png, to_uint8
+        from pixdiff.generate import sample_recipe
+        from pixdiff.runtime.rng import balanced_labels, seed_generators
 
         ema = self.ema_model()
         if ema is None:
@@ -238,7 +239,7 @@ class Trainer:
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
           progress: bool = True) -> TrainResult:
     """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group."""
-    from pixdiff.distributed import setup, teardown
+    from pixdiff.runtime.distributed import setup, teardown
 
     d = setup(device)
     try:

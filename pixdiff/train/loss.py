@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pixdiff.recipe import RepaConfig
-from pixdiff.sampling import derive_seed
+from pixdiff.runtime.rng import derive_seed
 
 
 def step_generators(seed: int, step: int, indices: range, device: torch.device) -> list[torch.Generator]:
@@ -23,7 +23,7 @@ class TrainingLoss(nn.Module):
 
     def __init__(self, model: nn.Module, objective: Any, num_classes: int, repa: RepaConfig | None):
         super().__init__()
-        from pixdiff.repa import load_encoder, projector
+        from pixdiff.train.repa import load_encoder, projector
 
         self.model, self.objective, self.num_classes, self.repa = model, objective, num_classes, repa
         if repa is not None:
@@ -35,7 +35,7 @@ class TrainingLoss(nn.Module):
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.repa is None:
             return self.objective.loss(self.model, x, y, num_classes=self.num_classes, generator=generators)
-        from pixdiff.repa import alignment_loss
+        from pixdiff.train.repa import alignment_loss
 
         block: dict[str, torch.Tensor] = {}
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from pixdiff.distributed import Dist, mean_across
 from pixdiff.recipe import TrainConfig
+from pixdiff.runtime.distributed import Dist, mean_across
 from pixdiff.train.errors import TrainingError
 
 
@@ -143,7 +143,7 @@ def plot_loss(log_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pixdiff.atomic import atomic_write
+    from pixdiff.runtime.atomic import atomic_write
 
     rows = [json.loads(r) for r in log_path.read_text().splitlines() if r]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)

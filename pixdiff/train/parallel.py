@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pixdiff.distributed import Dist
 from pixdiff.recipe import Recipe
+from pixdiff.runtime.distributed import Dist
 from pixdiff.train.loss import TrainingLoss
 
 

@@ -1,6 +1,6 @@
 """Sample-quality metrics and the reference-statistics cache.
 
-Metric arithmetic works on features from ``pixdiff.features`` (float64 where it matters):
+Metric arithmetic works on features from ``pixdiff.eval.features`` (float64 where it matters):
 
 * Fréchet distance (FID with Inception features, FD-EffNet with EfficientNet-lite0 features);
 * KID: unbiased MMD² with the cubic polynomial kernel over random subsets (Bińkowski et al. 2018,
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixdiff.features import Extractor, ExtractorSpec, load_extractor
-from pixdiff.npz import ImageSource, open_images, savez_atomic
+from pixdiff.data.npz import ImageSource, open_images, savez_atomic
+from pixdiff.eval.features import Extractor, ExtractorSpec, load_extractor
 
 __all__ = [
     "STATS_FORMAT",

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from pixdiff.guidance import cfg
-from pixdiff.objectives import Generators, Model, Objective, prior_std, randn
-from pixdiff.precision import DTYPES, Dtype, autocast
-from pixdiff.solvers import Callback, Solver, ddim, ddpm_ancestral, euler, euler_maruyama, heun, odeint, shifted_grid
-
-if TYPE_CHECKING:
-    from pixdiff.recipe import Recipe
-
-# The CLI takes a solver by name; `sample` also accepts any function with the Solver signature.
-SOLVERS: dict[str, Solver] = {
-    "euler": euler,
-    "heun": heun,
-    "ddim": ddim,
-    "ddpm_ancestral": ddpm_ancestral,
-    "euler_maruyama": euler_maruyama,
-    "odeint": odeint,
-}
-
-
-def seed_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One generator per sample: image i depends on seeds[i] only (not on batch size or rank)."""
-    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+from pixdiff.diffusion.guidance import cfg
+from pixdiff.diffusion.objectives import Generators, Model, Objective, prior_std, randn
+from pixdiff.diffusion.solvers import SOLVERS, Callback, Solver, shifted_grid
+from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 
 
 @torch.no_grad()
@@ -61,18 +42,6 @@ def sample(
 
     x = step(velocity, x, ts, schedule=objective, generator=generators, callback=callback, **solver_options)
     return x.float().clamp(-1, 1)
-
-
-def sample_recipe(model: Model, recipe: Recipe, labels: Tensor, generators: Generators, *,
-                  callback: Callback | None = None, **overrides: Any) -> Tensor:
-    """`sample` with the recipe's objective, image shape, class count and sampler settings
-    (recipe.sample: steps, solver, cfg_scale, cfg_interval, time_shift), any of which `overrides`
-    replaces, e.g. `sample_recipe(net, recipe, y, gens, steps=25)`."""
-    sc = dataclasses.replace(recipe.sample, **overrides)
-    bb = recipe.model.backbone
-    return sample(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
-                  num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
-                  cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, generators=generators, callback=callback)
 
 
 class Network:
@@ -118,17 +87,3 @@ def inference_network(model: torch.nn.Module, *, dtype: Dtype = "fp32", compile:
     mode = compile_mode or default_compile_mode(device)
     net = torch.compile(model, mode=mode, dynamic=False) if compile else model
     return Network(net, device, dtype, compile and device.type == "cuda" and mode in CUDAGRAPH_MODES)
-
-
-def balanced_labels(n: int, num_classes: int, *, device: torch.device | str = "cpu") -> Tensor:
-    """(n,) labels cycling through the classes: N/num_classes each when n divides (the fair
-    default of the evaluation protocol: 50 per class for 50k ImageNet samples)."""
-    return torch.arange(n, device=device) % num_classes
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys, e.g. (run seed, image index) or
-    (seed, step, sample): neighbouring keys give unrelated streams."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([k & 0xFFFFFFFFFFFFFFFF for k in keys]).generate_state(2, np.uint64)[0] >> 1)

@@ -32,7 +32,7 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from pixdiff.validate import check_fields, positive, require
+from pixdiff.config.validate import check_fields, positive, require
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x (B,C,H,W), t (B,), y (B,)) -> (B,C,H,W)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixdiff.atomic import atomic_write
+from pixdiff.runtime.atomic import atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.heads import Reads, Scope
-from pixdiff.validate import check_fields, positive, require
+from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.nn.heads import Reads, Scope
 
 # CUDA attention kernels put the batch on a grid axis capped at 65,535 blocks (pytorch#142228);
 # BN = images x patches per image reaches that at batch 256 with 16x16 patches, so attention runs

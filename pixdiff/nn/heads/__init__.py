@@ -10,7 +10,7 @@ A head *config* is a frozen dataclass (what recipes hold) with two declarations 
 
 `scope` and `reads` are class attributes, or fields where a head offers both (the conv U-Net's
 `scope`). The built module's forward, by scope (D = dim, P = patch_size, N = (H/P)*(W/P) tokens in
-raster order, patches image-major as `pixdiff.patches.to_patches` orders them):
+raster order, patches image-major as `pixdiff.nn.patches.to_patches` orders them):
 
     "patch":  forward(patches (B*N, C, P, P), s (B*N, D), c (B, D)) -> (B*N, C, P, P)
     "image":  forward(x (B, C, H, W), s (B, D, H/P, W/P), c (B, D)) -> (B, C, H, W)

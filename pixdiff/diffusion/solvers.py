@@ -32,7 +32,7 @@ from torch import Tensor
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_METHODS
 from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver, FixedGridODESolver
 
-from pixdiff.objectives import (
+from pixdiff.diffusion.objectives import (
     Generators,
     Prediction,
     Schedule,
@@ -249,3 +249,14 @@ def odeint(
     if callback is not None:
         callback(len(ts) - 2, ts[-1], x)
     return x
+
+
+# The CLI takes a solver by name; `sample` also accepts any function with the Solver signature.
+SOLVERS: dict[str, Solver] = {
+    "euler": euler,
+    "heun": heun,
+    "ddim": ddim,
+    "ddpm_ancestral": ddpm_ancestral,
+    "euler_maruyama": euler_maruyama,
+    "odeint": odeint,
+}

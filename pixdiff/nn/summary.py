@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixdiff.model import ModelConfig
+from pixdiff.nn.model import ModelConfig
 
 
 def count_params(module: torch.nn.Module) -> int:

@@ -20,9 +20,9 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from pixdiff.backbone import RMSNorm, modulate
-from pixdiff.heads import Reads, Scope
-from pixdiff.validate import check_fields
+from pixdiff.config.validate import check_fields
+from pixdiff.nn.backbone import RMSNorm, modulate
+from pixdiff.nn.heads import Reads, Scope
 
 Norm = Literal["layernorm", "rmsnorm"]
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from pixdiff.atomic import atomic_write
-from pixdiff.config_tree import DecodeError, from_dict, to_dict
+from pixdiff.config.tree import DecodeError, from_dict, to_dict
 from pixdiff.recipe import Recipe
+from pixdiff.runtime.atomic import atomic_write
 
 FORMAT = "pixdiff-1"
 SAFETENSORS = ".safetensors"
@@ -36,7 +36,7 @@ class CheckpointError(ValueError):
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write atomically (`pixdiff.atomic`): a crash never leaves half a file under `path`."""
+    """Write atomically (`pixdiff.runtime.atomic`): a crash never leaves half a file under `path`."""
     with atomic_write(path) as f:
         torch.save({"format": FORMAT, **obj}, f)
 

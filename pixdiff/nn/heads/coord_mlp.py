@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.backbone import RMSNorm
-from pixdiff.heads import Reads, Scope
-from pixdiff.validate import check_fields, positive
+from pixdiff.config.validate import check_fields, positive
+from pixdiff.nn.backbone import RMSNorm
+from pixdiff.nn.heads import Reads, Scope
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Placements (paper Fig. 5):
                     back into the token stream, and DiT's final layer produces the result;
     "hybrid"        both: a head at `inject_after` and another after the last block.
 
-Every head gets what its config declares (`pixdiff.heads`): its scope's pixels (patches or the
+Every head gets what its config declares (`pixdiff.nn.heads`): its scope's pixels (patches or the
 whole image), s = silu(t_emb + tokens) or the tokens themselves, and c (B, D) once per image.
 """
 
@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.backbone import DiTConfig
-from pixdiff.heads import HeadConfig
-from pixdiff.heads.final_layer import DiTFinalLayer
-from pixdiff.heads.unet import ConvUNet
-from pixdiff.patches import from_patches, patchify, to_patches
-from pixdiff.validate import check_fields, require
+from pixdiff.config.validate import check_fields, require
+from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.heads import HeadConfig
+from pixdiff.nn.heads.final_layer import DiTFinalLayer
+from pixdiff.nn.heads.unet import ConvUNet
+from pixdiff.nn.patches import from_patches, patchify, to_patches
 
 Placement = Literal["post", "intermediate", "hybrid"]
 
@@ -59,7 +59,7 @@ class ModelConfig:
 
 def apply_head(head: nn.Module, config: HeadConfig, x: torch.Tensor, tokens: torch.Tensor, s: torch.Tensor,
                c: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Run a built head on its declared scope and features (see `pixdiff.heads`).
+    """Run a built head on its declared scope and features (see `pixdiff.nn.heads`).
 
     x (B, C, H, W) noisy image, tokens and s = silu(t_emb + tokens) (B, N, D), c (B, D) -> (B, C, H, W).
     """

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.heads import Reads, Scope
-from pixdiff.validate import check_fields, positive
+from pixdiff.config.validate import check_fields, positive
+from pixdiff.nn.heads import Reads, Scope
 
 SInjection = Literal["bottleneck", "every_stage"]
 

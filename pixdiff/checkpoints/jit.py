@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from pixdiff.backbone import DiTConfig
-from pixdiff.checkpoint import ema_weights
-from pixdiff.config_tree import to_dict
-from pixdiff.interop import InteropError, check_state
+from pixdiff.checkpoints.dip import InteropError, check_state
+from pixdiff.checkpoints.store import ema_weights
+from pixdiff.config.tree import to_dict
+from pixdiff.nn.backbone import DiTConfig
 
 if TYPE_CHECKING:
     from pixdiff.recipe import Recipe

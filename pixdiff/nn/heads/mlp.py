@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pixdiff.heads import Reads, Scope
-from pixdiff.validate import check_fields, positive
+from pixdiff.config.validate import check_fields, positive
+from pixdiff.nn.heads import Reads, Scope
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from pixdiff.atomic import atomic_write
 from pixdiff.data.images import to_rgb
+from pixdiff.runtime.atomic import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS",

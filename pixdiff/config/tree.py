@@ -14,8 +14,8 @@ import typing
 from importlib.metadata import entry_points
 from typing import Any, Literal, Union
 
-from pixdiff.plugins import ENTRY_POINT_GROUP, LOCAL_PACKAGE, load_local_plugins, local_plugin_dirs
-from pixdiff.validate import ConfigError
+from pixdiff.config.plugins import ENTRY_POINT_GROUP, LOCAL_PACKAGE, load_local_plugins, local_plugin_dirs
+from pixdiff.config.validate import ConfigError
 
 
 class OverrideError(ValueError):
@@ -164,12 +164,29 @@ def _allowed(module: str, plugins: set[str]) -> bool:
     return any(module == root or module.startswith(root + ".") for root in ("pixdiff", *plugins))
 
 
+# Modules that held config classes before the layered layout (0.1.0): files written then name them.
+MOVED_MODULES = {
+    "pixdiff.model": "pixdiff.nn.model",
+    "pixdiff.backbone": "pixdiff.nn.backbone",
+    "pixdiff.heads": "pixdiff.nn.heads",
+    "pixdiff.objectives": "pixdiff.diffusion.objectives",
+}
+
+
+def _current_module(module: str) -> str:
+    for old, new in MOVED_MODULES.items():
+        if module == old or module.startswith(old + "."):
+            return new + module[len(old):]
+    return module
+
+
 def _import_class(path: Any, where: str) -> type:
     """The config class named by `path` ("module:qualname"), imported only from allowed modules."""
     refuse = f"{where}: refusing _type {path!r}: only config dataclasses of pixdiff or of a registered plugin load"
     if not isinstance(path, str) or path.count(":") != 1:
         raise DecodeError(refuse)
     module_name, qualname = path.split(":")
+    module_name = _current_module(module_name)
     plugins = set() if _allowed(module_name, set()) else _plugin_modules()
     if not _allowed(module_name, plugins) or not qualname or any(p.startswith("__") for p in qualname.split(".")):
         raise DecodeError(refuse)

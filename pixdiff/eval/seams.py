@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from pixdiff.patches import check_divisible
+from pixdiff.nn.patches import check_divisible
 
 
 def border_ratio(images: torch.Tensor, patch_size: int) -> float:

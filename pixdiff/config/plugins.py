@@ -1,7 +1,7 @@
 """Plugin discovery: the entry-point group `pixdiff.plugins` and the local `plugins/` folder.
 
 A plugin is a module that may define, at module level,
-    HEADS:   dict[str, type]       name -> head config class (see pixdiff.heads)
+    HEADS:   dict[str, type]       name -> head config class (see pixdiff.nn.heads)
     RECIPES: dict[str, callable]   name -> function returning a Recipe (`pixdiff train plugin:NAME`)
 Local plugins are the `*.py` files of `./plugins` (or $PIXDIFF_PLUGINS, or the repo's plugins/).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from pixdiff.pyfile import import_file
+from pixdiff.config.pyfile import import_file
 
 ENTRY_POINT_GROUP = "pixdiff.plugins"
 LOCAL_PACKAGE = "pixdiff_local_plugins"

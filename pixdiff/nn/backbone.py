@@ -1,10 +1,10 @@
 """The DiP backbone: a DDT-style Diffusion Transformer on large pixel patches.
 
-Faithful to the authors' layout (parameter names match their state dict, see `pixdiff.interop`):
+Faithful to the authors' layout (parameter names match their state dict, see `pixdiff.checkpoints.dip`):
 RMSNorm computed in float32, qk-norm, 2D RoPE on normalised positions, SwiGLU, adaLN on
 c = silu(t_emb + y_emb), sinusoidal timestep embedding with max_period 10, a null class row.
 
-The same backbone builds JiT (Li & He, arXiv 2511.13720; `pixdiff.interop_jit` maps the official
+The same backbone builds JiT (Li & He, arXiv 2511.13720; `pixdiff.checkpoints.jit` maps the official
 layout) through options, each off by default: a bottleneck patch embedding, a fixed 2D sin-cos
 position table, JiT's RoPE variant, in-context class tokens from block k, biases in qkv and the
 MLP, and dropout in the middle blocks. JiT's adaLN is `Linear(SiLU(t_emb + y_emb))`, i.e. DiP's
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.patches import check_divisible, patchify
-from pixdiff.validate import check_fields, positive, require
+from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.nn.patches import check_divisible, patchify
 
 # hook(tokens (B, N, D), t_emb (B, D), c (B, D)) -> tokens (B, N, D)
 TokenHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

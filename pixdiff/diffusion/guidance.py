@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pixdiff.objectives import Model
+from pixdiff.diffusion.objectives import Model
 
 
 def cfg(model: Model, scale: float, *, num_classes: int, interval: tuple[float, float] = (0.1, 1.0)) -> Model:
