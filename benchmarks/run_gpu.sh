@@ -9,7 +9,7 @@
 # "error" (stderr tail, on failure)}. A failed benchmark is recorded and the others still run; the
 # exit status is the number of failures. pixdiff runs from the source tree (PYTHONPATH=<repo>), no
 # install needed. Environment: PYTHON (default python3), RECIPE (default dip_xl16), LIMIT (seconds
-# per benchmark before it is killed, default 900).
+# per benchmark before it is killed, default 900), GIT_COMMIT (recorded where the tree has no .git).
 #
 # Expected wall time on one H100: eager runs take seconds; each compiled run spends most of its
 # time compiling (one graph per batch shape; latency compiles the recipe and its baseline), about
@@ -104,6 +104,7 @@ try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
 except OSError:
     commit = None
+commit = commit or e.get("GIT_COMMIT") or None  # a copied tree without .git: the caller says which commit
 record = {"name": e["NAME"], "command": e["CMD"].strip(), "exit_code": int(e["RC"]), "wall_s": int(e["WALL"]),
           "nvidia_smi": e["SMI"], "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
           "git_commit": commit, "result": result}
