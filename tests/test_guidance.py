@@ -52,13 +52,42 @@ def test_scale_one_is_exactly_the_conditional_model_in_one_forward_of_batch_b():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("t", [0.05, 0.1, 1.0])  # the interval (0.1, 1.0) is open
+@pytest.mark.parametrize("t", [0.0, 0.05, 0.1, 1.0])  # (0.1, 1.0) is open at both ends
 def test_outside_the_interval_the_output_is_unguided(t):
     net = Net()
     x, t, y = inputs(6, t)
     out = cfg(net, 4.0, num_classes=NUM_CLASSES, interval=(0.1, 1.0))(x, t, y)
     assert net.batches == [6]
     assert torch.equal(out, net(x, t, y))
+
+
+def jit_interval_mask(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """LTH14/JiT's rule, written as its sampler states it (denoiser.py, _forward_sample)."""
+    return (t < high) & ((low == 0) | (t > low))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("interval", [(0.0, 1.0), (0.0, 0.5), (0.1, 1.0), (0.1, 0.7), (0.3, 0.3)])
+def test_the_interval_guides_exactly_where_jit_does_at_both_ends(interval):
+    # the ends themselves and their neighbours, per sample in one batch
+    lo, hi = interval
+    ts = [0.0, lo, lo + 1e-3, 0.5, hi - 1e-3, hi, 1.0]
+    net = Net()
+    x, t, y = inputs(len(ts), ts)
+    out = cfg(net, 3.0, num_classes=NUM_CLASSES, interval=interval)(x, t, y)
+    expected = torch.where(jit_interval_mask(t, lo, hi).view(-1, 1, 1, 1), naive(net, 3.0, x, t, y), net(x, t, y))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_an_interval_from_zero_guides_the_first_step_at_t_zero():
+    # closed form: at t = 0 the guided output is uncond + w (cond - uncond), not the conditional one
+    net = Net()
+    x, t, y = inputs(4, 0.0)
+    out = cfg(net, 4.0, num_classes=NUM_CLASSES, interval=(0.0, 1.0))(x, t, y)
+    assert net.batches == [8]  # [uncond, cond] in one forward
+    torch.testing.assert_close(out, naive(net, 4.0, x, t, y), rtol=0, atol=1e-6)
+    assert not torch.allclose(out, net(x, t, y))
 
 
 @torch.no_grad()

@@ -11,8 +11,10 @@ from pixdiff.diffusion.objectives import Model
 def cfg(model: Model, scale: float, *, num_classes: int, interval: tuple[float, float] = (0.1, 1.0)) -> Model:
     """Wrap `model` so that it returns uncond + scale * (cond - uncond) on all output channels.
 
-    Guidance applies to the samples with lo < t < hi (open interval; DiP: 0.1 < t < 1.0, with
-    t = 1 as data); the others get the conditional output. The unconditional half uses the null
+    Guidance applies to the samples with lo < t < hi (DiP: 0.1 < t < 1.0, with t = 1 as data), and
+    also at t = 0 when lo = 0: the interval is closed at the noise end exactly when it starts there,
+    as LTH14/JiT's sampler decides it (`(t < high) & ((low == 0) | (t > low))`), so JiT's (0, 1)
+    guides its first step too. The others get the conditional output. The unconditional half uses the null
     class `num_classes` and runs in the same forward as the conditional one, on the concatenated
     batch [uncond(guided samples), cond(all)]: batch 2B when every sample is guided (the sampling
     case, where all samples share t), batch B when none is or when scale == 1 (no unconditional
@@ -25,7 +27,7 @@ def cfg(model: Model, scale: float, *, num_classes: int, interval: tuple[float, 
     def guided(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         if scale == 1.0:
             return model(x, t, y)
-        inside = (t > lo) & (t < hi)  # (B,)
+        inside = ((t > lo) | (lo == 0)) & (t < hi)  # (B,)
         n = int(inside.sum())
         if n == 0:
             return model(x, t, y)
