@@ -15,6 +15,8 @@ import torch
 
 from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
 from pixdiff.diffusion.solvers import (
+    ADAPTIVE_METHODS,
+    FIXED_GRID_METHODS,
     NFECounter,
     ddim,
     ddpm_ancestral,
@@ -311,3 +313,29 @@ def test_solvers_never_evaluate_at_t_1_and_report_every_step(name, solver, optio
     assert torch.equal(steps[-1][2], out)
     if name == "rk4-on-grid":  # fixed-grid torchdiffeq methods step on the given grid
         assert set(ts[:-1].tolist()) <= set(seen)
+
+
+# ------------------------------------------------------------------ odeint's method lists
+@pytest.mark.parametrize("method", FIXED_GRID_METHODS + ADAPTIVE_METHODS)
+def test_odeint_methods_keep_to_the_grid_as_their_kind_promises(method):
+    # fixed-grid methods step exactly on ts[:-1] (so they start every step on a grid point); adaptive
+    # ones are told to land on ts[-2], so no evaluation ever lies beyond it (torchdiffeq would
+    # otherwise step past the end and interpolate); both end with one Euler step into ts[-1]
+    ts = uniform_grid(6, dtype=F64)
+    seen: list[float] = []
+
+    def f(x, t):
+        seen.append(float(t.flatten()[0]))
+        return -x
+
+    x = odeint(f, torch.ones(2, 1, 1, 1, dtype=F64), ts, method=method, rtol=1e-6, atol=1e-6)
+    ode_part, last = seen[:-1], seen[-1]
+    assert last == float(ts[-2]) and max(ode_part) <= float(ts[-2]) + 1e-12
+    if method in FIXED_GRID_METHODS and method != "implicit_adams":  # implicit: corrector evaluations
+        starts = {round(float(t), 12) for t in ts[:-2]}
+        assert starts <= {round(s, 12) for s in ode_part}
+    # the exact answer of dx/dt = -x over the ODE part, then the Euler step's factor (1 - h)
+    h = float(ts[-1] - ts[-2])
+    expected = math.exp(-float(ts[-2] - ts[0])) * (1 - h)
+    # Euler, the crudest method, is off by (1 - h)^4 / e^{-4h} - 1 = -8.6% at h = 0.2
+    assert abs(float(x[0, 0, 0, 0]) - expected) < 0.1 * expected

@@ -101,6 +101,24 @@ def test_memory_is_reused_only_once_nothing_holds_it():
         assert addresses <= {t.data_ptr() for t in stream._outputs.kept}
 
 
+def test_without_a_storage_use_count_nothing_is_reused_and_batches_are_the_same(monkeypatch):
+    # the documented fallback for a torch without the private torch._C._storage_Use_Count
+    images, labels = data(40, 3, 1)
+    setting = dict(seed=5, global_batch=4, grad_accum=1, rank=0, world=1, flip=True, balance_classes=False,
+                   device=CPU, num_workers=2, prefetch=1)
+    with BatchStream(images, labels, **setting) as stream:
+        reference = [next(stream).x.clone() for _ in range(12)]
+    monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    with BatchStream(images, labels, **setting) as stream:
+        batches = [next(stream).x for _ in range(12)]
+        assert len({b.data_ptr() for b in batches}) == 12  # every one fresh while all are held ...
+        del batches[:]
+        fresh = {next(stream).x.data_ptr() for _ in range(8)}
+        assert not fresh & {t.data_ptr() for t in stream._outputs.kept}  # ... and none handed out again
+    with BatchStream(images, labels, **setting) as stream:
+        assert all(torch.equal(next(stream).x, r) for r in reference)
+
+
 def test_workers_stop_on_close_and_on_leaving_the_context():
     images, labels = data(20, 3, 0)
     stream = BatchStream(images, labels, seed=0, global_batch=4, grad_accum=1, rank=0, world=1, flip=True,

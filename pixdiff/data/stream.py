@@ -126,9 +126,13 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def _holders(t: torch.Tensor) -> int:
-    """How many tensors share `t`'s memory (views, autograd's saved tensors, ...), `t` included;
-    a large number where this torch cannot tell (then nothing is reused)."""
-    use_count = getattr(torch._C, "_storage_Use_Count", None)  # private: guarded
+    """How many tensors share `t`'s memory (views, autograd's saved tensors, ...), `t` included.
+
+    torch has no public storage reference count, so this reads the private
+    `torch._C._storage_Use_Count` (there since torch 2.1). Fallback, where a torch lacks it: a
+    count so large that no buffer is ever reused; the stream then allocates every micro-batch
+    afresh (slower on the CPU, the same values). tests/test_stream.py runs both ways."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
     if use_count is None:
         return 1 << 30
     return use_count(t.untyped_storage()._cdata) - 1  # minus the storage object made here

@@ -29,8 +29,6 @@ import torchdiffeq
 from torch import Tensor
 
 # torchdiffeq's method table and base classes, only to tell fixed-grid from adaptive methods
-from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_METHODS
-from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver, FixedGridODESolver
 
 from pixdiff.diffusion.objectives import (
     Generators,
@@ -214,6 +212,13 @@ def euler_maruyama(
     return x
 
 
+# torchdiffeq's methods by kind (its public API takes the name only; tests check the lists against it):
+# fixed-grid methods step on a grid we hand them, adaptive ones are told to land on ts[-2].
+FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
+                      "fixed_adams")
+ADAPTIVE_METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+
+
 def odeint(
     f: Velocity, x: Tensor, ts: Tensor, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
     options: dict[str, Any] | None = None, schedule: Schedule | None = None,
@@ -232,11 +237,10 @@ def odeint(
     if len(ts) < 3:
         raise ValueError("odeint needs a grid of at least 3 points (an ODE part and the final step)")
     opts = dict(options or {})
-    method_class = _TORCHDIFFEQ_METHODS.get(method)
-    if method_class is not None and issubclass(method_class, FixedGridODESolver):
+    if method in FIXED_GRID_METHODS:
         if "step_size" not in opts:
             opts.setdefault("grid_constructor", lambda func, y0, t: ts[:-1].to(t))
-    elif method_class is not None and issubclass(method_class, AdaptiveStepsizeODESolver):
+    elif method in ADAPTIVE_METHODS:
         opts.setdefault("step_t", ts[-2:-1])
 
     def rhs(t: Tensor, y: Tensor) -> Tensor:  # torchdiffeq passes t as a 0-d tensor
