@@ -65,7 +65,7 @@ def train_round(trainers: Mapping[Hashable, Any], device: torch.device, step_tim
     """One training step of every trainer in turn (so all see the same machine load); each step's
     time goes to `step_times[key]`, its loss to `window[key]`."""
     for key, trainer in trainers.items():
-        stats, dt = timed(trainer.train_step, device)
+        stats, dt = timed(trainer.step, device)
         step_times[key].append(dt)
         window[key].append(float(stats["loss"]))
 

@@ -124,7 +124,7 @@ def run_job(s: Scale, seed: int, out: Path, work: Path, device: torch.device, lo
         for _ in range(s.eval_every):
             for v, tr in trainers.items():
                 c0 = time.process_time()
-                tr.train_step()
+                tr.step()
                 cpu[v].append(time.process_time() - c0)
         step += s.eval_every
         evaluate(step)

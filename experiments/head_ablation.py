@@ -45,7 +45,7 @@ from pixdiff.nn.heads.intra_attention import IntraPatchAttention
 from pixdiff.nn.heads.mlp import StandardMLP
 from pixdiff.nn.heads.unet import ConvUNet
 from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace, with_sampler
 from pixdiff.runtime.precision import autocast
 
 NAME = "head_ablation"
@@ -243,7 +243,7 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
     from pixdiff.data.npz import load_images
     from pixdiff.eval.features import load_extractor
     from pixdiff.eval.metrics import evaluate, reference_stats
-    from pixdiff.generate import SampleSettings, generate
+    from pixdiff.generate import SampleJob, generate
     from pixdiff.nn.summary import model_summary
     from pixdiff.train import Trainer
 
@@ -304,14 +304,15 @@ def run(scale: str, out: Path, work: Path, *, threads: int | None = None, overri
     scores: dict[tuple[str, int, int], dict] = {}
     grids: dict[str, np.ndarray] = {}
     sample_s: dict[tuple[str, int], float] = {}
-    settings = {sseed: SampleSettings(num=s.num_samples, steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale,
-                                      cfg_interval=(0.1, 1.0), time_shift=1.0, seed=sseed, labels="balanced",
-                                      batch_size=s.sample_batch) for sseed in s.sample_seeds}
+    jobs = {sseed: SampleJob(num=s.num_samples, seed=sseed, labels="balanced", batch_size=s.sample_batch)
+            for sseed in s.sample_seeds}
+    sampler = dict(steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale, cfg_interval=(0.1, 1.0), time_shift=1.0)
     for (v, seed), model in ema.items():
         for sseed in s.sample_seeds:
             sdir = work / "samples" / f"{v}-seed{seed}-sample{sseed}"
             npz, sample_s[(v, seed)] = common.timed(
-                lambda: generate(model, all_recipes[seed][v], settings[sseed], sdir, d, num_classes=cache.info.num_classes,
+                lambda: generate(model, with_sampler(all_recipes[seed][v], **sampler), jobs[sseed], sdir, d,
+                                 num_classes=cache.info.num_classes,
                                  dtype="bf16" if device.type == "cuda" else "fp32",
                                  meta={"variant": v, "train_seed": seed}), device)
             scores[(v, seed, sseed)] = evaluate(npz, ref, features=extractor, device=device, seed=0)

@@ -50,7 +50,7 @@ from pixdiff.diffusion.objectives import FlowMatching, XPrediction
 from pixdiff.nn.backbone import DiTConfig
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace, with_sampler
 
 NAME = "regime"
 OBJECTIVES = {"v": FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
@@ -266,7 +266,7 @@ def train_timed(trainer: Any, steps: int, every: int = 50) -> tuple[list[float],
     wall, cpu, losses, window = [], [], [], []
     for step in range(1, steps + 1):
         c0, w0 = time.process_time(), time.perf_counter()
-        window.append(float(trainer.train_step()["loss"]))  # waits for the step, so the times are honest
+        window.append(float(trainer.step()["loss"]))  # waits for the step, so the times are honest
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         if step % every == 0 or step == steps:
@@ -282,7 +282,7 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     from pixdiff.data.npz import load_images
     from pixdiff.eval.metrics import compute_stats, frechet_distance, precision_recall
     from pixdiff.eval.seams import border_ratio, seam_score
-    from pixdiff.generate import SampleSettings, generate
+    from pixdiff.generate import SampleJob, generate
     from pixdiff.nn.summary import model_summary
     from pixdiff.train import Trainer
 
@@ -296,10 +296,10 @@ def run_job(s: Scale, v: Variant, seed: int, out: Path, work: Path, data: Data, 
     model = trainer.ema_model()
     psnr = {str(t): round(measures.denoise_psnr(model, recipe.objective, data.eval_x, data.eval_y, data.eval_eps, t), 3)
             for t in s.eval_t}
-    settings = SampleSettings(num=s.samples_per_seed, steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale,
-                              cfg_interval=(0.1, 1.0), time_shift=1.0, seed=seed, labels="balanced",
-                              batch_size=s.sample_batch)
-    npz, sampling_s = common.timed(lambda: generate(model, recipe, settings, samples_dir(work, v.name, seed),
+    job = SampleJob(num=s.samples_per_seed, seed=seed, labels="balanced", batch_size=s.sample_batch)
+    sampled = with_sampler(recipe, steps=s.sample_steps, solver="euler", cfg_scale=s.cfg_scale,
+                           cfg_interval=(0.1, 1.0), time_shift=1.0)
+    npz, sampling_s = common.timed(lambda: generate(model, sampled, job, samples_dir(work, v.name, seed),
                                                     common.dist_for(device), num_classes=data.num_classes,
                                                     meta={"variant": v.name, "train_seed": seed}), device)
     head_ablation.latency_one_image(model, recipe, device)  # warm-up
@@ -383,10 +383,10 @@ def plan(s: Scale, work: Path, device: torch.device, workers: int, log: common.L
     for name, v in variants(s).items():
         trainer = Trainer(recipe_for(s, v, work / NAME / "cache", 0), work / NAME / "plan" / name,
                           common.dist_for(device), progress=False)
-        trainer.train_step()  # warm-up
+        trainer.step()  # warm-up
         c0 = time.process_time()
         for _ in range(probe):
-            trainer.train_step()
+            trainer.step()
         step = (time.process_time() - c0) / probe
         ema = trainer.ema_model()
         with torch.no_grad():

@@ -200,18 +200,17 @@ def sample_cmd(
         "--compile", help="torch.compile the network (the path bench latency times).")] = False,
 ) -> None:
     """Sample images to an ADM-evaluator .npz and a PNG grid; under torchrun the ranks split the work."""
-    from pixdiff.generate import SampleSettings, generate, load_model
+    from pixdiff.generate import SampleJob, generate, load_model
+    from pixdiff.recipe import with_sampler
     from pixdiff.runtime.distributed import setup, teardown
 
     d = setup(device)
     try:
         model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], weights=weights, ema=ema,
                                     device=d.device)
-        sc = r.sample
-        settings = SampleSettings(num=num, steps=steps or sc.steps, solver=solver or sc.solver,
-                                  cfg_scale=sc.cfg_scale if cfg is None else cfg, cfg_interval=sc.cfg_interval,
-                                  time_shift=sc.time_shift, seed=seed, labels=labels, batch_size=batch_size)
-        npz = generate(model, r, settings, out, d, num_classes=classes, dtype=dtype, compile=compile_,
+        r = with_sampler(r, steps=steps, solver=solver, cfg_scale=cfg)
+        job = SampleJob(num=num, seed=seed, labels=labels, batch_size=batch_size)
+        npz = generate(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,
                        meta={"checkpoint": str(file), "weights": weights, "ema": ema})
     except (*user_errors(), ValueError) as e:
         fail(str(e))

@@ -8,7 +8,6 @@ rank 0 assembles exactly N samples in index order.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,13 +20,13 @@ from torch import Tensor, nn
 
 from pixdiff.checkpoints import store as checkpoint
 from pixdiff.config.tree import apply_overrides
-from pixdiff.config.validate import check_fields, positive, require
-from pixdiff.data.grid import make_grid, save_png, to_uint8
+from pixdiff.config.validate import check_fields, positive
+from pixdiff.data.grid import save_grid, to_uint8
 from pixdiff.data.npz import save_samples
 from pixdiff.diffusion.objectives import Generators, Model
 from pixdiff.diffusion.sampling import inference_network, sample
-from pixdiff.diffusion.solvers import SOLVERS, Callback
-from pixdiff.recipe import Recipe, load_recipe
+from pixdiff.diffusion.solvers import Callback
+from pixdiff.recipe import Recipe, load_recipe, with_sampler
 from pixdiff.runtime.atomic import atomic_write
 from pixdiff.runtime.distributed import Dist, barrier
 from pixdiff.runtime.precision import Dtype
@@ -37,9 +36,9 @@ from pixdiff.runtime.rng import balanced_labels, derive_seed, seed_generators
 def sample_recipe(model: Model, recipe: Recipe, labels: Tensor, generators: Generators, *,
                   callback: Callback | None = None, **overrides: Any) -> Tensor:
     """`sample` with the recipe's objective, image shape, class count and sampler settings
-    (recipe.sample: steps, solver, cfg_scale, cfg_interval, time_shift), any of which `overrides`
-    replaces, e.g. `sample_recipe(net, recipe, y, gens, steps=25)`."""
-    sc = dataclasses.replace(recipe.sample, **overrides)
+    (recipe.sample), any of which `overrides` replaces through `with_sampler`, e.g.
+    `sample_recipe(net, recipe, y, gens, steps=25)`. (B,) labels -> (B, C, H, W) in [-1, 1]."""
+    sc = with_sampler(recipe, **overrides).sample if overrides else recipe.sample
     bb = recipe.model.backbone
     return sample(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
                   num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
@@ -50,21 +49,16 @@ LabelPolicy = Literal["balanced", "random"]
 
 
 @dataclass(frozen=True)
-class SampleSettings:
+class SampleJob:
+    """What to draw, not how: the sampler settings live in the recipe (`with_sampler` overrides them)."""
     num: int
-    steps: int
-    solver: str
-    cfg_scale: float
-    cfg_interval: tuple[float, float]
-    time_shift: float
     seed: int = 0
     labels: LabelPolicy = "balanced"
     batch_size: int = 64
 
     def __post_init__(self) -> None:  # command-line values: refused before any image is drawn
         check_fields(self)
-        positive(self, "num", "steps", "batch_size")
-        require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
+        positive(self, "num", "batch_size")
 
 
 def load_model(path: Path, *, recipe: str | None = None, overrides: list[str] = (), weights: str = "ema",
@@ -117,7 +111,7 @@ def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int) -> torc
 
 
 @torch.no_grad()
-def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir: Path, d: Dist = Dist(), *,
+def generate(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d: Dist = Dist(), *,
              num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
              meta: dict | None = None) -> Path | None:
     """Write out_dir/samples.npz (+ grid.png, meta.json); returns the .npz path on rank 0.
@@ -127,7 +121,7 @@ def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir
     converted in place), the path `pixdiff bench latency` times."""
     bb = recipe.model.backbone
     classes = num_classes or bb.num_classes
-    s = settings
+    s = job
     labels = labels_for(s.num, classes, s.labels, s.seed)  # (N,), identical on every rank
     mine = list(range(d.rank, s.num, d.world))
     net = inference_network(model, dtype=dtype, compile=compile)
@@ -136,8 +130,7 @@ def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir
         idx = mine[start:start + s.batch_size]
         y = labels[idx].to(d.device)
         gens = seed_generators([derive_seed(s.seed, i) for i in idx], d.device)
-        x = sample_recipe(net, recipe, y, gens, steps=s.steps, solver=s.solver, cfg_scale=s.cfg_scale,
-                          cfg_interval=s.cfg_interval, time_shift=s.time_shift)
+        x = sample_recipe(net, recipe, y, gens)
         chunks.append(to_uint8(x))
     parts = out_dir / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -151,13 +144,14 @@ def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir
     for r in range(d.world):
         images[r::d.world] = np.load(parts / f"rank{r:05d}.npy")
     shutil.rmtree(parts)
-    info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": s.steps,
-            "solver": s.solver, "cfg_scale": s.cfg_scale, "cfg_interval": list(s.cfg_interval),
-            "time_shift": s.time_shift, "dtype": dtype, "compile": compile,
+    sc = recipe.sample
+    info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": sc.steps,
+            "solver": sc.solver, "cfg_scale": sc.cfg_scale, "cfg_interval": list(sc.cfg_interval),
+            "time_shift": sc.time_shift, "dtype": dtype, "compile": compile,
             "world_size": d.world, "recipe": recipe.name, **(meta or {})}
     npz = out_dir / "samples.npz"
     save_samples(npz, images, labels.numpy(), info)
-    save_png(make_grid(images[:64]), out_dir / "grid.png", scale=max(1, 128 // bb.image_size))
+    save_grid(images[:64], out_dir / "grid.png")
     with atomic_write(out_dir / "meta.json", text=True) as f:
         f.write(json.dumps(info, indent=2))
     return npz

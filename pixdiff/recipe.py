@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pixdiff.config.pyfile import import_file
 from pixdiff.config.tree import apply_overrides
-from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.config.validate import ConfigError, check_fields, positive, require
 from pixdiff.diffusion.objectives import FlowMatching, Objective
 from pixdiff.diffusion.solvers import SOLVERS
 from pixdiff.nn.model import ModelConfig
@@ -139,6 +139,24 @@ class Recipe:
     @property
     def resolution(self) -> int:
         return self.model.backbone.image_size
+
+
+def with_sampler(recipe: Recipe, **overrides: Any) -> Recipe:
+    """`recipe` with sampler settings overridden: the one place where the CLI (`sample --steps/--solver/
+    --cfg`), the Python API (`pixdiff.load(...).sample(steps=...)`) and the training grids resolve
+    them. A None value keeps the recipe's; the result is validated as a SampleConfig, and a bad value
+    or an unknown name is one RecipeError line, e.g. "sample.steps=0: must be > 0"."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    names = [f.name for f in dataclasses.fields(SampleConfig)]
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        raise RecipeError(f"unknown sampler setting {', '.join(unknown)}; choose from {', '.join(names)}")
+    if "cfg_interval" in changes:
+        changes["cfg_interval"] = tuple(changes["cfg_interval"])
+    try:
+        return dataclasses.replace(recipe, sample=dataclasses.replace(recipe.sample, **changes))
+    except ConfigError as e:
+        raise RecipeError(f"sample.{e.field}={e.value}: {e.reason}") from None
 
 
 def recipe_functions(module: Any) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     out = {}
     for decays in ("(0.9, 0.5)", "(0.9,)", "(0.5,)"):
         recipe = load_recipe("emoji_tiny", [*TINY, f"data.cache_dir={root / 'cache'}", f"train.ema_decays={decays}"])
-        Trainer(recipe, root / decays, Dist(), progress=False).run()
+        Trainer(recipe, root / decays, Dist(), progress=False).fit()
         out[decays] = root / decays
     return out
 

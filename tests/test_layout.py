@@ -22,7 +22,7 @@ LAYERS = [
     ["pixdiff.checkpoints", "recipes", "plugins"],
     ["pixdiff.generate"],
     ["pixdiff.train"],
-    ["pixdiff.load"],
+    ["pixdiff.pretrained"],
     ["pixdiff.bench", "experiments"],
     ["pixdiff.cli"],
 ]

@@ -178,7 +178,7 @@ def test_training_with_workers_repeats_training_without(tmp_path: Path):
     for workers in (0, 2):
         recipe = load_recipe("emoji_tiny", [*tiny, f"train.num_workers={workers}"])
         trainer = Trainer(recipe, tmp_path / f"run{workers}", Dist(), progress=False)
-        trainer.run()
+        trainer.fit()
         weights.append(trainer.net.model.state_dict())
         assert data_threads() == []  # run() closes its stream
     for k, v in weights[0].items():

@@ -193,7 +193,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_a_good_checkpoint(cache_dir, t
 
     monkeypatch.setattr(type(recipe.objective), "loss", flaky)
     with pytest.raises(TrainingError, match="loss is nan at step 6"):
-        trainer.run()
+        trainer.fit()
     ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "step_00000005.pt")
     assert ckpt["step"] == 5
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -216,10 +216,10 @@ def test_repa_term_trains_with_a_tiny_frozen_encoder(cache_dir, tmp_path):
                                             "model.backbone.patch_size=4", "model.head.depth=2"))  # the encoder's grid
     trainer = Trainer(recipe, tmp_path / "run", Dist(), progress=False)
     before = {k: v.clone() for k, v in trainer.net.repa_projector.state_dict().items()}
-    stats = trainer.train_step()
+    stats = trainer.step()
     assert "repa" in stats and -1.0 <= stats["repa"] <= 1.0
     assert any(not torch.equal(before[k], v) for k, v in trainer.net.repa_projector.state_dict().items())
-    trainer.run()
+    trainer.fit()
     ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "step_00000003.pt")
     assert "repa_projector" in ckpt and not any(k.startswith("encoder") for k in ckpt["model"])
 

@@ -26,7 +26,7 @@ def cache_dir(tmp_path_factory):
 
 def run(cache_dir: Path, out: Path, *extra: str, resume: bool = False) -> list[dict]:
     recipe = load_recipe("emoji_tiny", [*TINY, f"data.cache_dir={cache_dir}", *extra])
-    Trainer(recipe, out, Dist(), progress=False, resume=resume).run()
+    Trainer(recipe, out, Dist(), progress=False, resume=resume).fit()
     return rows(out)
 
 
@@ -82,7 +82,7 @@ def test_a_nan_step_is_skipped_on_device_and_stops_the_run_at_the_next_log_step(
     monkeypatch.setattr(type(recipe.objective), "loss",
                         lambda self, *a, **k: infinite_at_step_2(real(self, *a, **k), next(calls)))
     with pytest.raises(TrainingError, match="loss is inf at step 2"):
-        trainer.run()
+        trainer.fit()
     assert next(calls) == 6  # steps 3-5 ran (no sync in between); the run stopped at the step-5 row
     assert [r["step"] for r in rows(tmp_path / "run")] == [1]
     kept = checkpoint.load(tmp_path / "run" / "checkpoints" / "step_00000001.pt")

@@ -38,3 +38,11 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     with atomic_write(path) as f:
         pil.save(f, format="PNG")
     return Path(path)
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
+    """Samples as one PNG grid: (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C); small images are
+    enlarged to ~128 px a cell so that they stay readable."""
+    if isinstance(images, torch.Tensor):
+        images = to_uint8(images)
+    return save_png(make_grid(images, nrow=nrow), path, scale=max(1, 128 // images.shape[1]))

@@ -21,8 +21,8 @@ Run folder:
 
 from pixdiff.data.stream import class_groups, epoch_order, flips, global_batch_indices
 from pixdiff.train.errors import TrainingError
-from pixdiff.train.loop import Trainer, TrainResult, train
+from pixdiff.train.loop import Callback, Event, Trainer, TrainResult, train
 from pixdiff.train.loss import TrainingLoss, step_generators
 
-__all__ = ["TrainResult", "Trainer", "TrainingError", "TrainingLoss", "class_groups", "epoch_order", "flips",
+__all__ = ["Callback", "Event", "TrainResult", "Trainer", "TrainingError", "TrainingLoss", "class_groups", "epoch_order", "flips",
            "global_batch_indices", "step_generators", "train"]

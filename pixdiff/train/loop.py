@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -34,6 +35,23 @@ from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, i
 from pixdiff.train.schedule import lr_at
 
 SAMPLES_DIR = "samples"
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a callback is told: `kind` "step" (after every step, with its `stats` as 0-d device tensors),
+    "log" (a metrics `row` was written), "checkpoint" / "sample" (the file's `path`), "end" (the last
+    checkpoint's `path`). `step` is the number of optimizer steps taken so far."""
+    kind: Literal["step", "log", "checkpoint", "sample", "end"]
+    step: int
+    stats: dict[str, torch.Tensor] | None = None
+    row: dict[str, Any] | None = None
+    path: Path | None = None
+
+
+# A callback gets the trainer and the event; returning True asks `fit` to stop after this step
+# (it then saves a checkpoint as at the end). Eval, early stopping and custom logs are callbacks.
+Callback = Callable[["Trainer", Event], Any]
 
 
 @dataclass(frozen=True)
@@ -69,15 +87,29 @@ def open_data(recipe: Recipe, d: Dist) -> Any:
 
 
 class Trainer:
-    """Holds the live state of one run; `run()` trains to recipe.train.max_steps."""
+    """The live state of one run, for the CLI, experiments and your own code alike:
 
-    def __init__(self, recipe: Recipe, out_dir: Path, d: Dist, *, resume: bool = False, progress: bool = True,
-                 console: Any = None):
+        trainer = Trainer(recipe, "runs/x")                # or resume=True to continue the folder
+        trainer.fit()                                      # to recipe.train.max_steps
+        trainer.fit([lambda tr, ev: ev.kind == "log" and ev.row["loss"] < 0.1])   # early stop
+        stats = trainer.step()                             # or drive it step by step
+
+    Every path goes through `step`, so the LR schedule, EMA, non-finite stop, metrics rows,
+    checkpoints and grids apply to everyone. `global_step` counts the optimizer steps taken."""
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, d: Dist | None = None, *, resume: bool = False,
+                 progress: bool = True, console: Any = None):
+        d = d or Dist()
         self.recipe, self.out_dir, self.d, self.progress, self.console = recipe, Path(out_dir), d, progress, console
+        self._log: MetricsLog | None = None
+        self._bar: ProgressBar | None = None
+        self._t0 = time.perf_counter()
+        self._stop_requested = False
+        self.last_grid: Path | None = None
         self.cache = open_data(recipe, d)
         self.parts = parallel.build(recipe, d)
         self.net = self.parts.net
-        self.step, self.lr, self.last_ckpt, self.last_loss = 0, 0.0, None, float("nan")
+        self.global_step, self.lr, self.last_ckpt, self.last_loss = 0, 0.0, None, float("nan")
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
@@ -95,25 +127,24 @@ class Trainer:
         if self.d.main:
             checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
-        self.step = int(ckpt["step"])
+        self.global_step = int(ckpt["step"])
         self.window.load(ckpt.get("metrics_window"))
         if self.d.main:
-            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.step)
+            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.global_step)
 
     # ------------------------------------------------------------------ data
     def _open_stream(self) -> BatchStream:
         tc, dc = self.recipe.train, self.recipe.data
         return BatchStream(self.cache.images, self.cache.labels, seed=tc.seed, global_batch=tc.global_batch,
                            grad_accum=tc.grad_accum, rank=self.d.rank, world=self.d.world, flip=dc.flip,
-                           balance_classes=dc.balance_classes, device=self.d.device, start_step=self.step,
+                           balance_classes=dc.balance_classes, device=self.d.device, start_step=self.global_step,
                            num_workers=tc.num_workers)
 
     def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        """Stop the data stream's workers."""
-        self.stream.close()
+        self.close()
 
     # ------------------------------------------------------------------ one step
     def _gradients(self) -> dict[str, torch.Tensor]:
@@ -130,10 +161,10 @@ class Trainer:
         sums["loss"] = mean_across(self.d, sums["loss"])
         return sums
 
-    def train_step(self) -> dict[str, torch.Tensor]:
+    def _optimizer_step(self) -> dict[str, torch.Tensor]:
         """One optimizer step; returns its statistics as 0-d device tensors (no host sync)."""
         tc, p = self.recipe.train, self.parts
-        self.lr = lr_at(self.step, tc)
+        self.lr = lr_at(self.global_step, tc)
         for group in p.optimizer.param_groups:
             group["lr"] = self.lr
         stats = self._gradients()
@@ -145,13 +176,13 @@ class Trainer:
         p.optimizer.zero_grad(set_to_none=True)
         ema_update([[parallel.local(e) for e in ema] for ema in p.emas],
                    [parallel.local(q) for q in p.net.model.parameters()], tc.ema_decays, 1.0 - self.halted)
-        self.step += 1
+        self.global_step += 1
         return stats
 
     def _record_nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         first = ~(torch.isfinite(loss) & torch.isfinite(grad_norm)) & (self.halted == 0)
         # new_full: a fill on the device, not a host-to-device copy
-        self.bad.copy_(torch.where(first, torch.stack([loss.new_full((), self.step + 1.0), loss]), self.bad))
+        self.bad.copy_(torch.where(first, torch.stack([loss.new_full((), self.global_step + 1.0), loss]), self.bad))
         self.halted.copy_(torch.maximum(self.halted, first.float()))
 
     def _stop_if_nonfinite(self) -> None:
@@ -159,9 +190,9 @@ class Trainer:
         if not self.halted.item():
             return
         bad_step, bad_loss = self.bad.tolist()
-        self.step = int(bad_step) - 1  # no update was applied since: the state is that of this step
+        self.global_step = int(bad_step) - 1  # no update was applied since: the state is that of this step
         self.window = Window(self.d)  # its sums hold the bad values
-        if self.step > 0 and checkpointing.checkpoint_step(self.last_ckpt) != self.step:
+        if self.global_step > 0 and checkpointing.checkpoint_step(self.last_ckpt) != self.global_step:
             self.save_checkpoint()
         raise TrainingError(f"loss is {bad_loss} at step {int(bad_step)} (or its gradient is not finite); "
                             f"stopped without applying it. Last good checkpoint: "
@@ -169,7 +200,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints and samples
     def save_checkpoint(self) -> Path:
-        state = checkpointing.run_state(self.recipe, self.parts, self.step, self.cache.info.count,
+        state = checkpointing.run_state(self.recipe, self.parts, self.global_step, self.cache.info.count,
                                         self.window.state())  # collective under FSDP: every rank takes part
         self.last_ckpt = checkpointing.save(self.out_dir, state, self.d)
         return self.last_ckpt
@@ -182,58 +213,94 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self) -> Path | None:
         """Samples of the first EMA as a PNG grid, written by rank 0 (every rank must call it under FSDP)."""
-        from pixdiff.data.grid import make_grid, save_png, to_uint8
+        from pixdiff.data.grid import save_grid
         from pixdiff.generate import sample_recipe
         from pixdiff.runtime.rng import balanced_labels, seed_generators
 
         ema = self.ema_model()
         if ema is None:
             return None
-        n, classes, size = self.recipe.sample.grid_images, self.cache.info.num_classes, self.recipe.resolution
+        n, classes = self.recipe.sample.grid_images, self.cache.info.num_classes
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
             x = sample_recipe(ema, self.recipe, y, seed_generators(range(n), self.d.device))
-        return save_png(make_grid(to_uint8(x), nrow=classes if n % classes == 0 and classes <= 12 else None),
-                        self.out_dir / SAMPLES_DIR / f"step_{self.step:08d}.png", scale=max(1, 128 // size))
+        return save_grid(x, self.out_dir / SAMPLES_DIR / f"step_{self.global_step:08d}.png",
+                         nrow=classes if n % classes == 0 and classes <= 12 else None)
 
     # ------------------------------------------------------------------ driver
-    def _on_schedule(self, log: MetricsLog, bar: ProgressBar, t0: float) -> Path | None:
-        """A row, a checkpoint and a grid when the step asks for them; the grid's path if one was made."""
-        tc, s = self.recipe.train, self.step
+    def step(self, callbacks: Sequence[Callback] = ()) -> dict[str, torch.Tensor]:
+        """One optimizer step, then whatever the recipe schedules at it (a metrics row, a checkpoint,
+        a sample grid, each after the non-finite check) and the callbacks' events. Returns the step's
+        statistics as 0-d device tensors; reading one waits for the step."""
+        if self._log is None:
+            self._open_logs()
+        stats = self._optimizer_step()
+        self.window.add(stats)
+        tc, s = self.recipe.train, self.global_step
         if is_log_step(s, tc):
             self._stop_if_nonfinite()
-            row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - t0, 3)}
-            log.write(row)
-            bar.update(s, row["loss"], row["img_per_s"])
+            row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - self._t0, 3)}
+            self._log.write(row)
+            self._bar.update(s, row["loss"], row["img_per_s"])
             self.last_loss = row["loss"]
+            self._emit(callbacks, Event("log", s, row=row))
         if s % tc.ckpt_every == 0 and s != tc.max_steps:
             self._stop_if_nonfinite()
-            self.save_checkpoint()
+            self._emit(callbacks, Event("checkpoint", s, path=self.save_checkpoint()))
         if tc.sample_every > 0 and s % tc.sample_every == 0 and s != tc.max_steps:
             self._stop_if_nonfinite()
-            return self.sample_grid()
-        return None
+            self.last_grid = self.sample_grid()
+            self._emit(callbacks, Event("sample", s, path=self.last_grid))
+        self._emit(callbacks, Event("step", s, stats=stats))
+        return stats
 
-    def run(self) -> TrainResult:
-        tc, d = self.recipe.train, self.d
-        t0, grid = time.perf_counter(), None
-        log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
-                         resumed_at=self.step + 1 if self.step else None)
-        bar = ProgressBar(tc.max_steps, self.step, enabled=self.progress and d.main, console=self.console)
-        with log, bar, self:
-            while self.step < tc.max_steps:
-                self.window.add(self.train_step())
-                grid = self._on_schedule(log, bar, t0) or grid
+    def fit(self, callbacks: Sequence[Callback] = (), *, max_steps: int | None = None) -> TrainResult:
+        """Train to `max_steps` (default: recipe.train.max_steps) or until a callback returns True,
+        then save a final checkpoint and grid; the data workers and logs are closed on the way out."""
+        target = self.recipe.train.max_steps if max_steps is None else max_steps
+        try:
+            if self._log is None:
+                self._open_logs()
+            while self.global_step < target and not self._stop_requested:
+                self.step(callbacks)
+            return self._finish(callbacks)
+        finally:
+            self.close()
+
+    def _finish(self, callbacks: Sequence[Callback]) -> TrainResult:
         self._stop_if_nonfinite()
-        if checkpointing.checkpoint_step(self.last_ckpt) != self.step:
+        if checkpointing.checkpoint_step(self.last_ckpt) != self.global_step:
             self.save_checkpoint()
-        if tc.sample_every > 0:
-            grid = self.sample_grid()
-        if d.main:
-            plot_loss(log.path, self.out_dir / "loss.png")
-        barrier(d)
-        return TrainResult(self.out_dir, self.step, self.last_loss, time.perf_counter() - t0, self.last_ckpt, grid,
-                           d.main)
+        if self.recipe.train.sample_every > 0:
+            self.last_grid = self.sample_grid()
+        self.close()
+        if self.d.main:
+            plot_loss(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+        barrier(self.d)
+        self._emit(callbacks, Event("end", self.global_step, path=self.last_ckpt))
+        return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0, self.last_ckpt,
+                           self.last_grid, self.d.main)
+
+    def _open_logs(self) -> None:
+        tc, d = self.recipe.train, self.d
+        self._t0 = time.perf_counter()
+        self._log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
+                               resumed_at=self.global_step + 1 if self.global_step else None).__enter__()
+        self._bar = ProgressBar(tc.max_steps, self.global_step, enabled=self.progress and d.main,
+                                console=self.console).__enter__()
+
+    def _emit(self, callbacks: Sequence[Callback], event: Event) -> None:
+        for cb in callbacks:
+            if cb(self, event):
+                self._stop_requested = True
+
+    def close(self) -> None:
+        """Stop the data stream's workers and close the logs (idempotent)."""
+        self.stream.close()
+        if self._log is not None:
+            self._bar.__exit__(None, None, None)
+            self._log.__exit__(None, None, None)
+            self._log = None
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
@@ -243,6 +310,6 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
 
     d = setup(device)
     try:
-        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).run()
+        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).fit()
     finally:
         teardown()
