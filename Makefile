@@ -1,5 +1,6 @@
 # Two entry points for a fresh clone (see README): `make demo` and `make test`.
-# Both create .venv with the CPU build of torch 2.13.0 and pixdiff installed in editable mode.
+# Both create .venv with the CPU build of torch 2.13.0 and pixdiff installed in editable mode;
+# `make test` then builds the wheel and uses it from a fresh venv outside the clone (.ci/check_wheel.sh).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -14,3 +15,4 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+	bash .ci/check_wheel.sh $(PY)

@@ -239,6 +239,7 @@ def write_page(scale: str = "cpu") -> Path:
         "",
         "Rerun everything (this page, the JSON and the figures are rewritten from the output):",
         "",
+        "<!-- not run: the whole experiment takes hours; tests/test_experiments.py runs its drivers at pilot size -->",
         "```bash",
         run.get("command", f"python -m experiments.run_all{'' if scale == 'cpu' else ' --scale ' + scale}"),
         "```",

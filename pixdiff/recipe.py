@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pixdiff.config.bundled import bundled_dir
 from pixdiff.config.pyfile import import_file
 from pixdiff.config.tree import apply_overrides
 from pixdiff.config.validate import ConfigError, check_fields, positive, require
@@ -22,7 +23,7 @@ from pixdiff.diffusion.objectives import FlowMatching, Objective
 from pixdiff.diffusion.solvers import SOLVERS
 from pixdiff.nn.model import ModelConfig
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = bundled_dir("recipes")
 
 
 class RecipeError(ValueError):

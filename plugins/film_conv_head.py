@@ -10,7 +10,8 @@ with a depthwise k x k conv for spatial mixing and 1x1 convs for channel mixing.
 per-patch GroupNorm(1) without affine (FiLM supplies the affine), so patches stay independent.
 
 Discovered by `pixdiff.config.plugins` through the module-level `HEADS` and `RECIPES` tables at the
-bottom; `pixdiff train plugin:dip_xl16_film` trains DiP-XL/16 with this head.
+bottom: `pixdiff train plugin:film_conv_tiny` trains it on the built-in emoji at 32 px in under a
+minute on a laptop CPU; `pixdiff train plugin:dip_xl16_film` trains DiP-XL/16 with it.
 """
 
 from __future__ import annotations
@@ -84,5 +85,12 @@ def dip_xl16_film() -> Recipe:
     return replace(load_recipe("dip_xl16"), name="dip_xl16_film", **{"model.head": FiLMConvHead()})
 
 
+def film_conv_tiny() -> Recipe:
+    """The CPU demo recipe with this head as a per-patch head (8 px patches): 200 steps."""
+    return replace(load_recipe("emoji_tiny"), name="film_conv_tiny", **{
+        "model.head": FiLMConvHead(width=16, depth=2, kernel_size=3), "train.max_steps": 200,
+        "train.ckpt_every": 100, "train.sample_every": 200, "train.warmup_steps": 20})
+
+
 HEADS = {"film_conv": FiLMConvHead}
-RECIPES = {"dip_xl16_film": dip_xl16_film}
+RECIPES = {"dip_xl16_film": dip_xl16_film, "film_conv_tiny": film_conv_tiny}

@@ -3,7 +3,8 @@
 A plugin is a module that may define, at module level,
     HEADS:   dict[str, type]       name -> head config class (see pixdiff.nn.heads)
     RECIPES: dict[str, callable]   name -> function returning a Recipe (`pixdiff train plugin:NAME`)
-Local plugins are the `*.py` files of `./plugins` (or $PIXDIFF_PLUGINS, or the repo's plugins/).
+Local plugins are the `*.py` files of $PIXDIFF_PLUGINS, of `./plugins`, and of the bundled example folder
+(the clone's plugins/, or its copy in a wheel: see `pixdiff.config.bundled`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+from pixdiff.config.bundled import bundled_dir
 from pixdiff.config.pyfile import import_file
 
 ENTRY_POINT_GROUP = "pixdiff.plugins"
@@ -35,7 +37,7 @@ class Plugins:
 
 def local_plugin_dirs() -> list[Path]:
     dirs = [Path(os.environ["PIXDIFF_PLUGINS"])] if os.environ.get("PIXDIFF_PLUGINS") else []
-    dirs += [Path.cwd() / "plugins", Path(__file__).resolve().parent.parent / "plugins"]
+    dirs += [Path.cwd() / "plugins", bundled_dir("plugins")]
     unique = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:

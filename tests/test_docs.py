@@ -1,0 +1,111 @@
+"""Every code block of README.md and docs/*.md runs here, so examples cannot rot.
+
+Per file, in a fresh working folder: ```python blocks run in order in one namespace; ```bash blocks
+run line by line, each line a `pixdiff ...` command (through `python -m pixdiff.cli`). Two HTML
+comments right above a block change that, and each must give its reason:
+    <!-- parse-only: REASON -->  (data or hardware we lack) every `pixdiff` command in the block is
+                                 parsed against the CLI (command, options, values) but not run;
+    <!-- not run: REASON -->     the block is the test suite itself or takes hours.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"(?:<!-- (?P<mark>parse-only|not run): (?P<why>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```",
+                   re.S)
+# what the small sizes of a doc block may be shortened to, so the suite stays quick: none; the blocks
+# themselves use tiny settings (2 training steps, a handful of sampling steps)
+
+
+def blocks(path: Path) -> list[dict]:
+    return [m.groupdict() for m in FENCE.finditer(path.read_text())]
+
+
+def commands(body: str) -> list[list[str]]:
+    """The `pixdiff` argument lists of a shell block (after torchrun's `-m pixdiff.cli` too)."""
+    out = []
+    for line in body.splitlines():
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if words[0] == "pixdiff":
+            out.append(words[1:])
+        elif "pixdiff.cli" in words:
+            out.append(words[words.index("pixdiff.cli") + 1:])
+        else:
+            out.append(["<not a pixdiff command>", line])
+    return out
+
+
+def test_every_block_is_run_or_says_why_not():
+    for path in DOCS:
+        for b in blocks(path):
+            assert b["lang"] in ("python", "bash", "toml", ""), f"{path.name}: unknown block language {b['lang']}"
+            if b["mark"]:
+                assert len(b["why"].strip()) > 10, f"{path.name}: a {b['mark']} block must say why"
+            assert b["lang"] != "" or b["mark"] == "not run", f"{path.name}: an unmarked block has no language"
+
+
+def parse_only(args: list[str]) -> None:
+    """Parse a command line with the CLI's own parser (types, ranges, choices) without running it."""
+    import click
+    import typer
+
+    from pixdiff.cli import app
+
+    group = typer.main.get_command(app)
+    words = list(args)
+    cmd: click.Command = group
+    while isinstance(cmd, click.Group):
+        name, words = words[0], words[1:]
+        cmd = cmd.get_command(click.Context(cmd), name)
+        assert cmd is not None, f"no pixdiff command {name!r} in {args}"
+    cmd.make_context(" ".join(args[:1]), words)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_code_blocks_run(path: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    namespace: dict = {"__name__": "__doc__"}
+    for i, b in enumerate(blocks(path)):
+        where = f"{path.name} block {i + 1}"
+        if b["mark"] == "not run":
+            continue
+        if b["lang"] == "python":
+            first = b["body"].splitlines()[0]
+            if first.startswith("# plugins/") and first.endswith(".py"):  # a file the reader creates
+                target = tmp_path / first.removeprefix("# ")
+                target.parent.mkdir(exist_ok=True)
+                target.write_text(b["body"])
+            exec(compile(b["body"], where, "exec"), namespace)
+        elif b["lang"] == "bash":
+            for args in commands(b["body"]):
+                assert args[0] != "<not a pixdiff command>", f"{where}: {args[1]!r} is not a pixdiff command"
+                if b["mark"] == "parse-only":
+                    parse_only(args)
+                    continue
+                res = subprocess.run([sys.executable, "-m", "pixdiff.cli", *args], cwd=tmp_path, env=env,
+                                     capture_output=True, text=True, timeout=600)
+                assert res.returncode == 0, f"{where}: pixdiff {shlex.join(args)}\n{res.stderr[-2000:]}"
+
+
+def test_parse_only_catches_a_wrong_option():
+    # negative control for the parse-only mode
+    import click
+
+    parse_only(["sample", "runs/x", "--num", "4", "--out", "o"])
+    with pytest.raises(click.UsageError):
+        parse_only(["sample", "runs/x", "--nmu", "4", "--out", "o"])
+    with pytest.raises(click.BadParameter):
+        parse_only(["sample", "runs/x", "--num", "four", "--out", "o"])
