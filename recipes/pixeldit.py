@@ -31,7 +31,7 @@ from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replac
 
 def build() -> Recipe:
     """PixelDiT-XL at 256 px: 26 patch blocks of 1152 (16 heads) on 16 px patches, 4 pixel blocks
-    of width 16; 797,397,523 parameters (model card: 797M)."""
+    of width 16; 797,383,203 parameters, as the official code counts (model card: 797M)."""
     return Recipe(
         name="pixeldit_xl",
         model=ModelConfig(
@@ -65,7 +65,7 @@ def post_modulation() -> Recipe:
 
 def small() -> Recipe:
     """Not a published size (the official code ships XL only): DiT-B's patch level (12 blocks of
-    768, 12 heads) with XL's pixel level, the rest as build(); 277,541,203 parameters."""
+    768, 12 heads) with XL's pixel level, the rest as build(); 239,864,387 parameters."""
     return replace(build(), name="pixeldit_small", **{
         "model.backbone.depth": 12, "model.backbone.dim": 768, "model.backbone.num_heads": 12,
         "model.head.num_heads": 12})

@@ -46,9 +46,9 @@ ROPE_EXTENT, ROPE_THETA = 16.0, 10000.0
 class PixelDiTHead:
     """PixelDiT-XL's pixel level: width 16, 4 PiT blocks, 16 heads over tokens of width D.
 
-    At D = 1152 and P = 16 that is 172,376,179 parameters (two thirds of them in the per-pixel
+    At D = 1152 and P = 16 that is 172,361,859 parameters (two thirds of them in the per-pixel
     adaLN projections, Linear(1152 -> 6 * 16 * 256) per block); with DiP's 26-block DiT-XL the
-    whole PixelDiT-XL is 797,397,523 (`recipes/pixeldit.py`).
+    whole PixelDiT-XL is 797,383,203, the official count (`recipes/pixeldit.py`).
     """
 
     width: int = 16  # the pixel tokens' width (official: pixel_hidden_size)
