@@ -108,9 +108,9 @@ def convert(
     a pixdiff checkpoint as safetensors (which `pixdiff sample` reads)."""
     import torch
 
+    from pixdiff.checkpoints import jit, pixeldit
     from pixdiff.checkpoints import store as checkpoint
     from pixdiff.checkpoints.dip import to_reference
-    from pixdiff.checkpoints import jit, pixeldit
     from pixdiff.config.tree import to_dict
     from pixdiff.generate import load_model
     from pixdiff.runtime.atomic import atomic_write

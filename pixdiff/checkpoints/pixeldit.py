@@ -27,7 +27,6 @@ from torch import Tensor
 
 from pixdiff.checkpoints import store
 from pixdiff.checkpoints.dip import LIGHTNING_PREFIXES, InteropError, check_state
-from pixdiff.checkpoints.store import ema_weights
 from pixdiff.config.tree import to_dict
 
 if TYPE_CHECKING:
@@ -88,10 +87,7 @@ def denoisers(ckpt: Mapping[str, Any]) -> dict[str, Mapping[str, Tensor]]:
 
 def read_official(path: Path) -> dict[str, Any]:
     """An official checkpoint file, read weights-only (store.read: one clear line when refused)."""
-    try:
-        return store.read(path)
-    except store.CheckpointError as e:
-        raise InteropError(str(e)) from None
+    return store.read(path)
 
 
 def _own_shapes(recipe: Recipe) -> dict[str, Tensor]:
@@ -114,7 +110,7 @@ def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe) -> dict[str, An
     """A pixdiff checkpoint in the official Lightning layout: {"state_dict": denoiser. and
     ema_denoiser. tensors} (the recipe's first EMA; no optimizer or REPA projector)."""
     own, decays = _own_shapes(recipe), recipe.train.ema_decays
-    states = {"raw": ckpt.get("model"), "ema": ema_weights(ckpt, decays)[float(decays[0])]}
+    states = {"raw": ckpt.get("model"), "ema": store.ema_weights(ckpt, decays)[float(decays[0])]}
     out = {}
     for weights, state in states.items():
         if not isinstance(state, Mapping):
