@@ -18,6 +18,7 @@ from pixdiff.diffusion.solvers import (
     ADAPTIVE_METHODS,
     FIXED_GRID_METHODS,
     NFECounter,
+    ab2,
     ddim,
     ddpm_ancestral,
     euler,
@@ -92,6 +93,7 @@ DETERMINISTIC = [  # (name, solver, options, steps, tolerance)
     ("euler", euler, {}, 1000, 3e-3),
     ("ddim", ddim, {"eta": 0.0}, 1000, 3e-3),
     ("heun", heun, {}, 400, 30 / 400**2),
+    ("ab2", ab2, {}, 400, 30 / 400**2),
     ("dopri5", odeint, {"rtol": 1e-7, "atol": 1e-7}, 1000, 2e-5),
 ]
 
@@ -282,6 +284,7 @@ def test_ddim_is_invariant_between_ddpm_and_flow_matching_at_matched_snr():
 ALL = [
     ("euler", euler, {}),
     ("heun", heun, {}),
+    ("ab2", ab2, {}),
     ("ddim", ddim, {"eta": 0.5}),
     ("ancestral", ddpm_ancestral, {}),
     ("euler-maruyama", euler_maruyama, {}),

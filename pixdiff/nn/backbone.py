@@ -53,7 +53,8 @@ class DiTConfig:
     mlp_bias: bool = False
     attn_dropout: float = 0.0  # on the attention weights of the middle blocks (see dropout_blocks)
     proj_dropout: float = 0.0  # after the attention projection and on the MLP hidden units, same blocks
-    init: Literal["dip", "jit"] = "dip"  # "jit": xavier-uniform Linear weights, zero biases, adaLN-Zero blocks
+    init: Literal["dip", "jit", "zero_adaln"] = "dip"  # "jit": xavier-uniform Linear weights, zero biases,
+    # adaLN-Zero blocks; "zero_adaln": DiP's init with every block's adaLN zeroed (PixelDiT: blocks start as identity)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -345,6 +346,7 @@ class DiT(nn.Module):
                     nn.init.xavier_uniform_(module.weight)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
+        if self.config.init in ("jit", "zero_adaln"):
             for block in self.blocks:
                 nn.init.zeros_(block.adaLN_modulation[0].weight)
                 nn.init.zeros_(block.adaLN_modulation[0].bias)
