@@ -6,7 +6,6 @@ Nothing here re-implements the toolkit: models, training, sampling, data and met
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -14,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +199,6 @@ class Log:
 
     def __call__(self, msg: str) -> None:
         print(f"[{self.name} {time.perf_counter() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[dict[str, float]]:
-    box: dict[str, float] = {}
-    t0 = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box["s"] = time.perf_counter() - t0
 
 
 def save_report(out: Path, report: dict[str, Any], *, t_start: float, train_s: float,

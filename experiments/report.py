@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from experiments import common
@@ -24,10 +23,6 @@ def _load(path: Path) -> dict | None:
 
 def _fmt_s(x: float) -> str:
     return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
-
-
-def _num(x: float, nd: int = 2) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{nd}f}"
 
 
 # ----------------------------------------------------------------------------- experiment 1

@@ -18,10 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixdiff.checkpoints.dip import InteropError
+from pixdiff.checkpoints.dip import InteropError, check_state
 from pixdiff.checkpoints.jit import (
     from_official,
-    load_official,
     official_checkpoint,
     pixdiff_checkpoint,
     read_official,
@@ -113,9 +112,8 @@ def test_official_checkpoint_round_trips_through_pixdiff(tmp_path):
     ours = pixdiff_checkpoint(ckpt, r)  # the recipe keeps JiT's two EMAs: model_ema2 is ema_extra
     assert list(ours["ema_extra"]) == ["0.9996"]
     model = r.model.build()
-    for weights, expected in (("ema", ema1), ("ema2", ema2), ("raw", raw)):
-        load_official(model, ckpt, cfg, weights)
-        mine = {"ema": ours["ema"], "ema2": ours["ema_extra"]["0.9996"], "raw": ours["model"]}[weights]
+    for key, mine in (("model_ema1", ours["ema"]), ("model_ema2", ours["ema_extra"]["0.9996"]), ("model", ours["model"])):
+        model.load_state_dict(from_official(ckpt[key], cfg), strict=True)
         assert all(torch.equal(mine[k], v) for k, v in model.state_dict().items())
     back = official_checkpoint(ours, r)
     for key, expected in (("model", raw), ("model_ema1", ema1), ("model_ema2", ema2)):
@@ -220,9 +218,7 @@ def test_mismatches_are_one_clear_error(tmp_path):
         from_official({**good, "ema_params": torch.ones(1)}, cfg)
     bad = {**good, "net.pos_embed": torch.zeros(1, 64, 768)}
     with pytest.raises(InteropError, match=r"shape mismatch: \['backbone.pos_embed: \(1, 64, 768\) vs"):
-        load_official(model, {"model_ema1": bad}, cfg, "ema")
-    with pytest.raises(InteropError, match="--weights must be one of"):
-        load_official(model, {"model_ema1": good}, cfg, "best")
+        check_state(model.state_dict(), from_official(bad, cfg), "official JiT checkpoint (model_ema1)")
     with pytest.raises(InteropError, match="not JiT's"):
         from_official(good, load_recipe("dip_xl16").model.backbone)
     junk = tmp_path / "junk.pth"

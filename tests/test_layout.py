@@ -116,3 +116,16 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = imports(bad, "pixdiff.config.bad", {"pixdiff.nn.model": bad})
     assert found == {"pixdiff.nn.model"}
     assert LAYER[unit("pixdiff.nn.model")] > LAYER[unit("pixdiff.config.bad")]
+
+
+def test_experiments_use_only_public_names():
+    # experiments are downstream code: no underscore names, no module below pixdiff.train's package API
+    bad = []
+    for path in ROOT.glob("experiments/*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pixdiff"):
+                names = [a.name for a in node.names]
+                if any(part.startswith("_") for part in node.module.split(".")) or \
+                        any(n.startswith("_") for n in names) or node.module.startswith("pixdiff.train."):
+                    bad.append(f"{path.name}: from {node.module} import {', '.join(names)}")
+    assert bad == []

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pixdiff.checkpoints.dip import InteropError, check_state
 from pixdiff.checkpoints.store import ema_weights
@@ -142,12 +142,6 @@ def to_official(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor
     return {NET + k: v.contiguous() for k, v in out.items()}
 
 
-def strict_load(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """Load `state` into `model` only if every tensor is used, none missing and all shapes equal."""
-    check_state(model.state_dict(), state, what)
-    model.load_state_dict(state, strict=True)
-
-
 def read_official(path: Path) -> dict:
     """An official checkpoint file, read weights_only (its argparse.Namespace is the one extra type)."""
     with torch.serialization.safe_globals([argparse.Namespace]):
@@ -159,13 +153,6 @@ def read_official(path: Path) -> dict:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise InteropError(f"{path} is not an official JiT checkpoint (needs {sorted(WEIGHTS.values())}; has {keys})")
     return ckpt
-
-
-def load_official(model: nn.Module, ckpt: Mapping[str, Mapping[str, Tensor]], cfg: DiTConfig, weights: str) -> None:
-    """Strictly load the official checkpoint's `weights` ('ema', 'ema2' or 'raw') into `model`."""
-    if weights not in WEIGHTS:
-        raise InteropError(f"--weights must be one of {sorted(WEIGHTS)} for a JiT checkpoint, not {weights!r}")
-    strict_load(model, from_official(ckpt[WEIGHTS[weights]], cfg), f"official JiT checkpoint ({WEIGHTS[weights]})")
 
 
 def _own_shapes(recipe: Recipe) -> dict[str, Tensor]:
