@@ -51,6 +51,17 @@ def test_plugin_recipe_builds():
     assert json.loads(res.stdout)["head"] == "FiLMConvHead"
 
 
+def test_the_cpu_sized_plugin_recipe_trains_and_samples_from_any_folder(tmp_path):
+    # from a folder without ./plugins: the example plugin is found where the package bundles it
+    tiny = ["--set", "train.max_steps=2", "--set", "train.sample_every=0", "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    res = cli("train", "plugin:film_conv_tiny", *tiny, "--out", str(tmp_path / "run"), "--no-progress",
+              "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = cli("sample", str(tmp_path / "run"), "--num", "4", "--steps", "2", "--out", str(tmp_path / "s"),
+              "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "s" / "grid.png").is_file(), res.stderr
+
+
 def test_broken_plugin_is_named_in_one_clear_error(tmp_path):
     (tmp_path / "broken_head.py").write_text("import not_a_module_anywhere\n")
     res = cli("ls", env={"PIXDIFF_PLUGINS": str(tmp_path)})
