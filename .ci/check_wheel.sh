@@ -5,10 +5,13 @@
 # sample from the checkpoint. Usage: bash .ci/check_wheel.sh [PYTHON] (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=$(realpath "${1:-.venv/bin/python}")
+PY=$(realpath -s "${1:-.venv/bin/python}")  # -s: keep the venv's own path (not its base interpreter)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$tmp/dist" .
+# build from a copy of the source (setuptools' build/ folder would otherwise keep files deleted since)
+mkdir "$tmp/src"
+git ls-files -z --cached --others --exclude-standard | xargs -0 tar -c -f - | tar -x -C "$tmp/src" -f -
+"$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$tmp/dist" "$tmp/src"
 "$PY" -m venv "$tmp/venv"
 site=$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/dev-dependencies.pth"
