@@ -394,21 +394,24 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("prepare")
 def data_prepare(
-    source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.")],
+    source: Annotated[str, typer.Argument(
+        help="Built in: 'emoji' (Twemoji), 'openmoji' (OpenMoji SVGs by Unicode group) or 'openmoji:subgroup'; "
+             "or an image folder with one sub-folder per class.")],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square).")],
     cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
     on_error: Annotated[str, typer.Option(help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
     small: Annotated[str, typer.Option(help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
     rebuild: Annotated[bool, typer.Option(help="Rebuild even if a cache exists.")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Decoding threads (default: one per CPU core).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
 ) -> None:
     """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
     from pixdiff.data import DataError, prepare
 
     try:
         cache = prepare(source, cache_dir, resolution, on_error=on_error, small=small, rebuild=rebuild,
-                        workers=workers)
-    except DataError as e:
+                        workers=workers, limit=limit)
+    except (DataError, ValueError) as e:  # ValueError: a bad resolution, limit or policy
         fail(str(e))
     typer.echo(cache.info.summary())
 

@@ -89,7 +89,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "emoji"  # "emoji" (built in, offline) or an image folder with one sub-folder per class
+    source: str = "emoji"  # built in: "emoji", "openmoji"[:subgroup]; or an image folder, one sub-folder per class
     cache_dir: str = ".cache/pixdiff"
     flip: bool = True
     on_error: Literal["skip", "stop"] = "skip"
@@ -98,7 +98,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        require(self, "source", bool(self.source), "must name 'emoji' or an image folder")
+        require(self, "source", bool(self.source), "must name 'emoji', 'openmoji' or an image folder")
 
 
 @dataclass(frozen=True)
