@@ -141,6 +141,30 @@ class Recipe:
         return self.model.backbone.image_size
 
 
+# The regime where DiP's question arises (issue 18): as DiP-XL/16, whose width 1152 is 1.5x the 768
+# values of a 16 px RGB patch, and with enough tokens that one image is not memorised by DiT-only.
+REGIME_WIDTH_FACTOR = 1.5
+REGIME_MIN_TOKENS = 64
+
+
+def regime_problem(width: int, patch_size: int, image_size: int, channels: int = 3) -> str | None:
+    """None when a DiT backbone is in the fair regime, else a one-line reason it is not.
+
+    Fair: width >= 1.5 x C P² (narrower, the per-token linear output is rank-limited and cannot
+    express a v- or eps-target: grain for a reason that is not the paper's) and (image / P)² >= 64.
+    """
+    if patch_size < 1 or image_size % patch_size:
+        return f"a {image_size} px image does not split into {patch_size} px patches"
+    values, tokens = channels * patch_size**2, (image_size // patch_size) ** 2
+    need = REGIME_WIDTH_FACTOR * values
+    if width < need:
+        return (f"width {width} < {REGIME_WIDTH_FACTOR:g} x {values} values per {patch_size} px patch = {need:g} "
+                f"(the per-token output is rank-limited)")
+    if tokens < REGIME_MIN_TOKENS:
+        return f"{tokens} tokens ({image_size} px / {patch_size} px patches) < {REGIME_MIN_TOKENS}"
+    return None
+
+
 def recipe_functions(module: Any) -> dict[str, Any]:
     """Functions defined in a recipe module that can be called with no arguments."""
     out = {}
