@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pixdiff.config.pyfile import import_file
 from pixdiff.config.tree import apply_overrides
 from pixdiff.config.validate import check_fields, positive, require
+from pixdiff.data.openmoji import LABELS as OPENMOJI_LABELS
 from pixdiff.diffusion.objectives import FlowMatching, Objective
 from pixdiff.diffusion.solvers import SOLVERS
 from pixdiff.nn.model import ModelConfig
@@ -99,6 +100,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         require(self, "source", bool(self.source), "must name 'emoji', 'openmoji' or an image folder")
+        name, colon, labels = self.source.partition(":")
+        require(self, "source", name != "openmoji" or not colon or labels in OPENMOJI_LABELS,
+                f"openmoji labels are {', '.join(OPENMOJI_LABELS)} (e.g. openmoji:subgroup)")
 
 
 @dataclass(frozen=True)

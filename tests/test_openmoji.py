@@ -111,3 +111,12 @@ def test_cli_prepare_prints_the_data_card(tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "9 images at 16px, 9 classes" in res.stdout and "CC BY-SA 4.0" in res.stdout
+
+
+def test_a_recipe_names_openmoji_and_a_bad_label_kind_fails_when_parsed():
+    from pixdiff.config.validate import ConfigError
+    from pixdiff.recipe import DataConfig
+
+    assert DataConfig(source="openmoji:subgroup").source == "openmoji:subgroup"
+    with pytest.raises(ConfigError, match="openmoji labels"):
+        DataConfig(source="openmoji:colour")
