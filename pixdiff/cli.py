@@ -455,7 +455,8 @@ def data_prepare(
 
 @data_app.command("export")
 def data_export(
-    source: Annotated[str, typer.Argument(help="'emoji', 'openmoji' (built in) or an image folder with one sub-folder per class.")],
+    source: Annotated[str, typer.Argument(
+        help="'emoji', 'openmoji' (built in) or an image folder with one sub-folder per class.")],
     out: Annotated[Path, typer.Argument(help="Output .npz in the ADM-evaluator layout (arr_0 uint8 NHWC, labels).")],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.")],
     part: Annotated[Optional[str], typer.Option(

@@ -34,8 +34,8 @@ from tensordict import MemoryMappedTensor
 
 from .emoji import emoji_description, emoji_source
 from .folder import folder_source
-from .openmoji import LABELS, openmoji_description, openmoji_source
 from .images import DataError, Item, SmallPolicy, Source, load_image
+from .openmoji import LABELS, openmoji_description, openmoji_source
 
 ErrorPolicy = Literal["skip", "stop"]
 
@@ -328,10 +328,10 @@ def _builtin(spec: str) -> tuple[Callable[[], str], Callable[[], Source]] | None
     """(identity, listing) of a built-in source spec: 'emoji', 'openmoji' or 'openmoji:LABELS'; else None."""
     if spec == "emoji":
         return emoji_description, emoji_source
-    name, _, labels = spec.partition(":")
+    name, colon, labels = spec.partition(":")
     if name != "openmoji":
         return None
-    labels = labels or "group"
+    labels = labels if colon else "group"
     if labels not in LABELS:
         raise DataError(f"unknown source {spec!r}: openmoji labels are {', '.join(LABELS)} (e.g. openmoji:subgroup)")
     return partial(openmoji_description, labels), partial(openmoji_source, labels)
