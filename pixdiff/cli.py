@@ -264,6 +264,43 @@ def eval_cmd(
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
 
 
+@app.command("eval-sanity")
+def eval_sanity(
+    data: Annotated[str, typer.Argument(help="Training data, as for `data prepare`: 'openmoji', 'emoji', a folder.")],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.")],
+    n: Annotated[int, typer.Option("--n", help="Images per side: two disjoint random sets of N per split.")],
+    patch: Annotated[int, typer.Option(help="Patch size P for the in-patch detail ratio and the seam score.")] = 8,
+    repeats: Annotated[int, typer.Option(help="Random splits; rows show mean [min, max] over them.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the noise.")] = 0,
+    blur: Annotated[float, typer.Option(help="Gaussian blur sigma in pixels.")] = 1.0,
+    noise: Annotated[float, typer.Option(help="Gaussian noise std, as a fraction of the 0..255 range.")] = 0.1,
+    seams: Annotated[float, typer.Option(help="Per-patch offset std, as a fraction of the range.")] = 0.05,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Sanity rows of the pixel metrics: data vs data (halves), vs blurred, noised and seamed data."""
+    from pixdiff.data import DataError, prepare
+    from pixdiff.eval.sanity import Degradations, format_table, sanity
+
+    try:
+        degradations = Degradations(blur, noise, seams)
+        cache = prepare(data, cache_dir, resolution, limit=limit)
+        images = cache.images.numpy().transpose(0, 2, 3, 1)  # (M, H, W, 3)
+        results = sanity(images, cache.labels.numpy(), n, patch, repeats=repeats, seed=seed,
+                         degradations=degradations)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps([{"metric": r.metric, "better": r.better, "scores": r.scores, "detects":
+                                [row for row in r.scores if row != "halves" and r.detects(row)], "passes": r.passes}
+                               for r in results], indent=2))
+        return
+    typer.echo(f"{cache.info.source}, {resolution} px, N = {n} per side, P = {patch}, {repeats} splits; chance of "
+               f"the balanced layout accuracy 1/{cache.info.num_classes} = {1 / cache.info.num_classes:.3f}")
+    typer.echo(format_table(results))
+
+
 def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
     """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
     becomes the data set's reference export at the samples' resolution; anything else is a path."""
@@ -396,28 +433,32 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("prepare")
 def data_prepare(
-    source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.")],
+    source: Annotated[str, typer.Argument(
+        help="Built in: 'emoji' (Twemoji), 'openmoji' (OpenMoji SVGs by Unicode group) or 'openmoji:subgroup'; "
+             "or an image folder with one sub-folder per class.")],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square).")],
     cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
     on_error: Annotated[str, typer.Option(help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
     small: Annotated[str, typer.Option(help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
     rebuild: Annotated[bool, typer.Option(help="Rebuild even if a cache exists.")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Decoding threads (default: one per CPU core).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
 ) -> None:
     """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
     from pixdiff.data import DataError, prepare
 
     try:
         cache = prepare(source, cache_dir, resolution, on_error=on_error, small=small, rebuild=rebuild,
-                        workers=workers)
-    except DataError as e:
+                        workers=workers, limit=limit)
+    except (DataError, ValueError) as e:  # ValueError: a bad resolution, limit or policy
         fail(str(e))
     typer.echo(cache.info.summary())
 
 
 @data_app.command("export")
 def data_export(
-    source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.")],
+    source: Annotated[str, typer.Argument(
+        help="'emoji', 'openmoji' (built in) or an image folder with one sub-folder per class.")],
     out: Annotated[Path, typer.Argument(help="Output .npz in the ADM-evaluator layout (arr_0 uint8 NHWC, labels).")],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.")],
     part: Annotated[Optional[str], typer.Option(

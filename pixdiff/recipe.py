@@ -19,6 +19,7 @@ from pixdiff.config.bundled import bundled_dir
 from pixdiff.config.pyfile import import_file
 from pixdiff.config.tree import apply_overrides
 from pixdiff.config.validate import ConfigError, check_fields, positive, require
+from pixdiff.data.openmoji import LABELS as OPENMOJI_LABELS
 from pixdiff.diffusion.objectives import FlowMatching, Objective
 from pixdiff.diffusion.solvers import SOLVERS
 from pixdiff.nn.model import ModelConfig
@@ -90,7 +91,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "emoji"  # "emoji" (built in, offline) or an image folder with one sub-folder per class
+    source: str = "emoji"  # built in: "emoji", "openmoji"[:subgroup]; or an image folder, one sub-folder per class
     cache_dir: str = ".cache/pixdiff"
     flip: bool = True
     on_error: Literal["skip", "stop"] = "skip"
@@ -99,7 +100,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        require(self, "source", bool(self.source), "must name 'emoji' or an image folder")
+        require(self, "source", bool(self.source), "must name 'emoji', 'openmoji' or an image folder")
+        name, colon, labels = self.source.partition(":")
+        require(self, "source", name != "openmoji" or not colon or labels in OPENMOJI_LABELS,
+                f"openmoji labels are {', '.join(OPENMOJI_LABELS)} (e.g. openmoji:subgroup)")
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,30 @@ def with_sampler(recipe: Recipe, **overrides: Any) -> Recipe:
         return dataclasses.replace(recipe, sample=dataclasses.replace(recipe.sample, **changes))
     except ConfigError as e:
         raise RecipeError(f"sample.{e.field}={e.value}: {e.reason}") from None
+
+
+# The regime where DiP's question arises (issue 18): as DiP-XL/16, whose width 1152 is 1.5x the 768
+# values of a 16 px RGB patch, and with enough tokens that one image is not memorised by DiT-only.
+REGIME_WIDTH_FACTOR = 1.5
+REGIME_MIN_TOKENS = 64
+
+
+def regime_problem(width: int, patch_size: int, image_size: int, channels: int = 3) -> str | None:
+    """None when a DiT backbone is in the fair regime, else a one-line reason it is not.
+
+    Fair: width >= 1.5 x C P² (narrower, the per-token linear output is rank-limited and cannot
+    express a v- or eps-target: grain for a reason that is not the paper's) and (image / P)² >= 64.
+    """
+    if patch_size < 1 or image_size % patch_size:
+        return f"a {image_size} px image does not split into {patch_size} px patches"
+    values, tokens = channels * patch_size**2, (image_size // patch_size) ** 2
+    need = REGIME_WIDTH_FACTOR * values
+    if width < need:
+        return (f"width {width} < {REGIME_WIDTH_FACTOR:g} x {values} values per {patch_size} px patch = {need:g} "
+                f"(the per-token output is rank-limited)")
+    if tokens < REGIME_MIN_TOKENS:
+        return f"{tokens} tokens ({image_size} px / {patch_size} px patches) < {REGIME_MIN_TOKENS}"
+    return None
 
 
 def recipe_functions(module: Any) -> dict[str, Any]:

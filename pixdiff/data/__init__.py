@@ -2,7 +2,7 @@
 
 Typical use::
 
-    cache = prepare("emoji", "~/.cache/pixdiff", 64)          # or an image-folder path
+    cache = prepare("emoji", "~/.cache/pixdiff", 64)          # or "openmoji", or an image-folder path
     print(cache.info.summary())
     with BatchStream(cache.images, cache.labels, seed=0, global_batch=32, grad_accum=1, rank=0, world=1,
                      flip=True, balance_classes=False, device=torch.device("cpu"), num_workers=2) as stream:
@@ -19,6 +19,7 @@ from .cache import (
 )
 from .emoji import EMOJI_CLASSES, emoji_source
 from .folder import IMAGE_SUFFIXES, folder_source
+from .openmoji import openmoji_source
 from .images import DataError, Item, Source, center_crop, load_image, resize_square, to_rgb
 from .stream import BatchStream, MicroBatch, StreamError
 
@@ -40,6 +41,7 @@ __all__ = [
     "folder_source",
     "load_image",
     "open_cache",
+    "openmoji_source",
     "prepare",
     "resize_square",
     "to_rgb",

@@ -4,7 +4,8 @@ On-disk layout of a cache directory:
 
     images.u8    raw uint8 (N, 3, H, W), read as a tensordict MemoryMappedTensor
     labels.i64   raw int64 (N,)
-    meta.json    format version, resolution, classes, counts, source, skipped files
+    meta.json    format version, resolution, classes, counts, source, skipped files, the source's notes
+                 (the data card: attribution, what the source left out)
 
 meta.json is written last and the directory appears by an atomic rename, so a killed or failed
 build never leaves something that `open_cache` accepts.
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +35,7 @@ from tensordict import MemoryMappedTensor
 from .emoji import emoji_description, emoji_source
 from .folder import folder_source
 from .images import DataError, Item, SmallPolicy, Source, load_image
+from .openmoji import LABELS, openmoji_description, openmoji_source
 
 ErrorPolicy = Literal["skip", "stop"]
 
@@ -67,6 +70,7 @@ class CacheInfo:
     small: str
     skipped: tuple[Skipped, ...]
     build_seconds: float
+    notes: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -78,6 +82,7 @@ class CacheInfo:
             f"cache {self.path}: {self.count} images at {self.resolution}px, {self.num_classes} classes, "
             f"from {self.source}"
         ]
+        lines += self.notes
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:max_listed]]
@@ -111,6 +116,7 @@ def _meta_dict(info: CacheInfo) -> dict:
         "source": info.source,
         "small": info.small,
         "skipped": [{"path": s.path, "reason": s.reason} for s in info.skipped],
+        "notes": list(info.notes),
         "build_seconds": round(info.build_seconds, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tensors": {
@@ -234,6 +240,7 @@ def build_cache(
             small=small,
             skipped=tuple(skipped),
             build_seconds=time.perf_counter() - start,
+            notes=source.notes,
         )
         write_meta(tmp, info)
         _fsync_dir(tmp)
@@ -299,6 +306,7 @@ def open_cache(path: str | Path, *, resolution: int | None = None) -> Cache:
             small=str(meta["small"]),
             skipped=tuple(Skipped(s["path"], s["reason"]) for s in meta["skipped"]),
             build_seconds=float(meta["build_seconds"]),
+            notes=tuple(str(n) for n in meta.get("notes", ())),  # caches built before notes existed have none
         )
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"corrupt cache metadata {path / META_FILE}: {err!r}") from err
@@ -316,17 +324,34 @@ def open_cache(path: str | Path, *, resolution: int | None = None) -> Cache:
     return Cache(info, images, labels)
 
 
-def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small: str, limit: int | None) -> tuple[Path, bool]:
-    """Where `prepare` keeps the cache for these settings, and whether the spec is the emoji source."""
-    if str(source_spec) == "emoji":
-        identity, slug, is_emoji = emoji_description(), "emoji", True
+def _builtin(spec: str) -> tuple[Callable[[], str], Callable[[], Source]] | None:
+    """(identity, listing) of a built-in source spec: 'emoji', 'openmoji' or 'openmoji:LABELS'; else None."""
+    if spec == "emoji":
+        return emoji_description, emoji_source
+    name, colon, labels = spec.partition(":")
+    if name != "openmoji":
+        return None
+    labels = labels if colon else "group"
+    if labels not in LABELS:
+        raise DataError(f"unknown source {spec!r}: openmoji labels are {', '.join(LABELS)} (e.g. openmoji:subgroup)")
+    return partial(openmoji_description, labels), partial(openmoji_source, labels)
+
+
+def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small: str, limit: int | None
+               ) -> tuple[Path, Callable[[], Source]]:
+    """Where `prepare` keeps the cache for these settings, and how to list the source if it must build."""
+    builtin = _builtin(str(source_spec))
+    if builtin is not None:
+        describe, listing = builtin
+        identity, slug = describe(), str(source_spec)
     else:
         folder = Path(source_spec).expanduser().resolve()
-        identity, slug, is_emoji = f"folder:{folder}", folder.name, False
+        identity, slug = f"folder:{folder}", folder.name
+        listing = partial(folder_source, folder)
     key = json.dumps([identity, resolution, small, limit, FORMAT_VERSION])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", slug).strip("._") or "data"
-    return cache_root / f"{slug}-{resolution}px-{digest}", is_emoji
+    return cache_root / f"{slug}-{resolution}px-{digest}", listing
 
 
 def prepare(
@@ -343,12 +368,13 @@ def prepare(
 ) -> Cache:
     """Open the cache for (source, resolution, small, limit) under `cache_root`, building it if needed.
 
-    `source_spec` is "emoji" (built-in source) or an image-folder path (write "./emoji" for a
+    `source_spec` is a built-in source, "emoji" (Twemoji PNGs), "openmoji" (OpenMoji SVGs by
+    Unicode group) or "openmoji:subgroup", or else an image-folder path (write "./emoji" for a
     folder of that name). A folder is not re-listed when its cache exists: pass rebuild=True
     after changing its files. With on_error="stop", a reused cache that skipped files raises.
     Build on one process (e.g. rank 0) and let the others call it after a barrier.
     """
-    out_dir, is_emoji = _cache_dir(source_spec, Path(cache_root).expanduser().absolute(), resolution, small, limit)
+    out_dir, listing = _cache_dir(source_spec, Path(cache_root).expanduser().absolute(), resolution, small, limit)
     if out_dir.exists() and not rebuild:
         try:
             cache = open_cache(out_dir, resolution=resolution)
@@ -363,9 +389,8 @@ def prepare(
                 )
             log.info("using cache %s", out_dir)
             return cache
-    source = emoji_source() if is_emoji else folder_source(source_spec)
     build_cache(
-        source, out_dir, resolution, on_error=on_error, small=small, limit=limit, workers=workers,
+        listing(), out_dir, resolution, on_error=on_error, small=small, limit=limit, workers=workers,
         overwrite=True, progress=progress,
     )
     return open_cache(out_dir, resolution=resolution)

@@ -5,7 +5,8 @@ Everything here is torch-free (PIL + numpy) so that decoding can run in plain wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 SmallPolicy = Literal["upscale", "reject"]
-Fit = Literal["center_crop", "resize"]
+Fit = Literal["center_crop", "resize", "render"]
 
 
 class DataError(ValueError):
@@ -33,13 +34,16 @@ class Source:
     """A labelled list of image files plus how to fit them to the training resolution.
 
     `description` identifies the source (it is stored in the cache's meta.json);
-    `fit` is "center_crop" (ADM crop, for photos) or "resize" (whole square image, for emoji).
+    `fit` is "center_crop" (ADM crop, for photos), "resize" (whole square image, for emoji) or
+    "render" (SVG files rasterised at the resolution, see `render_svg`). `notes` are lines for the
+    data card (the cache's meta.json and summary): attribution, what the listing left out and why.
     """
 
     description: str
     class_names: tuple[str, ...]
     items: tuple[Item, ...]
     fit: Fit = "center_crop"
+    notes: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -57,7 +61,7 @@ class Source:
             if seen[item.label] < per_class:
                 seen[item.label] += 1
                 kept.append(item)
-        return Source(f"{self.description}[:{per_class}/class]", self.class_names, tuple(kept), self.fit)
+        return replace(self, description=f"{self.description}[:{per_class}/class]", items=tuple(kept))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -115,8 +119,27 @@ def resize_square(img: Image.Image, size: int, *, small: SmallPolicy = "upscale"
     return np.asarray(img).copy()
 
 
+def render_svg(path: Path, size: int) -> np.ndarray:
+    """Rasterise an SVG file with resvg at (size, size), alpha composited onto white -> (size, size, 3) uint8.
+
+    Rendering at the target size (not resizing a larger raster) gives resvg's own anti-aliasing at
+    every resolution. System fonts are not loaded: the result cannot depend on the machine's fonts.
+    """
+    try:
+        import resvg_py
+    except ImportError as err:
+        raise DataError("rendering SVG files needs `pip install resvg-py`") from err
+    png = resvg_py.svg_to_bytes(svg_path=str(path), width=size, height=size, skip_system_fonts=True)
+    with Image.open(io.BytesIO(png)) as img:
+        return np.asarray(to_rgb(img)).copy()
+
+
 def load_image(path: Path, size: int, *, fit: Fit = "center_crop", small: SmallPolicy = "upscale") -> np.ndarray:
-    """Decode one file and fit it to (size, size, 3) uint8. Raises on unreadable files."""
+    """Decode one file and fit it to (size, size, 3) uint8. Raises on unreadable files.
+
+    fit="render" rasterises a vector file at `size` (`small` does not apply)."""
+    if fit == "render":
+        return render_svg(path, size)
     with Image.open(path) as img:
         img.load()  # decode fully inside the `with` so truncated files fail here, not later
         if fit == "center_crop":

@@ -1,0 +1,104 @@
+"""Metrics on pixels and coarse features, for tiny models where network features saturate.
+
+Images are uint8 (N, H, W, 3) arrays, as in sample files. Network-feature FD needs N >= its 1280 or
+2048 dimensions and saturates on tiny models; these need no network and few images:
+
+* `block_means`: grid x grid x 3 block averages in [0, 1] (48 dims at grid 4): coarse layout and
+  colour, texture and grain averaged away. FD and KID on them (`coarse_fd`, `coarse_kid`) need
+  N >> 48 only.
+* `layout_predictions` + `balanced_accuracy`: does an image's coarse layout say which class it was
+  drawn for? k-NN over labelled reference images in block means; balanced = mean per-class recall,
+  so chance is 1 / classes however unbalanced the classes are.
+* `in_patch_detail` / `detail_ratio`: high-frequency energy inside P x P patches (squared second
+  differences whose three pixels lie in one patch, so seams do not count as detail), relative to
+  the data's: 1 as much fine detail as the data, < 1 blur, > 1 grain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pixdiff.eval.metrics import frechet_distance, kernel_distance
+
+_CHUNK = 256  # images per step where a float copy of the images is made
+
+
+def block_means(images: np.ndarray, grid: int) -> np.ndarray:
+    """uint8 (N, H, W, 3), H and W multiples of grid -> float64 (N, grid * grid * 3) block means in [0, 1]."""
+    n, h, w, c = images.shape
+    if h % grid or w % grid:
+        raise ValueError(f"{h}x{w} images do not split into a {grid}x{grid} grid of blocks")
+    blocks = images.reshape(n, grid, h // grid, grid, w // grid, c)
+    return blocks.mean(axis=(2, 4), dtype=np.float64).reshape(n, -1) / 255.0
+
+
+def coarse_fd(reference: np.ndarray, samples: np.ndarray, grid: int = 4) -> float:
+    """Fréchet distance between the Gaussians fitted to the block means of two image sets."""
+    a, b = block_means(reference, grid), block_means(samples, grid)
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def coarse_kid(reference: np.ndarray, samples: np.ndarray, grid: int = 4, *, seed: int = 0) -> float:
+    """KID (unbiased MMD², cubic kernel, see `kernel_distance`) between the block means of two image sets.
+
+    One subset of all min(N, M) rows (a seeded random subset of the larger set): with 48-d features
+    the N x N kernels are cheap, and all pairs give the least noisy estimate.
+    """
+    a, b = block_means(reference, grid), block_means(samples, grid)
+    return kernel_distance(b, a, num_subsets=1, subset_size=min(len(a), len(b)), seed=seed)[0]
+
+
+def layout_predictions(images: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray, grid: int = 8,
+                       k: int = 10) -> np.ndarray:
+    """int64 (N,): for each image, the majority label among the k `pool` images nearest in block means.
+
+    Ties go to the smallest label. (A nearest-neighbour distance would reward grey, hedging blobs
+    over bold layouts of the wrong class; a vote does not.)
+    """
+    q, p = block_means(images, grid), block_means(pool, grid)
+    d2 = (q * q).sum(1)[:, None] - 2 * q @ p.T + (p * p).sum(1)[None]  # (N, M) squared distances
+    nearest = pool_labels[np.argsort(d2, axis=1, kind="stable")[:, :k]]  # (N, k)
+    votes = np.stack([(nearest == c).sum(1) for c in range(int(pool_labels.max()) + 1)], 1)  # (N, classes)
+    return votes.argmax(1)
+
+
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in `labels` of the fraction of that class predicted right.
+
+    1 for a perfect classifier; exactly 1 / K (K classes present) for one that always says the same.
+    """
+    classes = np.unique(labels)
+    return float(np.mean([(predicted[labels == c] == c).mean() for c in classes]))
+
+
+def layout_accuracy(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray,
+                    grid: int = 8, k: int = 10) -> float:
+    """Balanced accuracy of `layout_predictions` for images drawn for `labels`; chance 1 / classes."""
+    return balanced_accuracy(layout_predictions(images, pool, pool_labels, grid, k), labels)
+
+
+def in_patch_detail(images: np.ndarray, patch: int) -> float:
+    """Mean squared second difference (pixels in [0, 1]) along rows and columns inside P x P patches.
+
+    A second difference x[j-1] - 2 x[j] + x[j+1] passes frequency f with gain 4 sin²(pi f): mostly
+    fine detail. Only triples whose three pixels lie in one patch count, so patch borders (seams)
+    are not detail. Needs patch >= 3.
+    """
+    n, h, w, _ = images.shape
+    if patch < 3 or h % patch or w % patch:
+        raise ValueError(f"in-patch detail needs a patch size >= 3 dividing {h}x{w}, got {patch}")
+    inside_x = ~np.isin(np.arange(1, w - 1) % patch, (0, patch - 1))  # (W-2,): centre j with j±1 in its patch
+    inside_y = ~np.isin(np.arange(1, h - 1) % patch, (0, patch - 1))  # (H-2,)
+    total = 0.0
+    for start in range(0, n, _CHUNK):
+        x = images[start : start + _CHUNK].astype(np.float64) / 255.0  # (B, H, W, 3)
+        d2x = x[:, :, :-2] - 2 * x[:, :, 1:-1] + x[:, :, 2:]  # (B, H, W-2, 3)
+        d2y = x[:, :-2] - 2 * x[:, 1:-1] + x[:, 2:]  # (B, H-2, W, 3)
+        total += np.square(d2x[:, :, inside_x]).sum() + np.square(d2y[:, inside_y]).sum()
+    count = n * 3 * (h * int(inside_x.sum()) + w * int(inside_y.sum()))
+    return total / count
+
+
+def detail_ratio(samples: np.ndarray, reference: np.ndarray, patch: int) -> float:
+    """in_patch_detail of the samples over that of reference images: 1 = the data's fine detail."""
+    return in_patch_detail(samples, patch) / in_patch_detail(reference, patch)

@@ -1,0 +1,165 @@
+"""Sanity rows: can a metric, at a given N, tell the data from degraded data?
+
+For a data set and N, each of `repeats` seeded splits draws two disjoint random sets A and B of N
+images each, and every metric scores B against A as reference in four rows:
+
+    halves    m(A, B)              what a perfect model would score at this N
+    blurred   m(A, blur(B))        Gaussian blur, `blur_sigma` px (detail lost inside patches)
+    noised    m(A, noise(B))       Gaussian noise, `noise_std` of the 0..255 range, clipped (grain)
+    seamed    m(A, seams(B))       each P x P patch shifted by one Gaussian offset, `seam_std` (patch seams)
+
+Rule: a degradation is *detected* when its row is worse than the halves row in every split by more
+than the halves row's spread: the best degraded score over the splits is worse than the worst
+halves score. A metric *passes* when it detects both blur and noise. "Worse" is the metric's own
+direction: higher for a distance, lower for an accuracy, farther from 1 (|log|) for a ratio to the
+data's. The seamed row tells which metrics see patch seams; it is not part of the pass rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixdiff.eval.pixels import coarse_fd, coarse_kid, detail_ratio, layout_accuracy
+from pixdiff.eval.seams import seam_score
+
+Better = Literal["lower", "higher", "one"]
+ROWS = ("halves", "blurred", "noised", "seamed")
+PASS_RULE = ("blurred", "noised")
+# (reference, reference labels, samples, sample labels, patch size) -> score
+Score = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    better: Better
+    score: Score
+
+
+def _seams(reference: np.ndarray, _rl: np.ndarray, samples: np.ndarray, _sl: np.ndarray, patch: int) -> float:
+    return seam_score(torch.from_numpy(samples).permute(0, 3, 1, 2), torch.from_numpy(reference).permute(0, 3, 1, 2),
+                      patch)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("FD, 4x4 block means (48 dims)", "lower", lambda r, _rl, s, _sl, _p: coarse_fd(r, s)),
+    Metric("KID, 4x4 block means", "lower", lambda r, _rl, s, _sl, _p: coarse_kid(r, s)),
+    Metric("balanced layout accuracy, 10-NN on 8x8 block means", "higher",
+           lambda r, rl, s, sl, _p: layout_accuracy(s, sl, r, rl)),
+    Metric("in-patch detail ratio", "one", lambda r, _rl, s, _sl, p: detail_ratio(s, r, p)),
+    Metric("seam score", "one", _seams),
+)
+
+
+@dataclass(frozen=True)
+class Degradations:
+    blur_sigma: float = 1.0  # px
+    noise_std: float = 0.1  # fraction of the 0..255 range, per pixel and channel
+    seam_std: float = 0.05  # fraction of the range, one offset per patch and channel
+
+    def __post_init__(self) -> None:
+        if min(self.blur_sigma, self.noise_std, self.seam_std) <= 0:
+            raise ValueError(f"degradation strengths must be > 0, got {self}")
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> the same, Gaussian-blurred (separable, radius ceil(3 sigma), reflected borders)."""
+    radius = int(np.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    taps = (taps / taps.sum()).expand(3, 1, -1)  # (3, 1, K): one 1-D kernel per channel
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).double()  # (N, 3, H, W)
+    for dim in (-1, -2):  # rows, then columns
+        x = x.transpose(dim, -1)
+        shape = x.shape
+        x = F.conv1d(F.pad(x.reshape(-1, 3, shape[-1]), (radius, radius), mode="reflect"), taps, groups=3)
+        x = x.reshape(shape).transpose(dim, -1)
+    return _to_uint8(x.permute(0, 2, 3, 1).numpy())
+
+
+def add_noise(images: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 images plus Gaussian noise of `std` x 255 per pixel and channel, clipped and rounded."""
+    return _to_uint8(images + rng.normal(0.0, std * 255.0, images.shape))
+
+
+def add_seams(images: np.ndarray, patch: int, std: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (N, H, W, 3) with every P x P patch shifted by its own Gaussian offset (`std` x 255) per channel."""
+    n, h, w, c = images.shape
+    offsets = rng.normal(0.0, std * 255.0, (n, h // patch, 1, w // patch, 1, c))
+    shifted = images.reshape(n, h // patch, patch, w // patch, patch, c) + offsets
+    return _to_uint8(shifted.reshape(images.shape))
+
+
+@dataclass(frozen=True)
+class SanityResult:
+    """One metric's scores per row, one per split."""
+
+    metric: str
+    better: Better
+    scores: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def badness(self, row: str) -> np.ndarray:
+        v = np.asarray(self.scores[row], np.float64)
+        if self.better == "one":
+            return np.abs(np.log(v))
+        return v if self.better == "lower" else -v
+
+    def detects(self, row: str) -> bool:
+        """Every split's degraded score is worse than every split's halves score."""
+        return bool(self.badness(row).min() > self.badness("halves").max())
+
+    @property
+    def passes(self) -> bool:
+        return all(self.detects(row) for row in PASS_RULE)
+
+
+def sanity(images: np.ndarray, labels: np.ndarray, n: int, patch: int, *, repeats: int = 5, seed: int = 0,
+           degradations: Degradations = Degradations(), metrics: tuple[Metric, ...] = METRICS
+           ) -> list[SanityResult]:
+    """The sanity rows of `metrics` for uint8 images (M, H, W, 3) with labels (M,), at N per side."""
+    if not 2 <= n <= len(images) // 2:
+        raise ValueError(f"N must be in [2, {len(images) // 2}] for two disjoint sets of N from {len(images)} images")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    size = images.shape[1]
+    if patch < 3 or size % patch:
+        raise ValueError(f"the patch size must be >= 3 and divide the {size} px images, got {patch}")
+    d = degradations
+    scores: dict[str, dict[str, list[float]]] = {m.name: {row: [] for row in ROWS} for m in metrics}
+    for split in range(repeats):
+        rng = np.random.default_rng([seed, split])
+        order = rng.permutation(len(images))
+        a, b = np.sort(order[:n]), np.sort(order[n : 2 * n])
+        rows = {"halves": images[b], "blurred": blur(images[b], d.blur_sigma),
+                "noised": add_noise(images[b], d.noise_std, rng),
+                "seamed": add_seams(images[b], patch, d.seam_std, rng)}
+        for m in metrics:
+            for row, candidates in rows.items():
+                scores[m.name][row].append(m.score(images[a], labels[a], candidates, labels[b], patch))
+    return [SanityResult(m.name, m.better, {row: tuple(v) for row, v in scores[m.name].items()}) for m in metrics]
+
+
+def _cell(values: tuple[float, ...]) -> str:
+    v = np.asarray(values)
+    return f"{v.mean():.4g} [{v.min():.4g}, {v.max():.4g}]" if len(v) > 1 else f"{v[0]:.4g}"
+
+
+def format_table(results: list[SanityResult]) -> str:
+    """Markdown: one line per metric, each row as mean [min, max] over splits, and the verdicts."""
+    better = {"lower": "lower", "higher": "higher", "one": "closer to 1"}
+    lines = ["| metric | better | halves | blurred | noised | seamed | detects | passes (blur and noise) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        found = ", ".join(row for row in ROWS[1:] if r.detects(row)) or "none"
+        cells = " | ".join(_cell(r.scores[row]) for row in ROWS)
+        lines.append(f"| {r.metric} | {better[r.better]} | {cells} | {found} | {'yes' if r.passes else 'NO'} |")
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Pixel metrics (pixdiff.eval.pixels) and their sanity rows (pixdiff.eval.sanity): closed forms, degradations,
+the rows on tiny synthetic data, and the `pixdiff eval-sanity` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pixdiff.eval.pixels import (
+    balanced_accuracy,
+    block_means,
+    coarse_fd,
+    coarse_kid,
+    detail_ratio,
+    in_patch_detail,
+    layout_accuracy,
+)
+from pixdiff.eval.sanity import Degradations, SanityResult, add_noise, add_seams, blur, sanity
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rectangles(count: int = 200, size: int = 32, classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sharp rectangles in a class colour at random places on grey, with a little pixel texture: uint8 NHWC."""
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(0, 1, (classes, 3))
+    labels = np.arange(count) % classes
+    x = 0.5 + rng.normal(0, 0.03, (count, size, size, 3))
+    for i, c in enumerate(labels):
+        for _ in range(3):
+            top, left = rng.integers(0, size - 6, 2)
+            h, w = rng.integers(3, 7, 2)
+            x[i, top : top + h, left : left + w] = colours[c]
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8), labels
+
+
+# ---------------------------------------------------------------- closed forms
+
+
+def test_block_means_of_constant_and_split_images():
+    x = np.zeros((2, 8, 8, 3), np.uint8)
+    x[0] = 51
+    x[1, :, 4:] = 255  # right half white: the 2x2 grid's right column is 1, the left one 0
+    m = block_means(x, 2).reshape(2, 2, 2, 3)
+    assert np.allclose(m[0], 0.2) and np.allclose(m[1, :, 0], 0) and np.allclose(m[1, :, 1], 1)
+
+
+def test_fd_of_identical_sets_is_zero():
+    x, _ = rectangles(120)
+    assert abs(coarse_fd(x, x)) < 1e-10  # float64 round-off of a 48x48 matrix square root
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.lists(st.integers(0, 5), min_size=2, max_size=60).filter(lambda v: len(set(v)) > 1), st.integers(0, 5))
+def test_balanced_accuracy_closed_forms(labels, constant):
+    labels = np.asarray(labels)
+    k = len(np.unique(labels))
+    assert balanced_accuracy(labels, labels) == 1.0
+    expected = 1 / k if constant in labels else 0.0  # the constant's own class is all right, every other all wrong
+    assert balanced_accuracy(np.full_like(labels, constant), labels) == pytest.approx(expected, abs=1e-15)
+
+
+def test_balanced_accuracy_weighs_classes_not_images():
+    labels = np.array([0] * 9 + [1])
+    assert balanced_accuracy(np.zeros(10, int), labels) == 0.5  # 0.9 plain accuracy
+
+
+def test_layout_accuracy_reads_classes_and_is_at_chance_for_shuffled_labels():
+    x, y = rectangles(400)
+    pool, queries = slice(0, 200), slice(200, 400)
+    assert layout_accuracy(x[queries], y[queries], x[pool], y[pool]) > 0.35  # chance 0.25, its std ~0.03 here
+    shuffled = np.random.default_rng(1).permutation(y[queries])
+    assert abs(layout_accuracy(x[queries], shuffled, x[pool], y[pool]) - 0.25) < 0.1
+
+
+def test_in_patch_detail_closed_forms():
+    cols = np.arange(16, dtype=np.float64)
+    ramp = np.broadcast_to(10 * cols[None, :, None], (16, 16, 3))
+    steps = np.broadcast_to(40 * (cols // 4)[None, :, None], (16, 16, 3))  # constant inside 4 px patches
+    zigzag = np.broadcast_to(100 + 10 * (-1) ** cols[None, :, None], (16, 16, 3))  # +-10 on alternate columns
+    x = np.stack([ramp, steps, zigzag]).astype(np.uint8)
+    # linear inside a patch; seams excluded (zero up to the round-off of dividing by 255)
+    assert in_patch_detail(x[:1], 4) < 1e-30 and in_patch_detail(x[1:2], 4) < 1e-30
+    # zigzag: every row second difference is +-40, every column one 0; rows and columns hold as many triples
+    assert in_patch_detail(x[2:], 4) == pytest.approx((40 / 255) ** 2 / 2, rel=1e-12)
+    assert detail_ratio(x[2:], x[2:], 4) == 1.0
+
+
+def test_pixel_metrics_refuse_bad_shapes():
+    x = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="grid"):
+        block_means(x, 3)
+    with pytest.raises(ValueError, match="patch size"):
+        in_patch_detail(x, 2)
+
+
+# ---------------------------------------------------------------- degradations
+
+
+def test_degradations():
+    flat = np.full((2, 16, 16, 3), 77, np.uint8)
+    assert np.array_equal(blur(flat, 1.5), flat)  # normalised taps, reflected borders
+    x, _ = rectangles(4, 16)
+    assert blur(x, 1.0).std() < x.std()
+    a, b = (add_noise(x, 0.1, np.random.default_rng(3)) for _ in range(2))
+    assert np.array_equal(a, b) and not np.array_equal(a, x)  # seeded
+    seamed = add_seams(flat, 4, 0.1, np.random.default_rng(0)).astype(int)
+    patches = seamed.reshape(2, 4, 4, 4, 4, 3)
+    assert (patches == patches[:, :, :1, :, :1]).all() and len(np.unique(seamed)) > 1  # one offset per patch
+    with pytest.raises(ValueError, match="> 0"):
+        Degradations(blur_sigma=0)
+
+
+# ---------------------------------------------------------------- sanity rows
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, SanityResult]:
+    x, y = rectangles()
+    results = sanity(x, y, 100, 8, repeats=3, degradations=Degradations(blur_sigma=2.0, noise_std=0.3, seam_std=0.1))
+    return {r.metric.split(",")[0]: r for r in results}
+
+
+def test_every_metric_has_every_row_per_split(rows):
+    assert set(rows) == {"FD", "KID", "balanced layout accuracy", "in-patch detail ratio", "seam score"}
+    for r in rows.values():
+        assert set(r.scores) == {"halves", "blurred", "noised", "seamed"}
+        assert all(len(v) == 3 and np.isfinite(v).all() for v in r.scores.values())
+
+
+def test_halves_beat_blur_and_noise_for_the_detail_metrics(rows):
+    for name in ("in-patch detail ratio", "seam score"):
+        assert rows[name].passes, rows[name]
+    detail = rows["in-patch detail ratio"].scores
+    assert max(detail["blurred"]) < 0.5 < 2 < min(detail["noised"])  # blur removes detail, noise adds grain
+    assert rows["seam score"].detects("seamed") and not rows["in-patch detail ratio"].detects("seamed")
+
+
+def test_fd_on_block_means_sees_noise_and_seams(rows):
+    # block means average detail away, so they see blur only where it moves mass across blocks
+    assert rows["FD"].detects("noised") and rows["FD"].detects("seamed")
+
+
+def test_the_rule_compares_ranges_over_splits():
+    r = SanityResult("m", "lower", {"halves": (1.0, 2.0), "blurred": (2.5, 3.0), "noised": (1.5, 9.0), "seamed": (3,)})
+    assert r.detects("blurred") and not r.detects("noised") and not r.passes
+    assert SanityResult("a", "higher", {"halves": (0.9, 0.8), "blurred": (0.1, 0.7)}).detects("blurred")
+    assert not SanityResult("d", "one", {"halves": (1.1,), "blurred": (1 / 1.05,)}).detects("blurred")
+
+
+def test_sanity_refuses_bad_settings():
+    x, y = rectangles(20, 16)
+    with pytest.raises(ValueError, match="two disjoint sets"):
+        sanity(x, y, 11, 4)
+    with pytest.raises(ValueError, match="patch size"):
+        sanity(x, y, 5, 5)
+
+
+def test_coarse_kid_is_near_zero_for_halves_and_large_for_noise():
+    x, _ = rectangles(200)
+    noised = add_noise(x[100:], 0.5, np.random.default_rng(0))
+    assert abs(coarse_kid(x[:100], x[100:])) < coarse_kid(x[:100], noised)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_eval_sanity_cli(tmp_path):
+    args = [sys.executable, "-m", "pixdiff.cli", "eval-sanity", "openmoji", "--resolution", "16", "--n", "10",
+            "--patch", "4", "--limit", "3", "--repeats", "2", "--cache-dir", str(tmp_path)]
+    res = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "| in-patch detail ratio | closer to 1 |" in res.stdout and "1/9 = 0.111" in res.stdout
+    bad = subprocess.run([*args[:8], "20", *args[9:]], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "two disjoint sets" in bad.stderr
