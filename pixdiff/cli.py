@@ -100,32 +100,35 @@ def convert(
     weights: Annotated[str, typer.Option(help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, "
                                               "model_ema1 and model_ema2 map to model, ema and ema_extra.)")] = "ema",
     layout: Annotated[str, typer.Option(help=(
-        "The authors' layout: 'dip' (DiP's reference code) or 'jit' (LTH14/JiT's main_jit.py checkpoints).")
+        "The authors' layout: 'dip' (DiP's reference code), 'jit' (LTH14/JiT's main_jit.py checkpoints), "
+        "'pixnerd' or 'deco' (the Lightning checkpoints of MCG-NJU/PixNerd or Zehong-Ma/DeCo).")
     )] = "dip",
 ) -> None:
     """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly, or export
     a pixdiff checkpoint as safetensors (which `pixdiff sample` reads)."""
     import torch
 
+    from pixdiff.checkpoints import deco, jit, pixnerd
     from pixdiff.checkpoints import store as checkpoint
     from pixdiff.checkpoints.dip import to_reference
-    from pixdiff.checkpoints.jit import official_checkpoint, pixdiff_checkpoint, read_official
     from pixdiff.config.tree import to_dict
     from pixdiff.generate import load_model
     from pixdiff.runtime.atomic import atomic_write
 
-    if layout not in ("dip", "jit"):
-        fail(f"--layout must be 'dip' or 'jit', not {layout!r}")
+    official = {"jit": jit, "pixnerd": pixnerd, "deco": deco}  # layouts with their own key maps
+    if layout not in ("dip", *official):
+        fail(f"--layout must be 'dip', 'jit', 'pixnerd' or 'deco', not {layout!r}")
     if to not in ("pixdiff", "reference", "safetensors"):
         fail(f"--to must be 'pixdiff', 'reference' or 'safetensors', not {to!r}")
     if to == "safetensors" and weights != "ema":
         fail("--to safetensors exports the EMA weights only (--weights ema)")
     try:  # everything is checked strictly before anything is written
-        if layout == "jit" and to == "pixdiff":
-            checkpoint.save(pixdiff_checkpoint(read_official(src), load(recipe, set_)), dst)
-        elif layout == "jit" and to == "reference":
+        if layout in official and to == "pixdiff":
+            family = official[layout]
+            checkpoint.save(family.pixdiff_checkpoint(family.read_official(src), load(recipe, set_)), dst)
+        elif layout in official and to == "reference":
             ckpt = checkpoint.load(checkpoint.resolve(src))
-            state = official_checkpoint(ckpt, checkpoint.recipe_of(ckpt, src))
+            state = official[layout].official_checkpoint(ckpt, checkpoint.recipe_of(ckpt, src))
             with atomic_write(dst) as f:
                 torch.save(state, f)
         else:

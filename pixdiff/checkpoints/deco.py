@@ -13,11 +13,22 @@ the reading and writing); the pixel decoder maps as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from pixdiff.checkpoints import pixnerd
 from pixdiff.checkpoints.dip import InteropError
 from pixdiff.checkpoints.jit import Rule, _renamed
-from pixdiff.checkpoints.pixnerd import MAX_FREQS, backbone_rules, coordinate_embed_rules, require_plain_dit
+from pixdiff.checkpoints.pixnerd import MAX_FREQS, backbone_rules, coordinate_embed_rules, read_official, require_plain_dit
 from pixdiff.nn.heads.pixel_decoder import AdaLNPixelDecoder
 from pixdiff.nn.model import ModelConfig
+
+if TYPE_CHECKING:
+    from pixdiff.recipe import Recipe
+
+__all__ = ["official_checkpoint", "pixdiff_checkpoint", "read_official", "rules"]
 
 
 def rules(model: ModelConfig) -> list[Rule]:
@@ -37,3 +48,13 @@ def rules(model: ModelConfig) -> list[Rule]:
                                                          head.num_freqs),
             *_renamed("head.cond", "dec_net.cond_embed"), *_renamed("head.proj_in", "dec_net.input_proj"),
             *decoder, *_renamed("head.out", "dec_net.final_layer.linear")]
+
+
+def pixdiff_checkpoint(official: Mapping[str, Tensor], recipe: Recipe) -> dict[str, Any]:
+    """An official DeCo Lightning state_dict as a pixdiff checkpoint (see `pixnerd.pixdiff_checkpoint`)."""
+    return pixnerd.pixdiff_checkpoint(official, recipe, rules, "DeCo")
+
+
+def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """A pixdiff checkpoint in DeCo's Lightning layout (see `pixnerd.official_checkpoint`)."""
+    return pixnerd.official_checkpoint(ckpt, recipe, rules)
