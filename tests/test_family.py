@@ -8,6 +8,7 @@ re-creations of the official modules (kept outside the repository).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -32,9 +33,10 @@ from pixdiff.diffusion.objectives import (
 )
 from pixdiff.nn.heads.coord_mlp import CoordinateMLP, dct_features
 from pixdiff.nn.heads.pixel_decoder import AdaLNPixelDecoder
+from pixdiff.nn.model import ModelConfig
 from pixdiff.nn.summary import model_summary
 from pixdiff.recipe import load_recipe
-from pixdiff.testing import check_head
+from pixdiff.testing import check_head, check_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"pixnerd": pixnerd, "deco": deco}
@@ -107,6 +109,12 @@ def test_other_sizes_build(spec):
 ])
 def test_heads_are_conformant(config):
     check_head(config)
+
+
+def test_new_heads_run_on_jits_backbone():
+    bb = dataclasses.replace(load_recipe("jit:tiny").model.backbone, dim=32, num_heads=2, image_size=16)
+    for head in (AdaLNPixelDecoder(hidden=8, depth=1), CoordinateMLP(hidden=8, mlp_hidden=16, depth=1, top_freq=8.0)):
+        check_model(ModelConfig(backbone=bb, head=head))
 
 
 def test_pixnerd_coordinate_features_in_closed_form():

@@ -21,7 +21,13 @@ from torch import Tensor
 from pixdiff.checkpoints import pixnerd
 from pixdiff.checkpoints.dip import InteropError
 from pixdiff.checkpoints.jit import Rule, _renamed
-from pixdiff.checkpoints.pixnerd import MAX_FREQS, backbone_rules, coordinate_embed_rules, read_official, require_plain_dit
+from pixdiff.checkpoints.pixnerd import (
+    MAX_FREQS,
+    backbone_rules,
+    coordinate_embed_rules,
+    read_official,
+    require_plain_dit,
+)
 from pixdiff.nn.heads.pixel_decoder import AdaLNPixelDecoder
 from pixdiff.nn.model import ModelConfig
 

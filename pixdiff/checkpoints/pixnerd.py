@@ -66,7 +66,8 @@ def backbone_rules(cfg: DiTConfig) -> list[Rule]:
 
 def coordinate_embed_rules(ours: str, theirs: str, channels: int, num_freqs: int) -> list[Rule]:
     """Linear(C + F*F -> h) on [pixels, coordinates]: PixNerd's columns fx-major, pixdiff's fy-major."""
-    cols = torch.cat([torch.arange(channels), channels + torch.arange(num_freqs**2).view(num_freqs, num_freqs).T.reshape(-1)])
+    coords = torch.arange(num_freqs**2).view(num_freqs, num_freqs).T.reshape(-1)  # pixdiff [fy, fx] <- fx * F + fy
+    cols = torch.cat([torch.arange(channels), channels + coords])
     back = torch.argsort(cols)
     weight = Rule((f"{ours}.weight",), (f"{theirs}.weight",), to_ours=lambda w: (w[:, cols],),
                   to_theirs=lambda w: (w[:, back],))
@@ -100,7 +101,8 @@ def rules(model: ModelConfig) -> list[Rule]:
         field.append(Rule((f"{ours}norm.weight",), (f"{theirs}norm.weight",)))
     return [*backbone_rules(cfg), *coordinate_embed_rules("head.embed", "x_embedder.embedder.0", cfg.channels,
                                                          head.num_freqs),
-            *field, Rule(("head.norm.weight",), ("final_layer.norm.weight",)), *_renamed("head.out", "final_layer.linear")]
+            *field, Rule(("head.norm.weight",), ("final_layer.norm.weight",)),
+            *_renamed("head.out", "final_layer.linear")]
 
 
 def from_official(state: Mapping[str, Tensor], model: ModelConfig, rules_fn: RulesFn = rules,
@@ -119,7 +121,8 @@ def read_official(path: Path) -> dict[str, Tensor]:
     ckpt = read(path)
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, Mapping) or not any(k.startswith(p) for p in WEIGHTS.values() for k in state):
-        raise InteropError(f"{path} is not an official Lightning checkpoint (no 'denoiser.' or 'ema_denoiser.' tensors)")
+        raise InteropError(f"{path} is not an official Lightning checkpoint "
+                           "(no 'denoiser.' or 'ema_denoiser.' tensors)")
     return dict(state)
 
 
@@ -145,7 +148,8 @@ def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe, rules_fn: Rules
     """A pixdiff checkpoint as {"state_dict": {denoiser.*, ema_denoiser.*}}, the tensors of the authors'
     Lightning layout (the first EMA of train.ema_decays; no optimizer or trainer state)."""
     own = _own_shapes(recipe)
-    states = {"raw": ckpt.get("model"), "ema": ema_weights(ckpt, recipe.train.ema_decays)[float(recipe.train.ema_decays[0])]}
+    decays = recipe.train.ema_decays
+    states = {"raw": ckpt.get("model"), "ema": ema_weights(ckpt, decays)[float(decays[0])]}
     out: dict[str, Tensor] = {}
     for weights, state in states.items():
         if not isinstance(state, Mapping):

@@ -25,8 +25,10 @@ class CoordinateMLP:
     """`depth` blocks of width `hidden` with generated `hidden x mlp_hidden` weights.
 
     The defaults (64 wide, 128 inner, 4 blocks, 8x8 frequencies) are the paper's (docs/design.md,
-    section 2). The weight generators dominate: 4 x Linear(1152 -> 2*64*128) makes the head 75,567,875 parameters at
-    D=1152, C=3 (any P), so DiP-XL/16 with it totals 700.6M (paper: 700M).
+    section 2) with integer coordinate frequencies; PixNerd's own code uses `top_freq=8.0`
+    (recipes/pixnerd.py, docs/family.md). The weight generators dominate: 4 x Linear(1152 -> 2*64*128)
+    makes the head 75,567,875 parameters at D=1152, C=3 (any P), so DiP-XL/16 with it totals 700.6M
+    (paper: 700M).
     """
 
     hidden: int = 64
