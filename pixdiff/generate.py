@@ -37,13 +37,14 @@ from pixdiff.runtime.rng import balanced_labels, derive_seed, seed_generators
 def sample_recipe(model: Model, recipe: Recipe, labels: Tensor, generators: Generators, *,
                   callback: Callback | None = None, **overrides: Any) -> Tensor:
     """`sample` with the recipe's objective, image shape, class count and sampler settings
-    (recipe.sample: steps, solver, cfg_scale, cfg_interval, time_shift), any of which `overrides`
+    (recipe.sample: steps, solver, cfg_scale, cfg_interval, time_shift, last_step), any of which `overrides`
     replaces, e.g. `sample_recipe(net, recipe, y, gens, steps=25)`."""
     sc = dataclasses.replace(recipe.sample, **overrides)
     bb = recipe.model.backbone
     return sample(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
                   num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
-                  cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, generators=generators, callback=callback)
+                  cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, last_step=sc.last_step, generators=generators,
+                  callback=callback)
 
 
 LabelPolicy = Literal["balanced", "random"]
