@@ -100,32 +100,33 @@ def convert(
     weights: Annotated[str, typer.Option(help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, "
                                               "model_ema1 and model_ema2 map to model, ema and ema_extra.)")] = "ema",
     layout: Annotated[str, typer.Option(help=(
-        "The authors' layout: 'dip' (DiP's reference code), 'jit' (LTH14/JiT's main_jit.py checkpoints) or "
-        "'pixeldit' (NVlabs/PixelDiT's c2i Lightning checkpoints).")
+        "The authors' layout: 'dip' (DiP's reference code), 'jit' (LTH14/JiT's main_jit.py checkpoints), "
+        "'pixeldit' (NVlabs/PixelDiT's c2i Lightning checkpoints), 'pixnerd' or 'deco' (the Lightning "
+        "checkpoints of MCG-NJU/PixNerd or Zehong-Ma/DeCo).")
     )] = "dip",
 ) -> None:
     """Convert between the authors' reference checkpoints and pixdiff checkpoints, strictly, or export
     a pixdiff checkpoint as safetensors (which `pixdiff sample` reads)."""
     import torch
 
-    from pixdiff.checkpoints import jit, pixeldit
+    from pixdiff.checkpoints import deco, jit, pixeldit, pixnerd
     from pixdiff.checkpoints import store as checkpoint
     from pixdiff.checkpoints.dip import to_reference
     from pixdiff.config.tree import to_dict
     from pixdiff.generate import load_model
     from pixdiff.runtime.atomic import atomic_write
 
-    official = {"jit": jit, "pixeldit": pixeldit}  # layouts converted by official <-> pixdiff key maps
+    official = {"jit": jit, "pixeldit": pixeldit, "pixnerd": pixnerd, "deco": deco}  # layouts with key maps
     if layout not in ("dip", *official):
-        fail(f"--layout must be 'dip', 'jit' or 'pixeldit', not {layout!r}")
+        fail(f"--layout must be one of dip, {', '.join(official)}, not {layout!r}")
     if to not in ("pixdiff", "reference", "safetensors"):
         fail(f"--to must be 'pixdiff', 'reference' or 'safetensors', not {to!r}")
     if to == "safetensors" and weights != "ema":
         fail("--to safetensors exports the EMA weights only (--weights ema)")
     try:  # everything is checked strictly before anything is written
         if layout in official and to == "pixdiff":
-            checkpoint.save(official[layout].pixdiff_checkpoint(official[layout].read_official(src),
-                                                                load(recipe, set_)), dst)
+            family = official[layout]
+            checkpoint.save(family.pixdiff_checkpoint(family.read_official(src), load(recipe, set_)), dst)
         elif layout in official and to == "reference":
             ckpt = checkpoint.load(checkpoint.resolve(src))
             state = official[layout].official_checkpoint(ckpt, checkpoint.recipe_of(ckpt, src))

@@ -42,7 +42,8 @@ def sample_recipe(model: Model, recipe: Recipe, labels: Tensor, generators: Gene
     bb = recipe.model.backbone
     return sample(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
                   num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
-                  cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, generators=generators, callback=callback)
+                  cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, last_step=sc.last_step, generators=generators,
+                  callback=callback)
 
 
 LabelPolicy = Literal["balanced", "random"]
@@ -147,7 +148,7 @@ def generate(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d:
     sc = recipe.sample
     info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": sc.steps,
             "solver": sc.solver, "cfg_scale": sc.cfg_scale, "cfg_interval": list(sc.cfg_interval),
-            "time_shift": sc.time_shift, "dtype": dtype, "compile": compile,
+            "time_shift": sc.time_shift, "last_step": sc.last_step, "dtype": dtype, "compile": compile,
             "world_size": d.world, "recipe": recipe.name, **(meta or {})}
     npz = out_dir / "samples.npz"
     save_samples(npz, images, labels.numpy(), info)

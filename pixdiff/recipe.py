@@ -114,6 +114,7 @@ class SampleConfig:
     cfg_interval: tuple[float, float] = (0.1, 1.0)
     time_shift: float = 1.0
     grid_images: int = 16
+    last_step: float = 0.0  # length of the final step into t = 1; 0: 1/steps (see solvers.uniform_grid)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -123,6 +124,7 @@ class SampleConfig:
         lo, hi = self.cfg_interval
         require(self, "cfg_interval", 0 <= lo <= hi <= 1, "must be (lo, hi) with 0 <= lo <= hi <= 1")
         require(self, "grid_images", self.grid_images >= 0, "must be >= 0")
+        require(self, "last_step", 0 <= self.last_step < 1, "must be in [0, 1) (0: 1/steps)")
 
 
 @dataclass(frozen=True)

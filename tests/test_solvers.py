@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
+from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction, gaussian_model, time_shift
 from pixdiff.diffusion.solvers import (
     ADAPTIVE_METHODS,
     FIXED_GRID_METHODS,
@@ -342,3 +342,16 @@ def test_odeint_methods_keep_to_the_grid_as_their_kind_promises(method):
     expected = math.exp(-float(ts[-2] - ts[0])) * (1 - h)
     # Euler, the crudest method, is off by (1 - h)^4 / e^{-4h} - 1 = -8.6% at h = 0.2
     assert abs(float(x[0, 0, 0, 0]) - expected) < 0.1 * expected
+
+
+def test_last_step_sets_the_final_step_pixnerds_grid():
+    grid = uniform_grid(100, last_step=0.04, dtype=F64)
+    assert grid.shape == (101,) and grid[-1].item() == 1.0
+    torch.testing.assert_close(grid[:-1], torch.linspace(0, 0.96, 100, dtype=F64), rtol=0, atol=0)
+    assert (grid[-1] - grid[-2]).item() == pytest.approx(0.04)
+    assert torch.equal(uniform_grid(100, last_step=0.0), uniform_grid(100))  # 0: DiP's grid, unchanged
+    torch.testing.assert_close(uniform_grid(10, last_step=0.1, dtype=F64), uniform_grid(10, dtype=F64))
+    torch.testing.assert_close(shifted_grid(10, 3.0, last_step=0.2, dtype=F64),
+                               time_shift(uniform_grid(10, last_step=0.2, dtype=F64), 3.0))
+    with pytest.raises(ValueError, match="last_step"):
+        uniform_grid(10, last_step=1.0)

@@ -15,6 +15,7 @@ updates. Given x_t and any one of (velocity, x0, eps) the other two follow from 
     DDPM          discrete VP process (1000 steps); the network predicts eps.
     XPrediction   the flow-matching path with sigma = noise_scale (1 - t); the network predicts x0,
                   the loss is on velocity (JiT).
+    FrequencyAwareFlowMatching  FlowMatching plus DeCo's JPEG-weighted 8x8 DCT loss on the velocity.
 
 Randomness: every function that draws noise takes `generator`, either one `torch.Generator` or a
 list of B generators, one per sample (EDM style): with a list, sample i's draws come only from
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from pixdiff.config.validate import check_fields, positive, require
@@ -231,6 +233,104 @@ class FlowMatching(_FlowPath):
     ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """MSE between model(x_t, t, y') and x - eps; y' has labels dropped to the null class."""
         return _target_mse(self, model, x, y, num_classes, generator, t, noise)
+
+
+# ----------------------------------------------------------------------------- frequency-aware loss (DeCo)
+# JPEG's example quantisation tables (ITU-T T.81 Annex K, Tables K.1 and K.2; IJG's base tables):
+# entry [u][v] is the step for vertical frequency u and horizontal frequency v of an 8x8 DCT block.
+JPEG_LUMINANCE = (
+    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56), (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
+)
+JPEG_CHROMINANCE = (
+    (17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99),
+    (24, 26, 56, 99, 99, 99, 99, 99), (47, 66, 99, 99, 99, 99, 99, 99),
+    *((99,) * 8,) * 4,
+)
+
+
+def dct_matrix(n: int) -> Tensor:
+    """(n, n) orthonormal DCT-II: row k is a_k cos(pi (2j + 1) k / 2n) over j, a_0 = sqrt(1/n), else sqrt(2/n)."""
+    j = torch.arange(n, dtype=torch.float64)
+    k = j[:, None]
+    scale = torch.full((n, 1), math.sqrt(2 / n), dtype=torch.float64)
+    scale[0] = math.sqrt(1 / n)
+    return (scale * torch.cos(math.pi * (2 * j + 1) * k / (2 * n))).float()
+
+
+def jpeg_table(base: Sequence[Sequence[int]], quality: int) -> Tensor:
+    """(8, 8) IJG quality scaling of a base table: s = 5000/q below q = 50, else 200 - 2q;
+    floor((base * s + 50) / 100) clamped to [1, 255] (q = 50 gives the base table, q = 100 all ones)."""
+    q = min(100, max(1, int(quality)))
+    s = 5000 / q if q < 50 else 200 - 2 * q
+    return torch.floor((torch.tensor(base, dtype=torch.float32) * s + 50) / 100).clamp(1, 255)
+
+
+def jpeg_frequency_weights(quality: int = 85, gamma: float = 1.0) -> Tensor:
+    """(3, 8, 8) DeCo's weights for the Y, Cb, Cr DCT coefficients: w = (mean(Q) / Q)^gamma divided by
+    its mean, Q the luminance table for Y and the chrominance table for Cb and Cr at `quality`. Each
+    channel's weights average 1; frequencies JPEG quantises coarsely (visually insignificant) get less."""
+    tables = [jpeg_table(t, quality) for t in (JPEG_LUMINANCE, JPEG_CHROMINANCE, JPEG_CHROMINANCE)]
+    weights = [(q.mean() / q) ** gamma for q in tables]
+    return torch.stack([w / w.mean() for w in weights])
+
+
+def rgb_to_ycbcr(x: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB -> YCbCr with JFIF's coefficients and no offsets (a linear map, for velocities)."""
+    r, g, b = x.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    return torch.stack([y, cb, cr], dim=1)
+
+
+def block_dct(x: Tensor, n: int = 8) -> Tensor:
+    """(B, C, H, W) -> (B, C, H/n, W/n, n, n) orthonormal 2D DCT of every n x n block, [..., u, v] =
+    vertical frequency u, horizontal v; sides not divisible by n are reflect-padded first (as DeCo)."""
+    pad_h, pad_w = -x.shape[2] % n, -x.shape[3] % n
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    blocks = x.unfold(2, n, n).unfold(3, n, n)  # (B, C, H/n, W/n, n, n)
+    d = dct_matrix(n).to(x)
+    return d @ blocks @ d.T
+
+
+def frequency_mse(out: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """mean(weights * (DCT8(YCbCr(out)) - DCT8(YCbCr(target)))^2) over every coefficient of every block;
+    weights (C, 8, 8). Both maps are linear, so the difference is transformed once."""
+    coeffs = block_dct(rgb_to_ycbcr(out.to(target.dtype) - target))  # (B, 3, H/8, W/8, 8, 8)
+    return (weights.to(coeffs)[None, :, None, None] * coeffs.square()).mean()
+
+
+@dataclass(frozen=True)
+class FrequencyAwareFlowMatching(FlowMatching):
+    """DeCo's frequency-aware flow matching: FlowMatching's velocity MSE plus `freq_weight` times the
+    `frequency_mse` of the same velocities with `jpeg_frequency_weights(jpeg_quality, freq_gamma)`
+    (DeCo's REPATrainer: weight 1, quality 85, gamma 1; "inv" mode is gamma 1 too, the mean cancels)."""
+
+    freq_weight: float = 1.0
+    jpeg_quality: int = 85
+    freq_gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, "freq_weight", self.freq_weight >= 0, "must be >= 0")
+        require(self, "jpeg_quality", 1 <= self.jpeg_quality <= 100, "must be in 1..100")
+        require(self, "freq_gamma", self.freq_gamma >= 0, "must be >= 0")
+
+    def loss(
+        self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
+        generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
+        t, eps, x_t = _noised(self, x, generator, t, noise)
+        y = drop_labels(y, self.label_dropout, num_classes, generator)
+        out, target = model(x_t, t, y), self.target(x, eps, t)
+        fm = _mse(out, target)
+        freq = frequency_mse(out, target, jpeg_frequency_weights(self.jpeg_quality, self.freq_gamma))
+        loss = fm + self.freq_weight * freq
+        return loss, {"loss": loss.detach(), "fm_loss": fm.detach(), "freq_loss": freq.detach()}
 
 
 @dataclass(frozen=True)

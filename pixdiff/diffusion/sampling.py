@@ -18,14 +18,15 @@ from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 def sample(
     model: Model, objective: Objective, y: Tensor, *, shape_chw: tuple[int, int, int], num_classes: int,
     steps: int = 100, solver: str | Solver = "euler", cfg_scale: float = 1.0,
-    cfg_interval: tuple[float, float] = (0.1, 1.0), time_shift: float = 1.0, generators: Generators = None,
+    cfg_interval: tuple[float, float] = (0.1, 1.0), time_shift: float = 1.0, last_step: float = 0.0,
+    generators: Generators = None,
     callback: Callback | None = None, **solver_options: Any,
 ) -> Tensor:
     """Draw len(y) samples of class y (B,) -> (B, C, H, W) float32 in data space.
 
     Noise comes from `generators` (use `seed_generators` for per-sample reproducibility; the
     initial x, `prior_std(objective)` * N(0, I), and any solver noise are drawn per sample), on y's device. The grid is
-    `shifted_grid(steps, time_shift)` (DiP: 100 Euler steps, no shift). Guidance follows
+    `shifted_grid(steps, time_shift, last_step=last_step)` (DiP: 100 Euler steps, no shift). Guidance follows
     `guidance.cfg`. The result is clamped to [-1, 1] once, at the end: intermediate states are
     left alone because clamping them would change the ODE. `solver_options` go to the solver
     (eta for ddim, noise_scale for euler_maruyama, method/rtol/atol for odeint).
@@ -34,7 +35,7 @@ def sample(
         raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)} or pass a function")
     step = SOLVERS[solver] if isinstance(solver, str) else solver
     x = prior_std(objective) * randn((y.shape[0], *shape_chw), generators, device=y.device, dtype=torch.float32)
-    ts = shifted_grid(steps, time_shift, device=y.device)
+    ts = shifted_grid(steps, time_shift, last_step=last_step, device=y.device)
     net = cfg(model, cfg_scale, num_classes=num_classes, interval=cfg_interval)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
