@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pixdiff.checkpoints import pixnerd
 from pixdiff.checkpoints.dip import InteropError
-from pixdiff.checkpoints.jit import Rule, _renamed
+from pixdiff.checkpoints.keymap import Rule, renamed
 from pixdiff.checkpoints.pixnerd import (
     MAX_FREQS,
     backbone_rules,
@@ -49,11 +49,11 @@ def rules(model: ModelConfig) -> list[Rule]:
     for j in range(head.depth):
         ours, theirs = f"head.blocks.{j}.", f"dec_net.res_blocks.{j}."
         for mine, official in (("norm", "in_ln"), ("fc1", "mlp.0"), ("fc2", "mlp.2"), ("adaLN", "adaLN_modulation.1")):
-            decoder += _renamed(ours + mine, theirs + official)
+            decoder += renamed(ours + mine, theirs + official)
     return [*backbone_rules(cfg), *coordinate_embed_rules("head.embed", "x_embedder.embedder.0", cfg.channels,
                                                          head.num_freqs),
-            *_renamed("head.cond", "dec_net.cond_embed"), *_renamed("head.proj_in", "dec_net.input_proj"),
-            *decoder, *_renamed("head.out", "dec_net.final_layer.linear")]
+            *renamed("head.cond", "dec_net.cond_embed"), *renamed("head.proj_in", "dec_net.input_proj"),
+            *decoder, *renamed("head.out", "dec_net.final_layer.linear")]
 
 
 def pixdiff_checkpoint(official: Mapping[str, Tensor], recipe: Recipe) -> dict[str, Any]:

@@ -17,8 +17,7 @@ and adaLN_modulation.1 (after an nn.SiLU) -> adaLN_modulation.0, since pixdiff's
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from pixdiff.checkpoints.dip import InteropError, check_state
+from pixdiff.checkpoints.keymap import Rule, convert, own_shapes, renamed
 from pixdiff.checkpoints.store import ema_weights
 from pixdiff.config.tree import to_dict
 from pixdiff.nn.backbone import DiTConfig
@@ -37,30 +37,12 @@ NET = "net."
 WEIGHTS = {"ema": "model_ema1", "ema2": "model_ema2", "raw": "model"}  # --weights -> official checkpoint key
 
 
-def _same(*tensors: Tensor) -> tuple[Tensor, ...]:
-    return tensors
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Tensors `ours` (pixdiff names) <-> `theirs` (official names under net.) and the two maps."""
-
-    ours: tuple[str, ...]
-    theirs: tuple[str, ...]
-    to_ours: Callable[..., tuple[Tensor, ...]] = _same
-    to_theirs: Callable[..., tuple[Tensor, ...]] = _same
-
-
-def _renamed(ours: str, theirs: str, params: tuple[str, ...] = ("weight", "bias")) -> list[Rule]:
-    return [Rule((f"{ours}.{p}",), (f"{theirs}.{p}",)) for p in params]
-
-
 def _block_rules(i: int) -> list[Rule]:
     ours, theirs = f"backbone.blocks.{i}.", f"blocks.{i}."
     rules = [Rule((ours + k,), (theirs + k,)) for k in
              ("norm1.weight", "norm2.weight", "attn.q_norm.weight", "attn.k_norm.weight")]
-    rules += _renamed(ours + "attn.qkv", theirs + "attn.qkv") + _renamed(ours + "attn.proj", theirs + "attn.proj")
-    rules += _renamed(ours + "mlp.w2", theirs + "mlp.w3") + _renamed(ours + "adaLN_modulation.0",
+    rules += renamed(ours + "attn.qkv", theirs + "attn.qkv") + renamed(ours + "attn.proj", theirs + "attn.proj")
+    rules += renamed(ours + "mlp.w2", theirs + "mlp.w3") + renamed(ours + "adaLN_modulation.0",
                                                                       theirs + "adaLN_modulation.1")
     for p in ("weight", "bias"):
         rules.append(Rule((f"{ours}mlp.w1.{p}", f"{ours}mlp.w3.{p}"), (f"{theirs}mlp.w12.{p}",),
@@ -93,38 +75,15 @@ def rules(cfg: DiTConfig) -> list[Rule]:
     return [
         Rule(("backbone.pos_embed",), ("pos_embed",)),
         Rule(("backbone.in_context_posemb",), ("in_context_posemb",)),
-        *_renamed("backbone.t_embedder.mlp.0", "t_embedder.mlp.0"),
-        *_renamed("backbone.t_embedder.mlp.2", "t_embedder.mlp.2"),
+        *renamed("backbone.t_embedder.mlp.0", "t_embedder.mlp.0"),
+        *renamed("backbone.t_embedder.mlp.2", "t_embedder.mlp.2"),
         Rule(("backbone.y_embedder.embedding_table.weight",), ("y_embedder.embedding_table.weight",)),
-        conv, conv1x1, *_renamed("backbone.s_embedder.proj2", "x_embedder.proj2", ("bias",)),
+        conv, conv1x1, *renamed("backbone.s_embedder.proj2", "x_embedder.proj2", ("bias",)),
         *(rule for i in range(cfg.depth) for rule in _block_rules(i)),
         Rule(("head.norm.weight",), ("final_layer.norm_final.weight",)),
-        *_renamed("head.adaLN_modulation.0", "final_layer.adaLN_modulation.1"),
+        *renamed("head.adaLN_modulation.0", "final_layer.adaLN_modulation.1"),
         *out,
     ]
-
-
-def _convert(state: Mapping[str, Tensor], rule_list: list[Rule], *, forward: bool, what: str) -> dict[str, Tensor]:
-    """Apply every rule in one direction; one InteropError lists whatever is missing or left over."""
-    out: dict[str, Tensor] = {}
-    missing: list[str] = []
-    for rule in rule_list:
-        src, dst, fn = (rule.theirs, rule.ours, rule.to_ours) if forward else (rule.ours, rule.theirs, rule.to_theirs)
-        if any(k not in state for k in src):
-            missing += [k for k in src if k not in state]
-            continue
-        try:
-            out.update(zip(dst, fn(*(state[k] for k in src))))
-        except (RuntimeError, IndexError) as e:
-            shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in src)
-            raise InteropError(f"{what}: cannot convert {shapes}: {e}") from None
-    used = {k for rule in rule_list for k in (rule.theirs if forward else rule.ours)}
-    unused = sorted(set(state) - used)
-    if missing or unused:
-        raise InteropError(f"{what} does not match the recipe's model; " + "; ".join(
-            f"{label}: {keys[:8]}{' ...' if len(keys) > 8 else ''}"
-            for label, keys in (("missing", missing), ("unused", unused)) if keys))
-    return out
 
 
 def from_official(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor]:
@@ -132,13 +91,13 @@ def from_official(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tens
     stray = sorted(k for k in state if not k.startswith(NET))
     if stray:
         raise InteropError(f"official JiT state dicts hold only 'net.' tensors; found {stray[:8]}")
-    return _convert({k.removeprefix(NET): v for k, v in state.items()}, rules(cfg), forward=True,
+    return convert({k.removeprefix(NET): v for k, v in state.items()}, rules(cfg), forward=True,
                     what="official JiT checkpoint")
 
 
 def to_official(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor]:
     """pixdiff model keys -> an official Denoiser state dict (keys `net.*`)."""
-    out = _convert(state, rules(cfg), forward=False, what="pixdiff model")
+    out = convert(state, rules(cfg), forward=False, what="pixdiff model")
     return {NET + k: v.contiguous() for k, v in out.items()}
 
 
@@ -155,16 +114,11 @@ def read_official(path: Path) -> dict:
     return ckpt
 
 
-def _own_shapes(recipe: Recipe) -> dict[str, Tensor]:
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        return recipe.model.build().state_dict()
-
-
 def pixdiff_checkpoint(official: Mapping[str, Mapping[str, Tensor]], recipe: Recipe) -> dict[str, Any]:
     """An official checkpoint as a pixdiff one: `model` the raw weights, `ema` model_ema1 (the
     recipe's first train.ema_decays entry) and, when the recipe keeps a second EMA, model_ema2 in
     `ema_extra`. Strict: every tensor used, none missing, shapes equal."""
-    own, cfg = _own_shapes(recipe), recipe.model.backbone
+    own, cfg = own_shapes(recipe), recipe.model.backbone
 
     def take(weights: str) -> dict[str, Tensor]:
         state = from_official(official[WEIGHTS[weights]], cfg)
@@ -179,7 +133,7 @@ def pixdiff_checkpoint(official: Mapping[str, Mapping[str, Tensor]], recipe: Rec
 def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
     """A pixdiff checkpoint in the layout main_jit.py --resume reads (model and both EMAs; no
     optimizer, so it starts afresh). A run with one EMA fills both EMA slots with it."""
-    own, cfg, decays = _own_shapes(recipe), recipe.model.backbone, recipe.train.ema_decays
+    own, cfg, decays = own_shapes(recipe), recipe.model.backbone, recipe.train.ema_decays
     emas = ema_weights(ckpt, decays)
     states = {"model": ckpt.get("model"), "model_ema1": emas[float(decays[0])],
               "model_ema2": emas[float(decays[1])] if len(decays) > 1 else emas[float(decays[0])]}

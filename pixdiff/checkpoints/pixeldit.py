@@ -22,11 +22,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor
 
 from pixdiff.checkpoints import store
 from pixdiff.checkpoints.dip import LIGHTNING_PREFIXES, InteropError, check_state
+from pixdiff.checkpoints.keymap import own_shapes
 from pixdiff.config.tree import to_dict
 
 if TYPE_CHECKING:
@@ -90,14 +90,9 @@ def read_official(path: Path) -> dict[str, Any]:
     return store.read(path)
 
 
-def _own_shapes(recipe: Recipe) -> dict[str, Tensor]:
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        return recipe.model.build().state_dict()
-
-
 def pixdiff_checkpoint(official: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
     """An official checkpoint as a pixdiff one (`model` the raw weights, `ema` the EMA), strictly."""
-    own = _own_shapes(recipe)
+    own = own_shapes(recipe)
     out: dict[str, Any] = {"recipe": to_dict(recipe)}
     for weights, state in denoisers(official).items():
         converted = from_official(state)
@@ -109,7 +104,7 @@ def pixdiff_checkpoint(official: Mapping[str, Any], recipe: Recipe) -> dict[str,
 def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
     """A pixdiff checkpoint in the official Lightning layout: {"state_dict": denoiser. and
     ema_denoiser. tensors} (the recipe's first EMA; no optimizer or REPA projector)."""
-    own, decays = _own_shapes(recipe), recipe.train.ema_decays
+    own, decays = own_shapes(recipe), recipe.train.ema_decays
     states = {"raw": ckpt.get("model"), "ema": store.ema_weights(ckpt, decays)[float(decays[0])]}
     out = {}
     for weights, state in states.items():

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from pixdiff.checkpoints.dip import InteropError, check_state, reference_denoiser
-from pixdiff.checkpoints.jit import Rule, _convert, _own_shapes, _renamed
+from pixdiff.checkpoints.keymap import Rule, convert, own_shapes, renamed
 from pixdiff.checkpoints.store import ema_weights, read
 from pixdiff.config.tree import to_dict
 from pixdiff.nn.backbone import DiTConfig
@@ -71,7 +71,7 @@ def coordinate_embed_rules(ours: str, theirs: str, channels: int, num_freqs: int
     back = torch.argsort(cols)
     weight = Rule((f"{ours}.weight",), (f"{theirs}.weight",), to_ours=lambda w: (w[:, cols],),
                   to_theirs=lambda w: (w[:, back],))
-    return [weight, *_renamed(ours, theirs, ("bias",))]
+    return [weight, *renamed(ours, theirs, ("bias",))]
 
 
 def generator_rows(hidden: int, mlp_hidden: int) -> Tensor:
@@ -102,18 +102,18 @@ def rules(model: ModelConfig) -> list[Rule]:
     return [*backbone_rules(cfg), *coordinate_embed_rules("head.embed", "x_embedder.embedder.0", cfg.channels,
                                                          head.num_freqs),
             *field, Rule(("head.norm.weight",), ("final_layer.norm.weight",)),
-            *_renamed("head.out", "final_layer.linear")]
+            *renamed("head.out", "final_layer.linear")]
 
 
 def from_official(state: Mapping[str, Tensor], model: ModelConfig, rules_fn: RulesFn = rules,
                   what: str = "official PixNerd checkpoint") -> dict[str, Tensor]:
     """An official denoiser state dict (no prefix) -> pixdiff model keys."""
-    return _convert(state, rules_fn(model), forward=True, what=what)
+    return convert(state, rules_fn(model), forward=True, what=what)
 
 
 def to_official(state: Mapping[str, Tensor], model: ModelConfig, rules_fn: RulesFn = rules) -> dict[str, Tensor]:
     """pixdiff model keys -> an official denoiser state dict (no prefix)."""
-    return {k: v.contiguous() for k, v in _convert(state, rules_fn(model), forward=False, what="pixdiff model").items()}
+    return {k: v.contiguous() for k, v in convert(state, rules_fn(model), forward=False, what="pixdiff model").items()}
 
 
 def read_official(path: Path) -> dict[str, Tensor]:
@@ -131,7 +131,7 @@ def pixdiff_checkpoint(official: Mapping[str, Tensor], recipe: Recipe, rules_fn:
     """An official Lightning state_dict as a pixdiff checkpoint: `model` the raw denoiser, `ema` the EMA
     one (a checkpoint without EMA tensors gives its raw weights to both). Strict: every tensor of the
     denoiser used, none missing, shapes equal."""
-    own = _own_shapes(recipe)
+    own = own_shapes(recipe)
 
     def take(weights: str) -> dict[str, Tensor]:
         what = f"official {family} checkpoint ({WEIGHTS[weights]})"
@@ -147,7 +147,7 @@ def pixdiff_checkpoint(official: Mapping[str, Tensor], recipe: Recipe, rules_fn:
 def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe, rules_fn: RulesFn = rules) -> dict[str, Any]:
     """A pixdiff checkpoint as {"state_dict": {denoiser.*, ema_denoiser.*}}, the tensors of the authors'
     Lightning layout (the first EMA of train.ema_decays; no optimizer or trainer state)."""
-    own = _own_shapes(recipe)
+    own = own_shapes(recipe)
     decays = recipe.train.ema_decays
     states = {"raw": ckpt.get("model"), "ema": ema_weights(ckpt, decays)[float(decays[0])]}
     out: dict[str, Tensor] = {}
