@@ -126,7 +126,9 @@ def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir
     `dtype` and `compile` go to `sampling.inference_network` (with "bf16" the model's weights are
     converted in place), the path `pixdiff bench latency` times."""
     bb = recipe.model.backbone
-    classes = num_classes or bb.num_classes
+    classes = bb.num_classes if num_classes is None else num_classes
+    if not 1 <= classes <= bb.num_classes:
+        raise ValueError(f"--classes {classes}: the model has {bb.num_classes} classes")
     s = settings
     labels = labels_for(s.num, classes, s.labels, s.seed)  # (N,), identical on every rank
     mine = list(range(d.rank, s.num, d.world))

@@ -154,7 +154,9 @@ def read_official(path: Path) -> dict:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable or unsafe file is one user error
-            raise InteropError(f"{path} is not a readable JiT checkpoint: {type(e).__name__}: {e}") from None
+            reason = (str(e).strip().splitlines() or [""])[0][:120]  # torch explains on many lines
+            raise InteropError(f"{path} is not a readable JiT checkpoint (or it holds pickled objects, refused: "
+                               f"loading them could run code): {type(e).__name__}: {reason}") from None
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in WEIGHTS.values()):
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise InteropError(f"{path} is not an official JiT checkpoint (needs {sorted(WEIGHTS.values())}; has {keys})")

@@ -81,19 +81,18 @@ class Trainer:
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
+        if d.main:  # the folder is locked (`train`): temp files are what a killed writer left
+            checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         if resume:
             self._resume()
-        elif checkpointing.latest_checkpoint(self.out_dir) is not None:
-            raise TrainingError(f"{self.out_dir} already holds checkpoints: pass --resume to continue it, "
-                                f"or choose another --out")
+        else:
+            checkpointing.check_fresh(self.out_dir)
         if d.main:
             with atomic_write(self.out_dir / "recipe.json", text=True) as f:
                 f.write(json.dumps(to_dict(recipe), indent=2))
         self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
 
     def _resume(self) -> None:
-        if self.d.main:
-            checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
         self.step = int(ckpt["step"])
         self.window.load(ckpt.get("metrics_window"))
@@ -240,9 +239,11 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
           progress: bool = True) -> TrainResult:
     """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group."""
     from pixdiff.runtime.distributed import setup, teardown
+    from pixdiff.runtime.lock import rank0_lock
 
     d = setup(device)
     try:
-        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).run()
+        with rank0_lock(out_dir, d):  # one writer per run folder, before anything is written there
+            return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).run()
     finally:
         teardown()
