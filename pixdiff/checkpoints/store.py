@@ -55,8 +55,9 @@ def save_safetensors(weights: dict[str, torch.Tensor], recipe: Recipe, path: str
 
     tensors = {k: v.detach().contiguous() for k, v in weights.items()}
     recipe_json = json.dumps(to_dict(recipe))
+    content = {"format": FORMAT, "recipe": json.loads(recipe_json), "ema": tensors}  # as `read` will see it
     blob = save(tensors, metadata={"format": FORMAT, "recipe": recipe_json, "digest_algorithm": ALGORITHM,
-                                   "digest": digest({"recipe": recipe_json, "ema": tensors})})
+                                   "digest": digest(content)})
     with atomic_write(path) as f:
         f.write(blob)
 
@@ -77,16 +78,12 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         ema = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("format") != FORMAT:
         return ema  # someone else's weights: the caller decides (e.g. a reference layout)
-    if "digest" in meta:
-        check_digest(path, {"recipe": meta.get("recipe", ""), "ema": ema},
-                     {"algorithm": meta.get("digest_algorithm"), "value": meta["digest"]})
-    else:
-        unverified(path)
     try:
         recipe = json.loads(meta.get("recipe", ""))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: the recipe in its metadata is not JSON ({e})") from None
-    return {"format": FORMAT, "recipe": recipe, "ema": ema}
+    stored = {"digest": {"algorithm": meta.get("digest_algorithm"), "value": meta["digest"]}} if "digest" in meta else {}
+    return {"format": FORMAT, "recipe": recipe, "ema": ema, **stored}
 
 
 def check_digest(path: Path, content: dict[str, Any], stored: Any) -> None:
@@ -98,7 +95,9 @@ def check_digest(path: Path, content: dict[str, Any], stored: Any) -> None:
                               "(a flipped bit or an overwritten byte); refused")
 
 
-def unverified(path: Path) -> None:
+def unverified(data: dict[str, Any], path: Path) -> None:
+    """Warn that a file has no digest, once nothing else is wrong with it (a refusal is the one line)."""
+    recipe_of(data, path)
     warnings.warn(f"{path} has no digest (written before pixdiff checked its files): loaded unverified",
                   UnverifiedCheckpoint, stacklevel=3)
 
@@ -126,11 +125,12 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path} is unreadable or truncated ({type(e).__name__}: {reason})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a dict of weights")
-    if data.get("format") == FORMAT and path.suffix != SAFETENSORS:  # (safetensors: checked as read)
-        if "digest" in data:
-            check_digest(path, {k: v for k, v in data.items() if k != "digest"}, data.pop("digest"))
+    if data.get("format") == FORMAT:
+        stored = data.pop("digest", None)
+        if stored is None:
+            unverified(data, path)
         else:
-            unverified(path)
+            check_digest(path, data, stored)
     return data
 
 
