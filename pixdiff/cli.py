@@ -76,6 +76,15 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def os_failure(e: Exception) -> None:
+    """The OS refused a read or write (disk full, read-only, no permission, a file in the way): one
+    line naming the path and the cause, exit 1. Writes are atomic, so no half-written file remains."""
+    from pixdiff.runtime.atomic import describe
+
+    typer.secho(f"error: {describe(e) if isinstance(e, OSError) else e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: reported in one line, never as a traceback."""
     from pixdiff.checkpoints.dip import InteropError
@@ -193,6 +202,8 @@ def convert(
                 checkpoint.save_safetensors(sd, r, dst)
     except user_errors() as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {dst}")
 
 
@@ -207,6 +218,7 @@ def train(
 ) -> None:
     """Train a recipe; under `torchrun --nproc_per_node=N` the same command runs data-parallel."""
     from pixdiff.data import DataError
+    from pixdiff.runtime.atomic import WriteFailed
     from pixdiff.train import TrainingError
     from pixdiff.train import train as run_training
 
@@ -215,6 +227,8 @@ def train(
         result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress)
     except (*user_errors(), DataError, TrainingError) as e:
         fail(str(e))
+    except (WriteFailed, OSError) as e:
+        os_failure(e)
     if not result.main:
         return
     typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.last_loss:.4f}")
@@ -274,6 +288,8 @@ def sample_cmd(
                            meta={"checkpoint": str(file), "weights": weights, "ema": ema})
     except (*user_errors(), ValueError) as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     finally:
         teardown()
     if npz is not None:
@@ -290,8 +306,8 @@ def eval_cmd(
         "'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
         "inception-2015-12-05.pt (reported as FID)."))] = "effnet",
     batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.", min=1, max=BIG)] = 64,
-    cache_dir: Annotated[Path, typer.Option(help="Where training-data caches are kept (for --ref emoji).")]
-        = Path(".cache/pixdiff"),
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where training-data caches are kept (for --ref emoji; default: the cache home).")] = None,
     device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -311,6 +327,8 @@ def eval_cmd(
                               batch_size=batch_size, device=dev)
     except (FileNotFoundError, ValueError, DataError) as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     for w in caught:
         if issubclass(w.category, SampleSizeWarning):
             typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
@@ -321,7 +339,7 @@ def eval_cmd(
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
 
 
-def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
+def resolve_reference(ref: str, samples: Path, cache_dir: Path | None) -> Path:
     """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
     becomes the data set's reference export at the samples' resolution; anything else is a path."""
     if ref != "emoji" and not ref.startswith("data:"):
@@ -466,7 +484,8 @@ def data_prepare(
     source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.",
                                           callback=lambda v: not_empty(v))],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square).", min=1, max=65536)],
-    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where caches are kept (default: $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff or ~/.cache/pixdiff).")] = None,
     on_error: Annotated[Literal["skip", "stop"], typer.Option(
         help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
     small: Annotated[Literal["upscale", "reject"], typer.Option(
@@ -483,6 +502,8 @@ def data_prepare(
                         workers=workers)
     except DataError as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(cache.info.summary())
 
 
@@ -497,7 +518,8 @@ def data_export(
         callback=lambda v: not_empty(v), help="Keep part K of M ('K/M'): cache indices i with i % M == K; parts are disjoint.")] = None,
     per_class: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                      max=BIG)] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where caches are kept (default: $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff or ~/.cache/pixdiff).")] = None,
 ) -> None:
     """Write training data, decoded exactly as training decodes it, as a reference batch for `pixdiff eval`."""
     from pixdiff.data import DataError
@@ -507,6 +529,8 @@ def data_export(
         path = export(source, out, resolution, cache_dir=cache_dir, part=parse_part(part), per_class=per_class)
     except (DataError, ValueError) as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {path}")
 
 

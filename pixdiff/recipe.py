@@ -90,7 +90,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "emoji"  # "emoji" (built in, offline) or an image folder with one sub-folder per class
-    cache_dir: str = ".cache/pixdiff"
+    cache_dir: str | None = None  # None: the cache home ($PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff, ~/.cache/pixdiff)
     flip: bool = True
     on_error: Literal["skip", "stop"] = "skip"
     small: Literal["upscale", "reject"] = "upscale"
@@ -99,6 +99,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         require(self, "source", bool(self.source), "must name 'emoji' or an image folder")
+        require(self, "cache_dir", self.cache_dir is None or bool(self.cache_dir.strip()),
+                "must name a folder (or none: the cache home)")
 
 
 @dataclass(frozen=True)

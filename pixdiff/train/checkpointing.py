@@ -33,6 +33,15 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return files[-1] if files else None
 
 
+def last_good(out_dir: Path) -> str:
+    """What a failed write kept, in words (a failed checkpoint write leaves no file under its name)."""
+    try:
+        path = latest_checkpoint(out_dir)
+    except OSError:
+        return "its checkpoints could not be listed"
+    return f"last good checkpoint: {path}" if path else "no checkpoint was written"
+
+
 def checkpoint_step(path: Path | None) -> int:
     return int(path.stem.split("_")[1]) if path else -1
 
@@ -41,6 +50,8 @@ def check_resume_compatible(saved: Recipe, given: Recipe, what: str = "the run's
     """Resuming may change how long and how often (train.*, sample.*), never what is trained."""
     for section in ("model", "objective", "data"):
         a, b = to_dict(getattr(saved, section)), to_dict(getattr(given, section))
+        if section == "data":  # where the decoded cache is kept does not change what is trained
+            a, b = ({**x, "cache_dir": None} for x in (a, b))
         if a != b:
             raise TrainingError(
                 f"--resume: the recipe's {section!r} section differs from {what}; "

@@ -23,7 +23,7 @@ from pixdiff.checkpoints import store as checkpoint
 from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
 from pixdiff.recipe import Recipe
-from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
 from pixdiff.runtime.distributed import Dist, barrier, mean_across
 from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, parallel
@@ -242,8 +242,13 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
     from pixdiff.runtime.lock import rank0_lock
 
     d = setup(device)
+    trainer = None
     try:
         with rank0_lock(out_dir, d):  # one writer per run folder, before anything is written there
-            return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).run()
+            trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress)
+            return trainer.run()
+    except OSError as e:
+        raise WriteFailed(f"{describe(e)} at step {trainer.step if trainer else 0}; "
+                          f"{checkpointing.last_good(Path(out_dir))}") from None
     finally:
         teardown()
