@@ -89,20 +89,21 @@ def _remove_if_empty(folder: Path, created: bool) -> None:
 
 @contextmanager
 def rank0_lock(folder: str | os.PathLike, d: Dist) -> Iterator[None]:
-    """`folder_lock` held by rank 0 under torchrun; if rank 0 cannot take it, every rank raises
-    FolderLocked (rather than waiting on a barrier rank 0 never reaches)."""
+    """`folder_lock` held by rank 0 under torchrun. If rank 0 cannot take it (held, or an OS error),
+    it raises why and every other rank raises FolderLocked, rather than wait on a barrier rank 0
+    never reaches."""
     with ExitStack() as stack:
-        refused: FolderLocked | None = None
+        failure: Exception | None = None
         if d.main:
             try:
                 stack.enter_context(folder_lock(folder))
-            except FolderLocked as e:
-                refused = e
+            except (FolderLocked, OSError) as e:
+                failure = e
         if d.enabled:
-            flag = torch.tensor(float(refused is not None), device=d.device)
+            flag = torch.tensor(float(failure is not None), device=d.device)
             torch.distributed.broadcast(flag, src=0)
-            if flag.item() and refused is None:
-                refused = FolderLocked(f"{folder} is in use by another process (rank 0 could not lock it)")
-        if refused is not None:
-            raise refused
+            if flag.item() and failure is None:
+                failure = FolderLocked(f"{folder}: rank 0 could not lock it (see rank 0's error)")
+        if failure is not None:
+            raise failure
         yield
