@@ -145,7 +145,8 @@ def generate(model: nn.Module, recipe: Recipe, settings: SampleSettings, out_dir
     parts.mkdir(parents=True, exist_ok=True)
     mine_images = np.concatenate(chunks) if chunks else np.zeros((0, bb.image_size, bb.image_size, bb.channels),
                                                                   np.uint8)
-    np.save(parts / f"rank{d.rank:05d}.npy", mine_images)
+    with atomic_write(parts / f"rank{d.rank:05d}.npy") as f:  # a full disk leaves no half part behind
+        np.save(f, mine_images)
     barrier(d)
     if not d.main:
         return None
