@@ -72,7 +72,8 @@ def one_line(res: subprocess.CompletedProcess) -> str:
 
 def refused_in_one_line(res: subprocess.CompletedProcess, code: int = 2) -> bool:
     lines = res.stderr.strip().splitlines()
-    return res.returncode == code and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr
+    return (res.returncode == code and len(lines) == 1 and lines[0].startswith("error: ")
+            and "Traceback" not in res.stderr)
 
 
 def rows_of(run_dir: Path) -> list[int]:
@@ -196,7 +197,7 @@ def kill_and_resume(w: Work) -> Row:
     b = torch.load(full / "checkpoints" / "step_00000014.pt", weights_only=True)
     same = [k for k in ("model", "ema", "optimizer") if k in a and _equal(a[k], b[k])]
     ok = res.returncode == 0 and rows_of(killed) == rows_of(full) and len(same) == 3 and \
-        (killed / "metrics.jsonl").read_text() .count("\n") == 14
+        (killed / "metrics.jsonl").read_text().count("\n") == 14
     return Row("kill and resume", "SIGKILL at ~step 8, --resume: metrics rows and the final model, EMA and optimizer "
                "state equal an uninterrupted run's", f"killed after {rows_at_kill} rows; resume exit {res.returncode}; "
                f"rows {'equal' if rows_of(killed) == rows_of(full) else 'differ'}; bit-equal: {', '.join(same)}", ok)

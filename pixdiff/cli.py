@@ -39,10 +39,6 @@ class OneLineErrors(TyperGroup):
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=OneLineErrors,
                   help="pixdiff: pixel-space diffusion (DiP, its ablations and JiT) from recipe files.")
 
-RecipeArg = Annotated[str, typer.Argument(
-    callback=lambda v: not_empty(v), help="Recipe: FILE.py[:function], a built-in name such as dip_xl16[:function], or plugin:NAME.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="Override a recipe field, e.g. --set train.lr=2e-4 (repeatable; type-checked).")]
 # Every option is checked as it is parsed: types by their annotation, choices as Literal, ranges as
 # min/max (counts at most BIG: larger is a typo, and overflows int32 indexing), floats finite.
 BIG = 2**31 - 1
@@ -69,6 +65,11 @@ def not_empty(value: str | None) -> str | None:
 
 DeviceOpt = Annotated[Optional[str], typer.Option(
     help="'cpu' or 'cuda' (default: cuda when available).", callback=device_name)]
+RecipeArg = Annotated[str, typer.Argument(
+    callback=not_empty,
+    help="Recipe: FILE.py[:function], a built-in name such as dip_xl16[:function], or plugin:NAME.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a recipe field, e.g. --set train.lr=2e-4 (repeatable; type-checked).")]
 
 
 def fail(message: str) -> None:
@@ -159,10 +160,12 @@ def convert(
     recipe: Annotated[str, typer.Option(help="--to pixdiff: the recipe whose model the weights belong to.",
                                         callback=not_empty)] = "dip_xl16",
     set_: SetOpt = None,
-    to: Annotated[Literal["pixdiff", "reference", "safetensors"], typer.Option(help="'pixdiff' (from the authors' layout), 'reference' (back to it) or "
-                                         "'safetensors' (a pixdiff checkpoint's EMA weights and recipe).")] = "pixdiff",
-    weights: Annotated[Literal["ema", "raw"], typer.Option(help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, "
-                                              "model_ema1 and model_ema2 map to model, ema and ema_extra.)")] = "ema",
+    to: Annotated[Literal["pixdiff", "reference", "safetensors"], typer.Option(
+        help="'pixdiff' (from the authors' layout), 'reference' (back to it) or 'safetensors' (a pixdiff "
+             "checkpoint's EMA weights and recipe).")] = "pixdiff",
+    weights: Annotated[Literal["ema", "raw"], typer.Option(
+        help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, model_ema1 and model_ema2 "
+             "map to model, ema and ema_extra.)")] = "ema",
     layout: Annotated[Literal["dip", "jit"], typer.Option(help=(
         "The authors' layout: 'dip' (DiP's reference code) or 'jit' (LTH14/JiT's main_jit.py checkpoints).")
     )] = "dip",
@@ -300,7 +303,8 @@ def sample_cmd(
 def eval_cmd(
     samples: Annotated[Path, typer.Argument(help="Samples: an .npz (arr_0 uint8 NHWC) or an image folder.")],
     ref: Annotated[str, typer.Option(
-        callback=lambda v: not_empty(v), help="Reference: an .npz, an image folder, a cached statistics file, or training data decoded as "
+        callback=not_empty,
+        help="Reference: an .npz, an image folder, a cached statistics file, or training data decoded as "
              "training decodes it, at the samples' resolution: 'emoji' (built in) or 'data:FOLDER'.")],
     features: Annotated[str, typer.Option(callback=not_empty, help=(
         "'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
@@ -482,10 +486,11 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.",
-                                          callback=lambda v: not_empty(v))],
+                                          callback=not_empty)],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square).", min=1, max=65536)],
     cache_dir: Annotated[Optional[Path], typer.Option(
-        help="Where caches are kept (default: $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff or ~/.cache/pixdiff).")] = None,
+        help="Where caches are kept (default: the cache home, $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff "
+             "or ~/.cache/pixdiff).")] = None,
     on_error: Annotated[Literal["skip", "stop"], typer.Option(
         help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
     small: Annotated[Literal["upscale", "reject"], typer.Option(
@@ -510,16 +515,18 @@ def data_prepare(
 @data_app.command("export")
 def data_export(
     source: Annotated[str, typer.Argument(help="'emoji' (built in) or an image folder with one sub-folder per class.",
-                                          callback=lambda v: not_empty(v))],
+                                          callback=not_empty)],
     out: Annotated[Path, typer.Argument(help="Output .npz in the ADM-evaluator layout (arr_0 uint8 NHWC, labels).")],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.", min=1,
                                             max=65536)],
     part: Annotated[Optional[str], typer.Option(
-        callback=lambda v: not_empty(v), help="Keep part K of M ('K/M'): cache indices i with i % M == K; parts are disjoint.")] = None,
+        callback=not_empty,
+        help="Keep part K of M ('K/M'): cache indices i with i % M == K; parts are disjoint.")] = None,
     per_class: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                      max=BIG)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
-        help="Where caches are kept (default: $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff or ~/.cache/pixdiff).")] = None,
+        help="Where caches are kept (default: the cache home, $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff "
+             "or ~/.cache/pixdiff).")] = None,
 ) -> None:
     """Write training data, decoded exactly as training decodes it, as a reference batch for `pixdiff eval`."""
     from pixdiff.data import DataError

@@ -89,9 +89,10 @@ def test_a_held_lock_refuses_a_second_writer_naming_its_pid(tmp_path):
 
 def test_the_os_releases_the_lock_of_a_killed_holder(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pixdiff.runtime.lock import folder_lock\n"
-                               f"with folder_lock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(600)"],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    script = (f"import time\nfrom pixdiff.runtime.lock import folder_lock\nwith folder_lock({str(run)!r}):\n"
+              "    print('locked', flush=True)\n    time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(FolderLocked, match=f"pid {holder.pid}"):
@@ -198,7 +199,8 @@ def test_resume_refuses_a_checkpoint_of_another_recipe_before_loading_it(cache, 
     run = tmp_path / "run"
     assert train(cache, run, "train.max_steps=1").exit_code == 0
     other = load_recipe("emoji_tiny", [*TINY, "model.backbone.depth=3"])
-    checkpoint.save({"recipe": to_dict(other), "step": 9, "model": {}, "ema": {}}, run / "checkpoints" / "step_00000009.pt")
+    checkpoint.save({"recipe": to_dict(other), "step": 9, "model": {}, "ema": {}},
+                    run / "checkpoints" / "step_00000009.pt")
     before = snapshot(run)
     line = one_error_line(train(cache, run, "train.max_steps=12", resume=True))
     assert "'model' section differs from the recipe stored in" in line and "step_00000009.pt" in line

@@ -82,8 +82,10 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         recipe = json.loads(meta.get("recipe", ""))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: the recipe in its metadata is not JSON ({e})") from None
-    stored = {"digest": {"algorithm": meta.get("digest_algorithm"), "value": meta["digest"]}} if "digest" in meta else {}
-    return {"format": FORMAT, "recipe": recipe, "ema": ema, **stored}
+    data = {"format": FORMAT, "recipe": recipe, "ema": ema}
+    if "digest" in meta:
+        data["digest"] = {"algorithm": meta.get("digest_algorithm"), "value": meta["digest"]}
+    return data
 
 
 def check_digest(path: Path, content: dict[str, Any], stored: Any) -> None:
