@@ -2,7 +2,6 @@
 checks, every option checked as it is parsed, OS errors in one line, one cache home."""
 
 import errno
-import io
 import json
 import os
 import shutil
