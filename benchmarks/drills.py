@@ -285,8 +285,10 @@ def digest_cost(megabytes: int = 100) -> str:
     lines += ["", f"Extrapolated, not measured: both torch.load and the digest read every byte once, so the ratio "
               f"holds at any size; a DiP-XL/16 training checkpoint ({xl_mb / 1e3:.1f} GB: model, one EMA and "
               f"AdamW's two moments in fp32) would take {xl_mb / (mb / load_s):.1f} s to load from the page "
-              f"cache at this rate and {xl_mb / (mb / used):.1f} s more to verify ({used / load_s:.0%}). "
-              "The cryptographic hashes alone cost more than the load itself."]
+              f"cache at this rate and {xl_mb / (mb / used):.1f} s more to verify ({used / load_s:.0%}"
+              f"{'' if used < 0.05 * load_s else ', above the 5% target, on this machine'}). A cold read from "
+              "disk is slower than the page cache, which lowers the share. Timings on a shared machine vary from "
+              "run to run."]
     return "\n".join(lines)
 
 
