@@ -3,16 +3,70 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+
+class OneLineErrors(TyperGroup):
+    """Every command's errors and warnings as one line each: a bad option value, a missing argument
+    (Typer checks types, ranges and choices as it parses) -> `error: ...`, exit 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: ANN201 (click's signature)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: typer.secho(
+                f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+            try:
+                code = super().main(*args, standalone_mode=False, **kwargs)
+            except typer.Abort:
+                code = 1
+            except typer.TyperException as e:  # click's UsageError / BadParameter
+                if type(e).__name__ != "NoArgsIsHelpError":  # the help text was the answer
+                    typer.secho(f"error: {' '.join(e.format_message().split())}", fg=typer.colors.RED, err=True)
+                code = getattr(e, "exit_code", 2)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=OneLineErrors,
                   help="pixdiff: pixel-space diffusion (DiP, its ablations and JiT) from recipe files.")
 
+# Every option is checked as it is parsed: types by their annotation, choices as Literal, ranges as
+# min/max (counts at most BIG: larger is a typo, and overflows int32 indexing), floats finite.
+BIG = 2**31 - 1
+SEED_MAX = 2**63 - 1
+
+
+def finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def device_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"{value!r} is not 'cpu', 'cuda' or 'cuda:N'")
+    return value
+
+
+def not_empty(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    help="'cpu' or 'cuda' (default: cuda when available).", callback=device_name)]
 RecipeArg = Annotated[str, typer.Argument(
+    callback=not_empty,
     help="Recipe: FILE.py[:function], a built-in name such as dip_xl16[:function], or plugin:NAME.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a recipe field, e.g. --set train.lr=2e-4 (repeatable; type-checked).")]
@@ -23,6 +77,15 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def os_failure(e: Exception) -> None:
+    """The OS refused a read or write (disk full, read-only, no permission, a file in the way): one
+    line naming the path and the cause, exit 1. Writes are atomic, so no half-written file remains."""
+    from pixdiff.runtime.atomic import describe
+
+    typer.secho(f"error: {describe(e) if isinstance(e, OSError) else e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: reported in one line, never as a traceback."""
     from pixdiff.checkpoints.dip import InteropError
@@ -30,8 +93,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from pixdiff.config.plugins import PluginError
     from pixdiff.config.tree import DecodeError, OverrideError
     from pixdiff.recipe import RecipeError
+    from pixdiff.runtime.lock import FolderLocked
 
-    return RecipeError, OverrideError, DecodeError, PluginError, CheckpointError, InteropError
+    return RecipeError, OverrideError, DecodeError, PluginError, CheckpointError, InteropError, FolderLocked
 
 
 def load(spec: str, overrides: list[str] | None):
@@ -93,13 +157,16 @@ def list_recipes() -> None:
 def convert(
     src: Annotated[Path, typer.Argument(help="Checkpoint (or, to export, a run folder) to convert.")],
     dst: Annotated[Path, typer.Argument(help="Output file.")],
-    recipe: Annotated[str, typer.Option(help="--to pixdiff: the recipe whose model the weights belong to.")] = "dip_xl16",
+    recipe: Annotated[str, typer.Option(help="--to pixdiff: the recipe whose model the weights belong to.",
+                                        callback=not_empty)] = "dip_xl16",
     set_: SetOpt = None,
-    to: Annotated[str, typer.Option(help="'pixdiff' (from the authors' layout), 'reference' (back to it) or "
-                                         "'safetensors' (a pixdiff checkpoint's EMA weights and recipe).")] = "pixdiff",
-    weights: Annotated[str, typer.Option(help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, "
-                                              "model_ema1 and model_ema2 map to model, ema and ema_extra.)")] = "ema",
-    layout: Annotated[str, typer.Option(help=(
+    to: Annotated[Literal["pixdiff", "reference", "safetensors"], typer.Option(
+        help="'pixdiff' (from the authors' layout), 'reference' (back to it) or 'safetensors' (a pixdiff "
+             "checkpoint's EMA weights and recipe).")] = "pixdiff",
+    weights: Annotated[Literal["ema", "raw"], typer.Option(
+        help="DiP's layout: 'ema' or 'raw' weights. (A JiT checkpoint's model, model_ema1 and model_ema2 "
+             "map to model, ema and ema_extra.)")] = "ema",
+    layout: Annotated[Literal["dip", "jit", "pixeldit", "pixnerd", "deco"], typer.Option(help=(
         "The authors' layout: 'dip' (DiP's reference code), 'jit' (LTH14/JiT's main_jit.py checkpoints), "
         "'pixeldit' (NVlabs/PixelDiT's c2i Lightning checkpoints), 'pixnerd' or 'deco' (the Lightning "
         "checkpoints of MCG-NJU/PixNerd or Zehong-Ma/DeCo).")
@@ -117,10 +184,6 @@ def convert(
     from pixdiff.runtime.atomic import atomic_write
 
     official = {"jit": jit, "pixeldit": pixeldit, "pixnerd": pixnerd, "deco": deco}  # layouts with key maps
-    if layout not in ("dip", *official):
-        fail(f"--layout must be one of dip, {', '.join(official)}, not {layout!r}")
-    if to not in ("pixdiff", "reference", "safetensors"):
-        fail(f"--to must be 'pixdiff', 'reference' or 'safetensors', not {to!r}")
     if to == "safetensors" and weights != "ema":
         fail("--to safetensors exports the EMA weights only (--weights ema)")
     try:  # everything is checked strictly before anything is written
@@ -146,6 +209,8 @@ def convert(
                 checkpoint.save_safetensors(sd, r, dst)
     except user_errors() as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {dst}")
 
 
@@ -155,11 +220,12 @@ def train(
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<recipe name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's newest checkpoint.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
 ) -> None:
     """Train a recipe; under `torchrun --nproc_per_node=N` the same command runs data-parallel."""
     from pixdiff.data import DataError
+    from pixdiff.runtime.atomic import WriteFailed
     from pixdiff.train import TrainingError
     from pixdiff.train import train as run_training
 
@@ -168,6 +234,8 @@ def train(
         result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress)
     except (*user_errors(), DataError, TrainingError) as e:
         fail(str(e))
+    except (WriteFailed, OSError) as e:
+        os_failure(e)
     if not result.main:
         return
     typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.last_loss:.4f}")
@@ -180,25 +248,30 @@ def train(
 def sample_cmd(
     source: Annotated[Path, typer.Argument(help="A run folder (newest checkpoint) or a checkpoint file.")],
     out: Annotated[Path, typer.Option(help="Output folder: samples.npz, grid.png, meta.json.")],
-    num: Annotated[int, typer.Option("--num", "--num-images", "-n", help=(
+    num: Annotated[int, typer.Option("--num", "--num-images", "-n", min=1, max=BIG, help=(
         "Number of images. Under torchrun write --num-images or -n: torchrun's own parser rejects "
         "--num as an abbreviation of its --numa-binding."))] = 64,
     recipe: Annotated[Optional[str], typer.Option(
-        help="Recipe of the model; needed for the authors' reference checkpoints.")] = None,
+        help="Recipe of the model; needed for the authors' reference checkpoints.", callback=not_empty)] = None,
     set_: SetOpt = None,
-    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Solver steps (default: the recipe's).")] = None,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).", min=0.0,
+                                                 callback=finite)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Solver steps (default: the recipe's).", min=1, max=BIG)] = None,
     solver: Annotated[Optional[str], typer.Option(
-        help="euler, heun, ddim, ddpm_ancestral, euler_maruyama or odeint (default: the recipe's).")] = None,
-    seed: Annotated[int, typer.Option(help="Image i uses a seed derived from (seed, i).")] = 0,
-    labels: Annotated[str, typer.Option(help="'balanced' (num/classes per class) or 'random'.")] = "balanced",
-    classes: Annotated[Optional[int], typer.Option(help="Draw labels from the first K classes only.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward batch (does not change the images).")] = 64,
-    weights: Annotated[str, typer.Option(help="'ema' (default) or 'raw' weights.")] = "ema",
+        help="euler, heun, ddim, ddpm_ancestral, euler_maruyama or odeint (default: the recipe's).",
+        callback=not_empty)] = None,
+    seed: Annotated[int, typer.Option(help="Image i uses a seed derived from (seed, i).", min=0, max=SEED_MAX)] = 0,
+    labels: Annotated[Literal["balanced", "random"], typer.Option(
+        help="'balanced' (num/classes per class) or 'random'.")] = "balanced",
+    classes: Annotated[Optional[int], typer.Option(help="Draw labels from the first K classes only.", min=1,
+                                                   max=BIG)] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward batch (does not change the images).", min=1,
+                                            max=BIG)] = 64,
+    weights: Annotated[Literal["ema", "raw"], typer.Option(help="'ema' (default) or 'raw' weights.")] = "ema",
     ema: Annotated[Optional[float], typer.Option(
-        help="Which EMA, by decay (one of the run's train.ema_decays; default: the first).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
-    dtype: Annotated[str, typer.Option(
+        help="Which EMA, by decay (one of the run's train.ema_decays; default: the first).", min=0.0, max=1.0)] = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[Literal["fp32", "bf16"], typer.Option(
         help="'fp32' or 'bf16' (weights converted to bf16; autocast on CUDA).")] = "fp32",
     compile_: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network (the path bench latency times).")] = False,
@@ -207,17 +280,21 @@ def sample_cmd(
     from pixdiff.generate import SampleJob, generate, load_model
     from pixdiff.recipe import with_sampler
     from pixdiff.runtime.distributed import setup, teardown
+    from pixdiff.runtime.lock import rank0_lock
 
     d = setup(device)
     try:
-        model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], weights=weights, ema=ema,
-                                    device=d.device)
-        r = with_sampler(r, steps=steps, solver=solver, cfg_scale=cfg)
-        job = SampleJob(num=num, seed=seed, labels=labels, batch_size=batch_size)
-        npz = generate(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,
-                       meta={"checkpoint": str(file), "weights": weights, "ema": ema})
+        with rank0_lock(out, d):  # one writer per --out
+            model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], weights=weights, ema=ema,
+                                        device=d.device)
+            r = with_sampler(r, steps=steps, solver=solver, cfg_scale=cfg)
+            job = SampleJob(num=num, seed=seed, labels=labels, batch_size=batch_size)
+            npz = generate(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,
+                           meta={"checkpoint": str(file), "weights": weights, "ema": ema})
     except (*user_errors(), ValueError) as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     finally:
         teardown()
     if npz is not None:
@@ -228,15 +305,16 @@ def sample_cmd(
 def eval_cmd(
     samples: Annotated[Path, typer.Argument(help="Samples: an .npz (arr_0 uint8 NHWC) or an image folder.")],
     ref: Annotated[str, typer.Option(
+        callback=not_empty,
         help="Reference: an .npz, an image folder, a cached statistics file, or training data decoded as "
              "training decodes it, at the samples' resolution: 'emoji' (built in) or 'data:FOLDER'.")],
-    features: Annotated[str, typer.Option(
-        help="'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
-             "inception-2015-12-05.pt (reported as FID).")] = "effnet",
-    batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.")] = 64,
-    cache_dir: Annotated[Path, typer.Option(help="Where training-data caches are kept (for --ref emoji).")]
-        = Path(".cache/pixdiff"),
-    device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
+    features: Annotated[str, typer.Option(callback=not_empty, help=(
+        "'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
+        "inception-2015-12-05.pt (reported as FID)."))] = "effnet",
+    batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.", min=1, max=BIG)] = 64,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where training-data caches are kept (for --ref emoji; default: the cache home).")] = None,
+    device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """FID-style Frechet distance, KID, IS and precision/recall of a sample set against a reference."""
@@ -255,6 +333,8 @@ def eval_cmd(
                               batch_size=batch_size, device=dev)
     except (FileNotFoundError, ValueError, DataError) as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     for w in caught:
         if issubclass(w.category, SampleSizeWarning):
             typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
@@ -267,17 +347,26 @@ def eval_cmd(
 
 @app.command("eval-sanity")
 def eval_sanity(
-    data: Annotated[str, typer.Argument(help="Training data, as for `data prepare`: 'openmoji', 'emoji', a folder.")],
-    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.")],
-    n: Annotated[int, typer.Option("--n", help="Images per side: two disjoint random sets of N per split.")],
-    patch: Annotated[int, typer.Option(help="Patch size P for the in-patch detail ratio and the seam score.")] = 8,
-    repeats: Annotated[int, typer.Option(help="Random splits; rows show mean [min, max] over them.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the splits and the noise.")] = 0,
-    blur: Annotated[float, typer.Option(help="Gaussian blur sigma in pixels.")] = 1.0,
-    noise: Annotated[float, typer.Option(help="Gaussian noise std, as a fraction of the 0..255 range.")] = 0.1,
-    seams: Annotated[float, typer.Option(help="Per-patch offset std, as a fraction of the range.")] = 0.05,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+    data: Annotated[str, typer.Argument(help="Training data, as for `data prepare`: 'openmoji', 'emoji', a folder.",
+                                        callback=not_empty)],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.", min=1, max=65536)],
+    n: Annotated[int, typer.Option("--n", help="Images per side: two disjoint random sets of N per split.",
+                                   min=2, max=10_000_000)],
+    patch: Annotated[int, typer.Option(help="Patch size P for the in-patch detail ratio and the seam score.",
+                                       min=1, max=65536)] = 8,
+    repeats: Annotated[int, typer.Option(help="Random splits; rows show mean [min, max] over them.",
+                                         min=1, max=1000)] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the noise.", min=0, max=2**63 - 1)] = 0,
+    blur: Annotated[float, typer.Option(help="Gaussian blur sigma in pixels.", min=0.0, max=1e3,
+                                        callback=finite)] = 1.0,
+    noise: Annotated[float, typer.Option(help="Gaussian noise std, as a fraction of the 0..255 range.", min=0.0,
+                                         max=1e3, callback=finite)] = 0.1,
+    seams: Annotated[float, typer.Option(help="Per-patch offset std, as a fraction of the range.", min=0.0, max=1e3,
+                                         callback=finite)] = 0.05,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
+                                                 max=10_000_000)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where caches are kept (default: the cache home).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Sanity rows of the pixel metrics: data vs data (halves), vs blurred, noised and seamed data."""
@@ -302,7 +391,7 @@ def eval_sanity(
     typer.echo(format_table(results))
 
 
-def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
+def resolve_reference(ref: str, samples: Path, cache_dir: Path | None) -> Path:
     """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
     becomes the data set's reference export at the samples' resolution; anything else is a path."""
     if ref != "emoji" and not ref.startswith("data:"):
@@ -318,13 +407,18 @@ def resolve_reference(ref: str, samples: Path, cache_dir: Path) -> Path:
 
 bench_app = typer.Typer(no_args_is_help=True, help="Speed: sampling latency, sampling/training throughput, data feed.")
 app.add_typer(bench_app, name="bench")
-DeviceOpt = Annotated[Optional[str], typer.Option(help="'cuda' or 'cpu' (default: cuda when available).")]
-DtypeOpt = Annotated[Optional[str], typer.Option(help="'bf16' or 'fp32' (default: bf16 on cuda, fp32 on cpu).")]
+DtypeOpt = Annotated[Optional[Literal["bf16", "fp32"]], typer.Option(
+    help="'bf16' or 'fp32' (default: bf16 on cuda, fp32 on cpu).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model (compile time excluded).")]
-CompileModeOpt = Annotated[Optional[str], typer.Option(help="torch.compile mode (default: reduce-overhead on "
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+CompileModeOpt = Annotated[Optional[CompileMode], typer.Option(help="torch.compile mode (default: reduce-overhead on "
                                                             "cuda for latency, default otherwise).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the result as JSON.")]
-PeakOpt = Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: by GPU name).")]
+PeakOpt = Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: by GPU name).", min=1e-6,
+                                                 callback=finite)]
+CfgOpt = Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).", min=0.0,
+                                                 callback=finite)]
+StepsOpt = Annotated[Optional[int], typer.Option(help="Sampling steps (default: the recipe's).", min=1, max=BIG)]
 
 
 def report(result: dict, as_json: bool) -> None:
@@ -340,15 +434,15 @@ def report(result: dict, as_json: bool) -> None:
 def bench_latency(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    steps: Annotated[int, typer.Option(help="Euler steps (the paper: 100).")] = 100,
-    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
-    batch: Annotated[int, typer.Option(help="Images per sampling call (the paper: 1).")] = 1,
+    steps: Annotated[int, typer.Option(help="Euler steps (the paper: 100).", min=1, max=BIG)] = 100,
+    cfg: CfgOpt = None,
+    batch: Annotated[int, typer.Option(help="Images per sampling call (the paper: 1).", min=1, max=BIG)] = 1,
     dtype: DtypeOpt = None,
     compile_: CompileOpt = False,
     compile_mode: CompileModeOpt = None,
     device: DeviceOpt = None,
-    warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 2,
-    repeats: Annotated[int, typer.Option(help="Timed calls; the median is reported.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls first.", min=0, max=BIG)] = 2,
+    repeats: Annotated[int, typer.Option(help="Timed calls; the median is reported.", min=1, max=BIG)] = 5,
     baseline: Annotated[bool, typer.Option(help="Also time the DiT-only counterpart.")] = True,
     peak_tflops: PeakOpt = None,
     as_json: JsonOpt = False,
@@ -370,16 +464,19 @@ def bench_latency(
 def bench_throughput(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    mode: Annotated[str, typer.Option(help="'sample' (whole sampling calls) or 'train' (optimizer steps).")] = "sample",
-    batch: Annotated[int, typer.Option(help="Images per call or per training step.")] = 64,
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (default: the recipe's).")] = None,
-    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    mode: Annotated[Literal["sample", "train"], typer.Option(
+        help="'sample' (whole sampling calls) or 'train' (optimizer steps).")] = "sample",
+    batch: Annotated[int, typer.Option(help="Images per call or per training step.", min=1, max=BIG)] = 64,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
     dtype: DtypeOpt = None,
     compile_: CompileOpt = False,
-    compile_mode: Annotated[str, typer.Option(help="torch.compile mode.")] = "default",
+    compile_mode: Annotated[CompileMode, typer.Option(help="torch.compile mode.")] = "default",
     device: DeviceOpt = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Untimed iterations (default 1 sample / 3 train).")] = None,
-    iters: Annotated[Optional[int], typer.Option(help="Timed iterations (default 3 sample / 10 train).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed iterations (default 1 sample / 3 train).", min=0,
+                                                  max=BIG)] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Timed iterations (default 3 sample / 10 train).", min=1,
+                                                 max=BIG)] = None,
     peak_tflops: PeakOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -399,14 +496,16 @@ def bench_throughput(
 def bench_data(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="Data worker threads (default: the recipe's).")] = None,
-    batch: Annotated[int, typer.Option(help="Images per step (the global batch, one process).")] = 256,
-    images: Annotated[int, typer.Option(help="Images in the synthetic cache.")] = 20_000,
-    steps: Annotated[int, typer.Option(help="Timed steps.")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 5,
-    resolution: Annotated[int, typer.Option(help="Image size of the synthetic cache.")] = 256,
-    prefetch: Annotated[int, typer.Option(help="Micro-batches built ahead per worker.")] = 2,
-    index_sizes: Annotated[str, typer.Option(help="Data set sizes at which to time the per-step index cost.")]
+    num_workers: Annotated[Optional[int], typer.Option(help="Data worker threads (default: the recipe's).", min=0,
+                                                       max=1024)] = None,
+    batch: Annotated[int, typer.Option(help="Images per step (the global batch, one process).", min=1, max=BIG)] = 256,
+    images: Annotated[int, typer.Option(help="Images in the synthetic cache.", min=1, max=BIG)] = 20_000,
+    steps: Annotated[int, typer.Option(help="Timed steps.", min=1, max=BIG)] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.", min=0, max=BIG)] = 5,
+    resolution: Annotated[int, typer.Option(help="Image size of the synthetic cache.", min=1, max=65536)] = 256,
+    prefetch: Annotated[int, typer.Option(help="Micro-batches built ahead per worker.", min=1, max=1024)] = 2,
+    index_sizes: Annotated[str, typer.Option(help="Data set sizes at which to time the per-step index cost.",
+                                             callback=not_empty)]
     = "20000,1281167",
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
@@ -436,14 +535,20 @@ app.add_typer(data_app, name="data")
 def data_prepare(
     source: Annotated[str, typer.Argument(
         help="Built in: 'emoji' (Twemoji), 'openmoji' (OpenMoji SVGs by Unicode group) or 'openmoji:subgroup'; "
-             "or an image folder with one sub-folder per class.")],
-    resolution: Annotated[int, typer.Option(help="Image size in pixels (square).")],
-    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
-    on_error: Annotated[str, typer.Option(help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
-    small: Annotated[str, typer.Option(help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
+             "or an image folder with one sub-folder per class.", callback=not_empty)],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square).", min=1, max=65536)],
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where caches are kept (default: the cache home, $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff "
+             "or ~/.cache/pixdiff).")] = None,
+    on_error: Annotated[Literal["skip", "stop"], typer.Option(
+        help="Unreadable files: 'skip' (and list them) or 'stop'.")] = "skip",
+    small: Annotated[Literal["upscale", "reject"], typer.Option(
+        help="Images smaller than the resolution: 'upscale' or 'reject'.")] = "upscale",
     rebuild: Annotated[bool, typer.Option(help="Rebuild even if a cache exists.")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding threads (default: one per CPU core).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding threads (default: one per CPU core).", min=1,
+                                                   max=1024)] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
+                                                 max=10_000_000)] = None,
 ) -> None:
     """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
     from pixdiff.data import DataError, prepare
@@ -453,19 +558,26 @@ def data_prepare(
                         workers=workers, limit=limit)
     except (DataError, ValueError) as e:  # ValueError: a bad resolution, limit or policy
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(cache.info.summary())
 
 
 @data_app.command("export")
 def data_export(
-    source: Annotated[str, typer.Argument(
-        help="'emoji', 'openmoji' (built in) or an image folder with one sub-folder per class.")],
+    source: Annotated[str, typer.Argument(help="'emoji', 'openmoji' (built in) or an image folder with one "
+                                               "sub-folder per class.", callback=not_empty)],
     out: Annotated[Path, typer.Argument(help="Output .npz in the ADM-evaluator layout (arr_0 uint8 NHWC, labels).")],
-    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.")],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.", min=1,
+                                            max=65536)],
     part: Annotated[Optional[str], typer.Option(
+        callback=not_empty,
         help="Keep part K of M ('K/M'): cache indices i with i % M == K; parts are disjoint.")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Where caches are kept.")] = Path(".cache/pixdiff"),
+    per_class: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
+                                                     max=BIG)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where caches are kept (default: the cache home, $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff "
+             "or ~/.cache/pixdiff).")] = None,
 ) -> None:
     """Write training data, decoded exactly as training decodes it, as a reference batch for `pixdiff eval`."""
     from pixdiff.data import DataError
@@ -475,6 +587,8 @@ def data_export(
         path = export(source, out, resolution, cache_dir=cache_dir, part=parse_part(part), per_class=per_class)
     except (DataError, ValueError) as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {path}")
 
 

@@ -121,7 +121,9 @@ def generate(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d:
     `dtype` and `compile` go to `sampling.inference_network` (with "bf16" the model's weights are
     converted in place), the path `pixdiff bench latency` times."""
     bb = recipe.model.backbone
-    classes = num_classes or bb.num_classes
+    classes = bb.num_classes if num_classes is None else num_classes
+    if not 1 <= classes <= bb.num_classes:
+        raise ValueError(f"--classes {classes}: the model has {bb.num_classes} classes")
     s = job
     labels = labels_for(s.num, classes, s.labels, s.seed)  # (N,), identical on every rank
     mine = list(range(d.rank, s.num, d.world))
@@ -137,7 +139,8 @@ def generate(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d:
     parts.mkdir(parents=True, exist_ok=True)
     mine_images = np.concatenate(chunks) if chunks else np.zeros((0, bb.image_size, bb.image_size, bb.channels),
                                                                   np.uint8)
-    np.save(parts / f"rank{d.rank:05d}.npy", mine_images)
+    with atomic_write(parts / f"rank{d.rank:05d}.npy") as f:  # a full disk leaves no half part behind
+        np.save(f, mine_images)
     barrier(d)
     if not d.main:
         return None

@@ -92,7 +92,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "emoji"  # built in: "emoji", "openmoji"[:subgroup]; or an image folder, one sub-folder per class
-    cache_dir: str = ".cache/pixdiff"
+    cache_dir: str | None = None  # None: the cache home ($PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff, ~/.cache/pixdiff)
     flip: bool = True
     on_error: Literal["skip", "stop"] = "skip"
     small: Literal["upscale", "reject"] = "upscale"
@@ -104,6 +104,8 @@ class DataConfig:
         name, colon, labels = self.source.partition(":")
         require(self, "source", name != "openmoji" or not colon or labels in OPENMOJI_LABELS,
                 f"openmoji labels are {', '.join(OPENMOJI_LABELS)} (e.g. openmoji:subgroup)")
+        require(self, "cache_dir", self.cache_dir is None or bool(self.cache_dir.strip()),
+                "must name a folder (or none: the cache home)")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ A checkpoint is a dict with at least
     ema      the EMA weights' state dict (what sampling uses by default)
     ema_extra  {str(decay): state dict} of further EMAs (train.ema_decays[1:]), possibly empty
 Training adds `step`, `optimizer`, `rng`, `data`; a converted or exported file may have only the above.
-A `.safetensors` export holds the EMA weights, with the format and the recipe (JSON) in its metadata.
+    digest   {"algorithm", "value"} of everything else in the file (`digest.py`), checked on every read
+A `.safetensors` export holds the EMA weights, with the format, the recipe (JSON) and the digest of both
+in its metadata. A file without a digest (written before pixdiff 0.1.1) loads with a warning.
 Nothing a file holds runs code: tensors load with `weights_only=True`, recipes decode only into
 pixdiff's config dataclasses (see `config_tree.from_dict`).
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from pixdiff.checkpoints.digest import ALGORITHM, digest
 from pixdiff.config.tree import DecodeError, from_dict, to_dict
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import atomic_write
@@ -35,10 +38,15 @@ class CheckpointError(ValueError):
     pass
 
 
+class UnverifiedCheckpoint(UserWarning):
+    """A pixdiff file from before digests: it loads, unchecked."""
+
+
 def save(obj: dict[str, Any], path: str | Path) -> None:
     """Write atomically (`pixdiff.runtime.atomic`): a crash never leaves half a file under `path`."""
+    content = {"format": FORMAT, **{k: v for k, v in obj.items() if k != "digest"}}
     with atomic_write(path) as f:
-        torch.save({"format": FORMAT, **obj}, f)
+        torch.save({**content, "digest": {"algorithm": ALGORITHM, "value": digest(content)}}, f)
 
 
 def save_safetensors(weights: dict[str, torch.Tensor], recipe: Recipe, path: str | Path) -> None:
@@ -46,7 +54,10 @@ def save_safetensors(weights: dict[str, torch.Tensor], recipe: Recipe, path: str
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous() for k, v in weights.items()}
-    blob = save(tensors, metadata={"format": FORMAT, "recipe": json.dumps(to_dict(recipe))})
+    recipe_json = json.dumps(to_dict(recipe))
+    content = {"format": FORMAT, "recipe": json.loads(recipe_json), "ema": tensors}  # as `read` will see it
+    blob = save(tensors, metadata={"format": FORMAT, "recipe": recipe_json, "digest_algorithm": ALGORITHM,
+                                   "digest": digest(content)})
     with atomic_write(path) as f:
         f.write(blob)
 
@@ -71,7 +82,26 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         recipe = json.loads(meta.get("recipe", ""))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: the recipe in its metadata is not JSON ({e})") from None
-    return {"format": FORMAT, "recipe": recipe, "ema": ema}
+    data = {"format": FORMAT, "recipe": recipe, "ema": ema}
+    if "digest" in meta:
+        data["digest"] = {"algorithm": meta.get("digest_algorithm"), "value": meta["digest"]}
+    return data
+
+
+def check_digest(path: Path, content: dict[str, Any], stored: Any) -> None:
+    """Refuse a file whose content does not match the digest it was written with."""
+    if not isinstance(stored, dict) or stored.get("algorithm") != ALGORITHM:
+        raise CheckpointError(f"{path}: unknown digest {stored!r:.80} (written by a newer pixdiff?)")
+    if digest(content) != stored.get("value"):
+        raise CheckpointError(f"{path} is damaged: its content does not match the digest it was written with "
+                              "(a flipped bit or an overwritten byte); refused")
+
+
+def unverified(data: dict[str, Any], path: Path) -> None:
+    """Warn that a file has no digest, once nothing else is wrong with it (a refusal is the one line)."""
+    recipe_of(data, path)
+    warnings.warn(f"{path} has no digest (written before pixdiff checked its files): loaded unverified",
+                  UnverifiedCheckpoint, stacklevel=3)
 
 
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -81,10 +111,12 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
-            warnings.simplefilter("ignore")
-            data = _read_safetensors(path) if path.suffix == SAFETENSORS else \
-                torch.load(path, map_location=map_location, weights_only=True)
+        if path.suffix == SAFETENSORS:
+            data = _read_safetensors(path)
+        else:
+            with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
+                warnings.simplefilter("ignore")
+                data = torch.load(path, map_location=map_location, weights_only=True)
     except CheckpointError:
         raise
     except pickle.UnpicklingError:
@@ -95,6 +127,12 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path} is unreadable or truncated ({type(e).__name__}: {reason})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a dict of weights")
+    if data.get("format") == FORMAT:
+        stored = data.pop("digest", None)
+        if stored is None:
+            unverified(data, path)
+        else:
+            check_digest(path, data, stored)
     return data
 
 

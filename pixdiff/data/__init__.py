@@ -19,8 +19,8 @@ from .cache import (
 )
 from .emoji import EMOJI_CLASSES, emoji_source
 from .folder import IMAGE_SUFFIXES, folder_source
-from .openmoji import openmoji_source
 from .images import DataError, Item, Source, center_crop, load_image, resize_square, to_rgb
+from .openmoji import openmoji_source
 from .stream import BatchStream, MicroBatch, StreamError
 
 __all__ = [

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from tensordict import MemoryMappedTensor
 
+from pixdiff.runtime.paths import CacheHomeError, cache_home
+
 from .emoji import emoji_description, emoji_source
 from .folder import folder_source
 from .images import DataError, Item, SmallPolicy, Source, load_image
@@ -356,7 +358,7 @@ def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small
 
 def prepare(
     source_spec: str | Path,
-    cache_root: str | Path,
+    cache_root: str | Path | None,
     resolution: int,
     *,
     on_error: ErrorPolicy = "skip",
@@ -372,9 +374,14 @@ def prepare(
     Unicode group) or "openmoji:subgroup", or else an image-folder path (write "./emoji" for a
     folder of that name). A folder is not re-listed when its cache exists: pass rebuild=True
     after changing its files. With on_error="stop", a reused cache that skipped files raises.
-    Build on one process (e.g. rank 0) and let the others call it after a barrier.
+    Build on one process (e.g. rank 0) and let the others call it after a barrier. `cache_root`
+    None: the cache home (`pixdiff.runtime.paths.cache_home`).
     """
-    out_dir, listing = _cache_dir(source_spec, Path(cache_root).expanduser().absolute(), resolution, small, limit)
+    try:
+        root = cache_home() if cache_root is None else Path(cache_root).expanduser().absolute()
+    except CacheHomeError as e:
+        raise DataError(str(e)) from None
+    out_dir, listing = _cache_dir(source_spec, root, resolution, small, limit)
     if out_dir.exists() and not rebuild:
         try:
             cache = open_cache(out_dir, resolution=resolution)

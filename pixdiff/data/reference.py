@@ -52,7 +52,7 @@ def cache_images(cache: Cache, part: tuple[int, int] | None = None) -> tuple[np.
     return np.ascontiguousarray(images), cache.labels.numpy()[index]
 
 
-def export(source: str, out: str | Path, resolution: int, *, cache_dir: str | Path,
+def export(source: str, out: str | Path, resolution: int, *, cache_dir: str | Path | None = None,
            part: tuple[int, int] | None = None, per_class: int | None = None) -> Path:
     """Write `source` (built-in name or class-folder path) at `resolution` as an ADM-layout `.npz`."""
     cache = prepare(source, cache_dir, resolution, limit=per_class)
@@ -63,7 +63,7 @@ def export(source: str, out: str | Path, resolution: int, *, cache_dir: str | Pa
     return Path(out)
 
 
-def reference_file(source: str, resolution: int, *, cache_dir: str | Path) -> Path:
+def reference_file(source: str, resolution: int, *, cache_dir: str | Path | None = None) -> Path:
     """The whole of `source` at `resolution` as a reference `.npz`, exported once per cache.
 
     Kept beside the cache it came from, so `pixdiff eval`'s statistics cache (keyed by file path,

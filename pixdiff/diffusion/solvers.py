@@ -29,7 +29,6 @@ import torchdiffeq
 from torch import Tensor
 
 # torchdiffeq's method table and base classes, only to tell fixed-grid from adaptive methods
-
 from pixdiff.diffusion.objectives import (
     Generators,
     Prediction,

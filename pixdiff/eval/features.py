@@ -321,8 +321,9 @@ class InceptionExtractor(Extractor):
                 # The reference weights only exist as TorchScript; its deprecation is not actionable.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.model = torch.jit.load(path, map_location="cpu").eval()
-        except (RuntimeError, ValueError) as exc:
-            raise RuntimeError(f"cannot load TorchScript Inception from {path}: {exc}") from exc
+        except (RuntimeError, ValueError) as exc:  # torch explains on many lines; the first says what broke
+            reason = (str(exc).strip().splitlines() or [""])[0][:120]
+            raise ValueError(f"cannot load TorchScript Inception from {path}: {reason}") from None
         self.spec = ExtractorSpec("inception", path)
         self.name = "inception"
         self.fingerprint = _file_digest(path)

@@ -31,6 +31,7 @@ import torch
 
 from pixdiff.data.npz import ImageSource, open_images, savez_atomic
 from pixdiff.eval.features import Extractor, ExtractorSpec, load_extractor
+from pixdiff.runtime.paths import cache_home
 
 __all__ = [
     "STATS_FORMAT",
@@ -268,11 +269,8 @@ def is_stats_file(path: str | os.PathLike) -> bool:
 
 
 def default_cache_dir() -> Path:
-    """``$PIXDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/pixdiff/ref-stats`` (``~/.cache`` by default)."""
-    if os.environ.get("PIXDIFF_CACHE_DIR"):
-        return Path(os.environ["PIXDIFF_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pixdiff" / "ref-stats"
+    """Reference statistics live in the cache home (`pixdiff.runtime.paths.cache_home`) under ref-stats/."""
+    return cache_home() / "ref-stats"
 
 
 def reference_stats(

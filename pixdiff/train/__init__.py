@@ -10,11 +10,12 @@ Modules: `loop` (the Trainer), `parallel` (building and DDP/FSDP2), `checkpointi
 TensorBoard, progress), `schedule` (learning rates), `ema`, `loss`; micro-batches come from
 `pixdiff.data.stream` (epoch orders computed once, gathered ahead in worker threads).
 
-Run folder:
+Run folder (one writer at a time: `train` holds an OS lock on it, see `pixdiff.runtime.lock`):
+    .lock                the lock, with the holder's pid (removed when the run ends)
     recipe.json          the resolved recipe
     metrics.jsonl        one JSON row per logged step: window means since the previous row (rank 0)
     tensorboard/         the same scalars as TensorBoard events (with train.tensorboard=true)
-    checkpoints/         step_XXXXXXXX.pt, written atomically; the newest two are kept
+    checkpoints/         step_XXXXXXXX.pt, written atomically with a digest; the newest two are kept
     samples/             EMA sample grids, step_XXXXXXXX.png
     loss.png             loss curve, written at the end
 """

@@ -9,6 +9,7 @@ rows), and `repa_projector` with REPA.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,31 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return files[-1] if files else None
 
 
+def last_good(out_dir: Path) -> str:
+    """What a failed write kept, in words (a failed checkpoint write leaves no file under its name)."""
+    try:
+        path = latest_checkpoint(out_dir)
+    except OSError:
+        return "its checkpoints could not be listed"
+    return f"last good checkpoint: {path}" if path else "no checkpoint was written"
+
+
 def checkpoint_step(path: Path | None) -> int:
     return int(path.stem.split("_")[1]) if path else -1
 
 
-def check_resume_compatible(saved: Recipe, given: Recipe) -> None:
+def check_resume_compatible(saved: Recipe, given: Recipe, what: str = "the run's recipe.json") -> None:
     """Resuming may change how long and how often (train.*, sample.*), never what is trained."""
     for section in ("model", "objective", "data"):
         a, b = to_dict(getattr(saved, section)), to_dict(getattr(given, section))
+        if section == "data":  # where the decoded cache is kept does not change what is trained
+            a, b = ({**x, "cache_dir": None} for x in (a, b))
         if a != b:
             raise TrainingError(
-                f"--resume: the recipe's {section!r} section differs from the run's recipe.json; "
+                f"--resume: the recipe's {section!r} section differs from {what}; "
                 f"resume with the same recipe or start a new --out folder")
     if (saved.train.global_batch, saved.train.seed) != (given.train.global_batch, given.train.seed):
-        raise TrainingError("--resume: train.global_batch and train.seed must stay as they were")
+        raise TrainingError(f"--resume: train.global_batch and train.seed must stay as in {what}")
 
 
 def split_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -83,14 +95,39 @@ def save(out_dir: Path, state: dict[str, Any], d: Dist) -> Path:
     return path
 
 
+def check_fresh(out_dir: Path) -> None:
+    """A run without --resume starts in a folder no earlier run has logged to: it never appends to
+    another run's metrics.jsonl or mixes its checkpoints with another's."""
+    if latest_checkpoint(out_dir) is not None:
+        raise TrainingError(f"{out_dir} already holds checkpoints: pass --resume to continue it, "
+                            f"or choose another --out")
+    if (out_dir / "metrics.jsonl").exists():
+        raise TrainingError(f"{out_dir} holds the metrics.jsonl of an earlier run that left no checkpoint to "
+                            f"resume: delete it or choose another --out")
+
+
+def newest_verified(out_dir: Path) -> tuple[Path, dict[str, Any], list[str]]:
+    """The newest checkpoint that reads and verifies, and a note on each newer one it skipped."""
+    skipped = []
+    for path in sorted((out_dir / CKPT_DIR).glob("step_*.pt"), reverse=True):
+        try:
+            return path, checkpoint.load(path, map_location="cpu"), skipped
+        except checkpoint.CheckpointError as e:
+            skipped.append(str(e))
+    if skipped:
+        raise TrainingError(f"--resume: no checkpoint in {out_dir / CKPT_DIR} verifies: {'; '.join(skipped)}")
+    raise TrainingError(f"--resume: no checkpoint in {out_dir / CKPT_DIR}")
+
+
 def restore(out_dir: Path, recipe: Recipe, parts: Parts) -> tuple[Path, dict[str, Any]]:
-    """Load the newest checkpoint into `parts`; returns its path and its contents."""
-    path = latest_checkpoint(out_dir)
-    if path is None:
-        raise TrainingError(f"--resume: no checkpoint in {out_dir / CKPT_DIR}")
-    ckpt = checkpoint.load(path, map_location="cpu")
+    """Load the newest checkpoint that verifies into `parts`, after checking that both the run's
+    recipe.json and the checkpoint's own recipe fit `recipe`; returns its path and its contents."""
+    path, ckpt, skipped = newest_verified(out_dir)
     run = checkpoint.run_recipe(out_dir)  # decoded safely, like everything read from a run folder
     check_resume_compatible(run, recipe)
+    check_resume_compatible(checkpoint.recipe_of(ckpt, path), recipe, f"the recipe stored in {path}")
+    for note in skipped:
+        warnings.warn(f"--resume skipped {note}", checkpoint.UnverifiedCheckpoint, stacklevel=2)
     net = {f"model.{k}": v for k, v in ckpt["model"].items()}
     net.update({f"repa_projector.{k}": v for k, v in ckpt.get("repa_projector", {}).items()})
     parallel.load_full_state_dict(parts.net, net, parts.fsdp)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +25,9 @@ from pixdiff.checkpoints import store as checkpoint
 from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
 from pixdiff.recipe import Recipe
-from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
 from pixdiff.runtime.distributed import Dist, barrier, mean_across
+from pixdiff.runtime.lock import rank0_lock
 from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, parallel
 from pixdiff.train.ema import ema_update
@@ -106,6 +108,16 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._stop_requested = False
         self.last_grid: Path | None = None
+        self._lock = ExitStack()  # held until close(): one writer per run folder, before anything is written
+        self._lock.enter_context(rank0_lock(self.out_dir, d))
+        try:
+            self._setup(resume)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        recipe, d = self.recipe, self.d
         self.cache = open_data(recipe, d)
         self.parts = parallel.build(recipe, d)
         self.net = self.parts.net
@@ -113,19 +125,18 @@ class Trainer:
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
+        if d.main:  # the folder is locked: temp files are what a killed writer left
+            checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         if resume:
             self._resume()
-        elif checkpointing.latest_checkpoint(self.out_dir) is not None:
-            raise TrainingError(f"{self.out_dir} already holds checkpoints: pass --resume to continue it, "
-                                f"or choose another --out")
+        else:
+            checkpointing.check_fresh(self.out_dir)
         if d.main:
             with atomic_write(self.out_dir / "recipe.json", text=True) as f:
                 f.write(json.dumps(to_dict(recipe), indent=2))
         self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
 
     def _resume(self) -> None:
-        if self.d.main:
-            checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
         self.global_step = int(ckpt["step"])
         self.window.load(ckpt.get("metrics_window"))
@@ -295,12 +306,13 @@ class Trainer:
                 self._stop_requested = True
 
     def close(self) -> None:
-        """Stop the data stream's workers and close the logs (idempotent)."""
+        """Stop the data stream's workers, close the logs and release the folder (idempotent)."""
         self.stream.close()
         if self._log is not None:
             self._bar.__exit__(None, None, None)
             self._log.__exit__(None, None, None)
             self._log = None
+        self._lock.close()
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
@@ -309,7 +321,12 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
     from pixdiff.runtime.distributed import setup, teardown
 
     d = setup(device)
+    trainer = None
     try:
-        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).fit()
+        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress)
+        return trainer.fit()
+    except OSError as e:
+        step = trainer.global_step if trainer else 0
+        raise WriteFailed(f"{describe(e)} at step {step}; {checkpointing.last_good(Path(out_dir))}") from None
     finally:
         teardown()
