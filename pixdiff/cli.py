@@ -258,7 +258,7 @@ def sample_cmd(
                                                  callback=finite)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Solver steps (default: the recipe's).", min=1, max=BIG)] = None,
     solver: Annotated[Optional[str], typer.Option(
-        help="euler, heun, ddim, ddpm_ancestral, euler_maruyama or odeint (default: the recipe's).",
+        help="euler, heun, ab2, ddim, ddpm_ancestral, euler_maruyama or odeint (default: the recipe's).",
         callback=not_empty)] = None,
     seed: Annotated[int, typer.Option(help="Image i uses a seed derived from (seed, i).", min=0, max=SEED_MAX)] = 0,
     labels: Annotated[Literal["balanced", "random"], typer.Option(
