@@ -190,8 +190,8 @@ def test_inpainting_samples_the_rest_and_resampling_moves_it_towards_the_conditi
     assert (out[:, 1:].mean(0) - mu[1:]).abs().max() < 5 * 0.5 / math.sqrt(n)
     assert (out[:, 1:].std(0) / 0.5 - 1).abs().max() < 5 / math.sqrt(2 * n)
     # correlated pixels (AR(1), rho = 0.8): replacement alone is biased towards the marginal; RePaint's
-    # resampling moves the conditional mean towards its closed form (measured at 20000 samples, 50
-    # steps: error 0.20 without, 0.09 with 5 jumps of 5)
+    # resampling moves the conditional mean towards its closed form (measured here: largest error of
+    # the mean 0.20 without, 0.12 with 5 jumps of 5; the standard error of the mean is about 0.01)
     cov = 0.25 * 0.8 ** (i[:, None] - i[None, :]).abs().double()
     want = mu[1:] + cov[1:, :1] @ torch.linalg.solve(cov[:1, :1], 0.6 - mu[:1])
     f = velocity(obj, correlated_model(obj, mu, cov))
@@ -200,7 +200,6 @@ def test_inpainting_samples_the_rest_and_resampling_moves_it_towards_the_conditi
         out = inpaint(f, x, mask, shifted_grid(30, 1.0, dtype=torch.float64), schedule=obj, solver=SOLVERS["euler"],
                       generator=g, jumps=jumps, jump_length=5).reshape(n, 4)
         errors.append((out[:, 1:].mean(0) - want).abs().max().item())
-    print(errors)
     assert errors[1] < 0.7 * errors[0], errors
 
 
