@@ -153,6 +153,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's newest checkpoint.")] = False,
     device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda' (default: cuda when available).")] = None,
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+    init_from: Annotated[Optional[Path], typer.Option(help=(
+        "Fine-tune: start from this checkpoint's (or run folder's) EMA weights, the label table fitted to "
+        "model.backbone.num_classes; ignored by --resume, which continues from the run's own checkpoint."))] = None,
+    keep_class_rows: Annotated[bool, typer.Option(help=(
+        "With --init-from: classes 0..K-1 that both models have keep their label rows (else all start fresh)."))]
+    = True,
 ) -> None:
     """Train a recipe; under `torchrun --nproc_per_node=N` the same command runs data-parallel."""
     from pixdiff.data import DataError
@@ -161,7 +167,8 @@ def train(
 
     try:
         r = load(recipe, set_)
-        result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress)
+        result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress,
+                              init_from=init_from, keep_classes=keep_class_rows)
     except (*user_errors(), DataError, TrainingError) as e:
         fail(str(e))
     if not result.main:

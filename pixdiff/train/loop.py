@@ -26,7 +26,7 @@ from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import atomic_write
 from pixdiff.runtime.distributed import Dist, barrier, mean_across
 from pixdiff.runtime.precision import autocast
-from pixdiff.train import checkpointing, parallel
+from pixdiff.train import checkpointing, finetune, parallel
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
@@ -62,7 +62,7 @@ def open_data(recipe: Recipe, d: Dist) -> Any:
     barrier(d)
     if cache is None:
         cache = open_cache()
-    if cache.info.num_classes > recipe.model.backbone.num_classes:
+    if recipe.model.backbone.num_classes and cache.info.num_classes > recipe.model.backbone.num_classes:
         raise TrainingError(f"the data has {cache.info.num_classes} classes but the model "
                             f"{recipe.model.backbone.num_classes}; set model.backbone.num_classes")
     return cache
@@ -72,7 +72,7 @@ class Trainer:
     """Holds the live state of one run; `run()` trains to recipe.train.max_steps."""
 
     def __init__(self, recipe: Recipe, out_dir: Path, d: Dist, *, resume: bool = False, progress: bool = True,
-                 console: Any = None):
+                 console: Any = None, init_from: Path | None = None, keep_classes: bool = True):
         self.recipe, self.out_dir, self.d, self.progress, self.console = recipe, Path(out_dir), d, progress, console
         self.cache = open_data(recipe, d)
         self.parts = parallel.build(recipe, d)
@@ -86,6 +86,8 @@ class Trainer:
         elif checkpointing.latest_checkpoint(self.out_dir) is not None:
             raise TrainingError(f"{self.out_dir} already holds checkpoints: pass --resume to continue it, "
                                 f"or choose another --out")
+        elif init_from is not None:  # a fresh run only: a resumed one continues from its own checkpoint
+            finetune.initialise(self.parts, init_from, keep_classes=keep_classes)
         if d.main:
             with atomic_write(self.out_dir / "recipe.json", text=True) as f:
                 f.write(json.dumps(to_dict(recipe), indent=2))
@@ -189,11 +191,12 @@ class Trainer:
         ema = self.ema_model()
         if ema is None:
             return None
-        n, classes, size = self.recipe.sample.grid_images, self.cache.info.num_classes, self.recipe.resolution
+        n, size = self.recipe.sample.grid_images, self.recipe.resolution
+        classes = self.cache.info.num_classes if self.recipe.model.backbone.num_classes else 0  # 0: unconditional
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
             x = sample_recipe(ema, self.recipe, y, seed_generators(range(n), self.d.device))
-        return save_png(make_grid(to_uint8(x), nrow=classes if n % classes == 0 and classes <= 12 else None),
+        return save_png(make_grid(to_uint8(x), nrow=classes if 0 < classes <= 12 and n % classes == 0 else None),
                         self.out_dir / SAMPLES_DIR / f"step_{self.step:08d}.png", scale=max(1, 128 // size))
 
     # ------------------------------------------------------------------ driver
@@ -237,12 +240,14 @@ class Trainer:
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group."""
+          progress: bool = True, init_from: str | Path | None = None, keep_classes: bool = True) -> TrainResult:
+    """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group.
+    `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`)."""
     from pixdiff.runtime.distributed import setup, teardown
 
     d = setup(device)
     try:
-        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress).run()
+        return Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress,
+                       init_from=None if init_from is None else Path(init_from), keep_classes=keep_classes).run()
     finally:
         teardown()
