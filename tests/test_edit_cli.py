@@ -105,3 +105,22 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, args, message):
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_interpolation_ends_are_the_samples_of_the_two_seeds(run, tmp_path):
+    from pixdiff.data.npz import load_images
+
+    ok("interpolate", str(run / "run"), "--out", str(tmp_path / "i"), "--frames", "3", "--seeds", "7", "9",
+       "--class", "0", "--steps", "3")
+    for seed, frame in (("7", 0), ("9", 2)):
+        ok("sample", str(run / "run"), "--out", str(tmp_path / seed), "-n", "1", "--seed", seed, "--steps", "3")
+        want = load_images(tmp_path / seed / "samples.npz")[0]
+        got = np.asarray(Image.open(tmp_path / "i" / f"frame_{frame:04d}.png"))
+        # same noise and label; other batch shapes may move a pixel across a rounding boundary by one level
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("command", ["edit", "inpaint", "invert", "interpolate"])
+def test_help(command):
+    res = cli(command, "--help")
+    assert res.returncode == 0 and "Usage" in res.stdout
