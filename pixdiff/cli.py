@@ -250,7 +250,7 @@ def edit_job(source: Path, set_: list[str] | None, steps: int | None, solver: st
 def edit_errors() -> tuple[type[Exception], ...]:
     from pixdiff.edit import EditError
 
-    return (*user_errors(), EditError)
+    return (*user_errors(), EditError, ValueError)  # ValueError: a solver refusing its grid, as in `sample`
 
 
 @app.command("edit")
