@@ -1,26 +1,27 @@
 """End-to-end `pixdiff edit | inpaint | invert | interpolate` on a tiny emoji model trained 2 steps."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
+from pixdiff.cli import app
+
 TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
         "model.backbone.image_size=16", "model.head.width=8", "train.global_batch=8", "train.sample_every=0",
         "train.max_steps=2"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pixdiff.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
+def cli(*args: str) -> SimpleNamespace:
+    """In process (the commands import torch once, not per call); a traceback would be an exception."""
+    res = CliRunner().invoke(app, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
 
 
 def ok(*args: str) -> str:

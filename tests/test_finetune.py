@@ -1,22 +1,21 @@
 """Unconditional models (num_classes = 0) and fine-tuning a trained model to new classes."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 from pixdiff.checkpoints import store as checkpoint
+from pixdiff.cli import app
 from pixdiff.recipe import load_recipe
 from pixdiff.runtime.distributed import Dist
 from pixdiff.train import Trainer, train
 from pixdiff.train.finetune import LABEL_TABLE, transfer
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
         "model.backbone.image_size=16", "model.head.width=8", "train.global_batch=4", "train.sample_every=0",
         "train.max_steps=2", "train.log_every=1"]
@@ -73,10 +72,12 @@ def test_fine_tuning_starts_from_every_non_label_weight_of_the_source(source, tm
             assert torch.equal(e, state[name].float()), name
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pixdiff.cli", *args, "--device", "cpu"], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+def cli(*args: str) -> SimpleNamespace:
+    """In process (torch is imported once); a traceback would surface as the exception."""
+    res = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
 
 
 def test_fine_tune_cli_runs_and_resumes(source, tmp_path):
