@@ -45,6 +45,7 @@ def velocity(objective, model=None, y=None):
 def test_strength_grid_edges_and_shape(steps, shift, s):
     assert torch.equal(strength_grid(1.0, steps, shift), shifted_grid(steps, shift))
     assert strength_grid(0.0, steps, shift).tolist() == [1.0]
+    assert len(strength_grid(0.3, 10, shift)) == 4  # 3 steps (0.3 * 10 rounds to 3.0000000000000004)
     ts = strength_grid(s, steps, shift, dtype=torch.float64)
     assert ts[-1] == 1.0 and bool((ts[1:] > ts[:-1]).all())
     assert math.isclose(ts[0], float(time_shift(torch.tensor(1 - s, dtype=torch.float64), shift)), abs_tol=1e-12)

@@ -38,7 +38,7 @@ def strength_grid(strength: float, steps: int, shift: float = 1.0, *, device=Non
         raise ValueError(f"strength must be in [0, 1], not {strength}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    n = math.ceil(strength * steps)
+    n = math.ceil(round(strength * steps, 9))  # 0.3 * 10 is 3.0000000000000004: 3 steps, not 4
     u = torch.arange(n + 1, dtype=torch.float64) / max(n, 1)
     if strength < 1:  # (1 - s) + s may round away from 1: pin the data end
         u = torch.cat([(1 - strength) + strength * u[:-1], u.new_ones(1)])
@@ -49,7 +49,7 @@ def strength_grid(strength: float, steps: int, shift: float = 1.0, *, device=Non
 def noised(schedule: Schedule, x: Tensor, eps: Tensor, t: float | Tensor) -> Tensor:
     """x (B, ...) moved onto the forward path at time t: alpha(t) x + sigma(t) eps; at t = 0 the
     sampler's start prior_std * eps (see the module docstring)."""
-    t = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(1)
+    t = torch.as_tensor(t, device=x.device).reshape(1)  # a grid's own dtype; a Python float as float32
     if float(t) == 0:
         return prior_std(schedule) * eps
     a, s, _, _ = broadcast_coefficients(schedule, t, x)
