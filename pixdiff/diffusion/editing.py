@@ -85,7 +85,7 @@ def repaint_schedule(steps: int, jumps: int, jump_length: int) -> list[int]:
     while i < steps:
         i += 1
         path.append(i)
-        if i < steps and i % jump_length == 0 and i >= jump_length and done.get(i, 0) < jumps:
+        if i < steps and i % jump_length == 0 and done.get(i, 0) < jumps:
             done[i] = done.get(i, 0) + 1
             i -= jump_length
             path.append(i)
