@@ -67,8 +67,8 @@ def trained(run: Path, num: int, device: str, out: Path = DOCS) -> None:
     dc = recipe.data
     cache = prepare(dc.source, dc.cache_dir, recipe.resolution, on_error=dc.on_error, small=dc.small)
     x = (cache.images[:num].float() / 127.5 - 1).to(dev)  # (num, 3, H, W)
-    y = cache.labels[:num].to(dev)
     k = recipe.model.backbone.num_classes
+    y = (cache.labels[:num] if k else torch.zeros(num, dtype=torch.long)).to(dev)  # k = 0: the null label
     job = open_job(model, recipe, steps=None, solver="heun", cfg_scale=None, seed=0, device=dev)
     obj = recipe.objective
 
