@@ -222,6 +222,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's newest checkpoint.")] = False,
     device: DeviceOpt = None,
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+    init_from: Annotated[Optional[Path], typer.Option(help=(
+        "Fine-tune: start from this checkpoint's (or run folder's) EMA weights, the label table fitted to "
+        "model.backbone.num_classes; ignored by --resume, which continues from the run's own checkpoint."))] = None,
+    keep_class_rows: Annotated[bool, typer.Option(help=(
+        "With --init-from: classes 0..K-1 that both models have keep their label rows (else all start fresh)."))]
+    = True,
 ) -> None:
     """Train a recipe; under `torchrun --nproc_per_node=N` the same command runs data-parallel."""
     from pixdiff.data import DataError
@@ -231,7 +237,8 @@ def train(
 
     try:
         r = load(recipe, set_)
-        result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress)
+        result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress,
+                              init_from=init_from, keep_classes=keep_class_rows)
     except (*user_errors(), DataError, TrainingError) as e:
         fail(str(e))
     except (WriteFailed, OSError) as e:
@@ -299,6 +306,133 @@ def sample_cmd(
         teardown()
     if npz is not None:
         typer.echo(f"wrote {npz} ({num} images) and {out / 'grid.png'}")
+
+
+SourceArg = Annotated[Path, typer.Argument(help="A run folder (newest checkpoint) or a checkpoint file.")]
+ClassOpt = Annotated[Optional[int], typer.Option("--class", help="Target class (default: none, unconditional).")]
+StepsOpt = Annotated[Optional[int], typer.Option(help="Steps of the full sampling grid (default: the recipe's).")]
+SolverOpt = Annotated[Optional[str], typer.Option(help="A solver name (default: the recipe's).")]
+
+
+def edit_job(source: Path, set_: list[str] | None, steps: int | None, solver: str | None, cfg: float | None,
+             seed: int, device: str | None):
+    """The model and sampler settings of an edit command (see pixdiff/edit.py)."""
+    import torch
+
+    from pixdiff.edit import open_job
+    from pixdiff.generate import load_model
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, r, _ = load_model(source, overrides=set_ or [], device=dev)
+    return open_job(model, r, steps=steps, solver=solver, cfg_scale=cfg, seed=seed, device=dev)
+
+
+def edit_errors() -> tuple[type[Exception], ...]:
+    from pixdiff.edit import EditError
+
+    return (*user_errors(), EditError, ValueError)  # ValueError: a solver refusing its grid, as in `sample`
+
+
+@app.command("edit")
+def edit_cmd(
+    source: SourceArg,
+    images: Annotated[list[Path], typer.Argument(help="Image files (fitted to the model's resolution).")],
+    out: Annotated[Path, typer.Option(help="Output folder: input_/edit_NNNN.png, grid.png, meta.json.")],
+    strength: Annotated[float, typer.Option(help="0 = the image itself, 1 = plain sampling with the same noise.")]
+    = 0.6,
+    class_: ClassOpt = None,
+    from_class: Annotated[Optional[int], typer.Option(
+        help="Class edit: invert with this class (deterministic, no new noise), regenerate with --class.")] = None,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    steps: StepsOpt = None, solver: SolverOpt = None,
+    seed: Annotated[int, typer.Option(help="Image i's noise comes from (seed, i).")] = 0,
+    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+) -> None:
+    """SDEdit (img2img): noise images part of the way to the prior and solve back, optionally to a new class."""
+    from pixdiff.edit import edit
+
+    try:
+        grid = edit(edit_job(source, set_, steps, solver, cfg, seed, device), images, out, strength=strength,
+                    cls=class_, from_class=from_class)
+    except edit_errors() as e:
+        fail(str(e))
+    typer.echo(f"wrote {len(images)} edits and {grid}")
+
+
+@app.command("inpaint")
+def inpaint_cmd(
+    source: SourceArg,
+    image: Annotated[Path, typer.Argument(help="The image.")],
+    mask: Annotated[Path, typer.Argument(help="Mask PNG of the image's size: white = regenerate, black = keep.")],
+    out: Annotated[Path, typer.Option(help="Output folder: masked_/inpaint_NNNN.png, grid.png, meta.json.")],
+    num: Annotated[int, typer.Option("--num", "-n", help="Number of inpaintings.")] = 4,
+    class_: ClassOpt = None,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    jumps: Annotated[int, typer.Option(help="RePaint resamplings at every --jump-length-th step.")] = 0,
+    jump_length: Annotated[int, typer.Option(help="RePaint: steps per jump back.")] = 5,
+    steps: StepsOpt = None, solver: SolverOpt = None,
+    seed: Annotated[int, typer.Option(help="Inpainting i's noise comes from (seed, i).")] = 0,
+    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+) -> None:
+    """Regenerate the white part of a mask, keeping the other pixels exactly."""
+    from pixdiff.edit import inpaint
+
+    try:
+        grid = inpaint(edit_job(source, set_, steps, solver, cfg, seed, device), image, mask, out, cls=class_,
+                       num=num, jumps=jumps, jump_length=jump_length)
+    except edit_errors() as e:
+        fail(str(e))
+    typer.echo(f"wrote {num} inpaintings and {grid}")
+
+
+@app.command("invert")
+def invert_cmd(
+    source: SourceArg,
+    images: Annotated[list[Path], typer.Argument(help="Image files (fitted to the model's resolution).")],
+    out: Annotated[Path, typer.Option(help="Output folder: noise.safetensors, roundtrip_NNNN.png, grid.png, "
+                                           "meta.json.")],
+    class_: ClassOpt = None,
+    cfg: Annotated[float, typer.Option(help="Guidance scale of the ODE (1: none, the invertible default).")] = 1.0,
+    first_step: Annotated[str, typer.Option(help="'mirror' (velocity at the step's far end; needed for "
+                                                 "x-prediction) or 'solver'.")] = "mirror",
+    steps: StepsOpt = None, solver: SolverOpt = None,
+    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+) -> None:
+    """Invert images to noise with the probability-flow ODE, map it back, and report the round-trip PSNR."""
+    from pixdiff.edit import invert
+
+    try:
+        info = invert(edit_job(source, set_, steps, solver, cfg, 0, device), images, out, cls=class_,
+                      first_step=first_step)
+    except edit_errors() as e:
+        fail(str(e))
+    typer.echo(f"round-trip PSNR {info['psnr_db_mean']:.2f} dB ({info['solver']}, {info['steps']} steps); "
+               f"wrote {out / 'noise.safetensors'}")
+
+
+@app.command("interpolate")
+def interpolate_cmd(
+    source: SourceArg,
+    out: Annotated[Path, typer.Option(help="Output folder: frame_NNNN.png, grid.png, meta.json.")],
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Two images to interpolate between "
+                                                                "(through their inversions).")] = None,
+    frames: Annotated[int, typer.Option(help="Frames, ends included.")] = 8,
+    seeds: Annotated[tuple[int, int], typer.Option(help="Without images: the noises of image 0 of "
+                                                        "`pixdiff sample --seed A` and `--seed B`.")] = (0, 1),
+    class_: ClassOpt = None,
+    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    steps: StepsOpt = None, solver: SolverOpt = None,
+    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+) -> None:
+    """Spherical interpolation between two noises (or two inverted images), decoded as a strip of frames."""
+    from pixdiff.edit import interpolate
+
+    try:
+        grid = interpolate(edit_job(source, set_, steps, solver, cfg, 0, device), out, frames=frames, cls=class_,
+                           seeds=seeds, images=images or None)
+    except edit_errors() as e:
+        fail(str(e))
+    typer.echo(f"wrote {frames} frames and {grid}")
 
 
 @app.command("eval")

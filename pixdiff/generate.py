@@ -104,7 +104,7 @@ def load_weights(model: nn.Module, state: Any, what: str) -> None:
 
 
 def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int) -> torch.Tensor:
-    if policy == "balanced":
+    if policy == "balanced" or num_classes == 0:
         return balanced_labels(n, num_classes)
     if policy == "random":
         return torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(derive_seed(seed, -1)))

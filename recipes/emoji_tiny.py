@@ -59,3 +59,13 @@ def build() -> Recipe:
 
 def dit_only() -> Recipe:
     return replace(build(), name="emoji_tiny_dit_only", **{"model.head": DiTFinalLayer()})
+
+
+def uncond() -> Recipe:
+    """Unconditional: num_classes = 0 leaves the label table one (null) row, so there is no label
+    dropout and no guidance; the data's labels are ignored. Train it on a folder of your own
+    images with `--set data.source=PATH` (a flat folder or one with class sub-folders)."""
+    return replace(build(), name="emoji_tiny_uncond", **{
+        "model.backbone.num_classes": 0, "objective.label_dropout": 0.0, "sample.cfg_scale": 1.0,
+        "data.balance_classes": False,
+    })

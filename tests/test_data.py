@@ -127,8 +127,11 @@ def test_folder_errors(tmp_path: Path) -> None:
         folder_source(tmp_path / "missing")
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "x.png")
-    with pytest.raises(DataError, match="no class sub-folders"):
-        folder_source(tmp_path / "flat")
+    flat = folder_source(tmp_path / "flat")  # a flat folder is one class (unconditional training)
+    assert flat.class_names == ("flat",) and [i.label for i in flat.items] == [0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither class sub-folders nor images"):
+        folder_source(tmp_path / "empty")
     (tmp_path / "none" / "a").mkdir(parents=True)
     (tmp_path / "none" / "a" / "readme.txt").write_text("")
     with pytest.raises(DataError, match=f"no images .* {tmp_path / 'none'}"):

@@ -1,8 +1,9 @@
 """Every code block of README.md and docs/*.md runs here, so examples cannot rot.
 
-Per file, in a fresh working folder: ```python blocks run in order in one namespace; ```bash blocks
-run line by line, each line a `pixdiff ...` command (through `python -m pixdiff.cli`). Two HTML
-comments right above a block change that, and each must give its reason:
+Per file, in a fresh working folder and in order: ```python blocks run in one namespace; ```bash
+blocks run in bash, where `pixdiff` is `python -m pixdiff.cli` and `python` this interpreter. Data
+caches are shared across files (one cache home for the module). Two HTML comments right above a
+block change that, and each must give its reason:
     <!-- parse-only: REASON -->  (data or hardware we lack) every `pixdiff` command in the block is
                                  parsed against the CLI (command, options, values) but not run;
     <!-- not run: REASON -->     the block is the test suite itself or takes hours.
@@ -74,10 +75,19 @@ def parse_only(args: list[str]) -> None:
         raise AssertionError(f"pixdiff {' '.join(args)}: {type(e).__name__}: {e}") from None
 
 
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache-home")
+
+
+SHELL_PRELUDE = 'set -euo pipefail\npixdiff() { "$PY" -m pixdiff.cli "$@"; }\npython() { "$PY" "$@"; }\n'
+
+
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_code_blocks_run(path: Path, tmp_path: Path, monkeypatch):
+def test_code_blocks_run(path: Path, tmp_path: Path, cache_home: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    monkeypatch.setenv("PIXDIFF_CACHE_DIR", str(cache_home))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PY": sys.executable}
     module = types.ModuleType(f"docs_{path.stem.lower()}")  # dataclasses look their module up
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(sys, "path", list(sys.path))  # a block may extend it, for this test only
@@ -93,15 +103,14 @@ def test_code_blocks_run(path: Path, tmp_path: Path, monkeypatch):
                 target.parent.mkdir(exist_ok=True)
                 target.write_text(b["body"])
             exec(compile(b["body"], where, "exec"), namespace)
-        elif b["lang"] == "bash":
+        elif b["lang"] == "bash" and b["mark"] == "parse-only":
             for args in commands(b["body"]):
                 assert args[0] != "<not a pixdiff command>", f"{where}: {args[1]!r} is not a pixdiff command"
-                if b["mark"] == "parse-only":
-                    parse_only(args)
-                    continue
-                res = subprocess.run([sys.executable, "-m", "pixdiff.cli", *args], cwd=tmp_path, env=env,
-                                     capture_output=True, text=True, timeout=600)
-                assert res.returncode == 0, f"{where}: pixdiff {shlex.join(args)}\n{res.stderr[-2000:]}"
+                parse_only(args)
+        elif b["lang"] == "bash":
+            res = subprocess.run(["bash", "-c", SHELL_PRELUDE + b["body"]], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=900)
+            assert res.returncode == 0, f"{where}:\n{b['body']}\n{res.stderr[-3000:]}"
 
 
 def test_parse_only_catches_a_wrong_option():

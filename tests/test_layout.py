@@ -20,7 +20,7 @@ LAYERS = [
     ["pixdiff.nn", "pixdiff.diffusion", "pixdiff.data"],
     ["pixdiff.recipe", "pixdiff.eval", "pixdiff.testing"],
     ["pixdiff.checkpoints", "recipes", "plugins"],
-    ["pixdiff.generate"],
+    ["pixdiff.generate", "pixdiff.edit"],
     ["pixdiff.train"],
     ["pixdiff.pretrained"],
     ["pixdiff.bench", "experiments"],

@@ -295,8 +295,9 @@ OUT_OF_RANGE = {
     "train.ema_decays": st.floats(min_value=1, allow_nan=False) | NEGATIVE, "train.min_lr": NEGATIVE,
     "sample.steps": NOT_POSITIVE_INT, "sample.time_shift": NOT_POSITIVE, "sample.cfg_scale": NEGATIVE,
     "sample.grid_images": NEGATIVE_INT, "sample.solver": st.text(max_size=12).filter(lambda t: t.strip() not in SOLVERS),
-    **{f"model.backbone.{k}": NOT_POSITIVE_INT for k in ("depth", "dim", "num_heads", "num_classes", "channels",
+    **{f"model.backbone.{k}": NOT_POSITIVE_INT for k in ("depth", "dim", "num_heads", "channels",
                                                          "image_size", "freq_dim", "patch_size")},
+    "model.backbone.num_classes": NEGATIVE_INT,  # 0: an unconditional model
     "model.backbone.mlp_ratio": NOT_POSITIVE,
     **{f"model.head.{k}": NOT_POSITIVE_INT for k in ("depth", "width", "hidden", "hidden_layers", "mlp_hidden",
                                                      "num_freqs", "num_heads", "expansion")},

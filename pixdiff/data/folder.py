@@ -1,4 +1,5 @@
-"""Image-folder source: root/<class_name>/<image files>, the ImageNet training layout."""
+"""Image-folder source: root/<class_name>/<image files>, the ImageNet training layout, or a flat
+folder of images (one class: for unconditional models)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ def folder_source(root: str | Path, *, limit: int | None = None) -> Source:
     """List root/<class>/*.{png,jpg,jpeg,webp,bmp} (suffix case-insensitive, not recursive).
 
     Classes are the sorted names of the sub-folders of `root` and get labels 0..K-1; files inside
-    a class folder are taken in sorted order. `limit` keeps the first n images per class.
-    Raises DataError (naming the path) for a missing root, a root without class folders,
-    no images at all, or an empty class folder.
+    a class folder are taken in sorted order. `limit` keeps the first n images per class. A root
+    without sub-folders but with images is one class, named after the root (a user's own
+    unlabelled images, for an unconditional model). Raises DataError (naming the path) for a
+    missing root, a root with neither class folders nor images, no images at all, or an empty
+    class folder.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory")
-    class_dirs = [p for p in _visible(list(root.iterdir())) if p.is_dir()]
-    if not class_dirs:
-        raise DataError(f"image folder {root} has no class sub-folders; expected {root}/<class_name>/<image files>")
+    class_dirs = [p for p in _visible(list(root.iterdir())) if p.is_dir()] or [root]
     items: list[Item] = []
     empty: list[Path] = []
     for label, class_dir in enumerate(class_dirs):
@@ -37,6 +38,9 @@ def folder_source(root: str | Path, *, limit: int | None = None) -> Source:
             empty.append(class_dir)
         items.extend(Item(p, label) for p in files)
     suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    if class_dirs == [root] and not items:
+        raise DataError(f"image folder {root} has neither class sub-folders nor images ({suffixes}); "
+                        f"expected {root}/<class_name>/<image files> or {root}/<image files>")
     if not items:
         raise DataError(f"no images ({suffixes}) found in the class folders of {root}")
     if empty:

@@ -25,7 +25,7 @@ def cfg(model: Model, scale: float, *, num_classes: int, interval: tuple[float, 
     lo, hi = interval
 
     def guided(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        if scale == 1.0:
+        if scale == 1.0 or num_classes == 0:  # an unconditional model has nothing to guide towards
             return model(x, t, y)
         inside = ((t > lo) | (lo == 0)) & (t < hi)  # (B,)
         n = int(inside.sum())

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from pixdiff.diffusion.guidance import cfg
 from pixdiff.diffusion.objectives import Generators, Model, Objective, prior_std, randn
-from pixdiff.diffusion.solvers import SOLVERS, Callback, Solver, shifted_grid
+from pixdiff.diffusion.solvers import SOLVERS, Callback, Solver, Velocity, shifted_grid
 from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 
 
@@ -36,13 +36,21 @@ def sample(
     step = SOLVERS[solver] if isinstance(solver, str) else solver
     x = prior_std(objective) * randn((y.shape[0], *shape_chw), generators, device=y.device, dtype=torch.float32)
     ts = shifted_grid(steps, time_shift, last_step=last_step, device=y.device)
+    velocity = guided_velocity(model, objective, y, cfg_scale=cfg_scale, num_classes=num_classes,
+                               cfg_interval=cfg_interval)
+    x = step(velocity, x, ts, schedule=objective, generator=generators, callback=callback, **solver_options)
+    return x.float().clamp(-1, 1)
+
+
+def guided_velocity(model: Model, objective: Objective, y: Tensor, *, num_classes: int, cfg_scale: float = 1.0,
+                    cfg_interval: tuple[float, float] = (0.1, 1.0)) -> Velocity:
+    """The solver's f(x, t): the velocity of `objective` from the CFG-guided network for labels y (B,)."""
     net = cfg(model, cfg_scale, num_classes=num_classes, interval=cfg_interval)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
         return objective.predict(net(x, t, y), x, t).velocity
 
-    x = step(velocity, x, ts, schedule=objective, generator=generators, callback=callback, **solver_options)
-    return x.float().clamp(-1, 1)
+    return velocity
 
 
 class Network:

@@ -7,11 +7,13 @@ Every solver has the signature (k-diffusion style)
     f          f(x (B, ...), t (B,)) -> velocity dx/dt (B, ...); build it from a network with
                `objective.predict(model(x, t, y), x, t).velocity`
     x          (B, ...) the state at ts[0] (noise)
-    ts         (T,) increasing times, ts[-1] = 1 for a full run; T - 1 steps
+    ts         (T,) increasing times, ts[-1] = 1 for a full run; T - 1 steps (editing.invert passes
+               decreasing grids, towards noise: euler, heun, ddim and odeint integrate either way)
     schedule   the objective (its alpha/sigma); needed by ddim, ddpm_ancestral and euler_maruyama,
                accepted and unused by the ODE solvers so that all take the same arguments
     generator  one torch.Generator or a list of B (one per sample, see `objectives.randn`)
-    callback   callback(i, t, x) after step i with the new state x at time t = ts[i + 1]
+    callback   callback(i, t, x) after step i with the new state x at time t = ts[i + 1]; it may
+               update x in place and the solver continues from it (editing.inpaint does)
 
 No solver evaluates f at the last grid point: the final step into ts[-1] is an Euler step (or the
 DDIM/ancestral jump onto x0). The velocity is singular at t = 1 for VP schedules (sigma' = -inf)

@@ -58,7 +58,8 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        positive(self, "depth", "dim", "num_heads", "patch_size", "channels", "num_classes", "image_size",
+        require(self, "num_classes", self.num_classes >= 0, "must be >= 0 (0: unconditional)")
+        positive(self, "depth", "dim", "num_heads", "patch_size", "channels", "image_size",
                  "mlp_ratio", "freq_dim", "max_period", "rope_theta", "rope_extent")
         require(self, "dim", self.dim % self.num_heads == 0, f"must be divisible by num_heads={self.num_heads}")
         require(self, "dim", (self.dim // self.num_heads) % 4 == 0,
@@ -287,7 +288,8 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """num_classes + 1 rows: the last one is the null class used for classifier-free guidance."""
+    """num_classes + 1 rows: the last one is the null class used for classifier-free guidance (and
+    the only one of an unconditional model, num_classes = 0)."""
 
     def __init__(self, num_classes: int, dim: int):
         super().__init__()

@@ -24,5 +24,8 @@ def derive_seed(*keys: int) -> int:
 
 def balanced_labels(n: int, num_classes: int, *, device: torch.device | str = "cpu") -> Tensor:
     """(n,) labels cycling through the classes: N/num_classes each when n divides (the fair
-    default of the evaluation protocol: 50 per class for 50k ImageNet samples)."""
+    default of the evaluation protocol: 50 per class for 50k ImageNet samples). num_classes = 0 (an
+    unconditional model): all 0, its one (null) label."""
+    if num_classes == 0:
+        return torch.zeros(n, dtype=torch.long, device=device)
     return torch.arange(n, device=device) % num_classes

@@ -29,7 +29,7 @@ from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
 from pixdiff.runtime.distributed import Dist, barrier, mean_across
 from pixdiff.runtime.lock import rank0_lock
 from pixdiff.runtime.precision import autocast
-from pixdiff.train import checkpointing, parallel
+from pixdiff.train import checkpointing, finetune, parallel
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
@@ -82,7 +82,7 @@ def open_data(recipe: Recipe, d: Dist) -> Any:
     barrier(d)
     if cache is None:
         cache = open_cache()
-    if cache.info.num_classes > recipe.model.backbone.num_classes:
+    if recipe.model.backbone.num_classes and cache.info.num_classes > recipe.model.backbone.num_classes:
         raise TrainingError(f"the data has {cache.info.num_classes} classes but the model "
                             f"{recipe.model.backbone.num_classes}; set model.backbone.num_classes")
     return cache
@@ -100,7 +100,8 @@ class Trainer:
     checkpoints and grids apply to everyone. `global_step` counts the optimizer steps taken."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, d: Dist | None = None, *, resume: bool = False,
-                 progress: bool = True, console: Any = None):
+                 progress: bool = True, console: Any = None, init_from: str | Path | None = None,
+                 keep_classes: bool = True):
         d = d or Dist()
         self.recipe, self.out_dir, self.d, self.progress, self.console = recipe, Path(out_dir), d, progress, console
         self._log: MetricsLog | None = None
@@ -111,12 +112,12 @@ class Trainer:
         self._lock = ExitStack()  # held until close(): one writer per run folder, before anything is written
         self._lock.enter_context(rank0_lock(self.out_dir, d))
         try:
-            self._setup(resume)
+            self._setup(resume, init_from, keep_classes)
         except BaseException:
             self._lock.close()
             raise
 
-    def _setup(self, resume: bool) -> None:
+    def _setup(self, resume: bool, init_from: str | Path | None, keep_classes: bool) -> None:
         recipe, d = self.recipe, self.d
         self.cache = open_data(recipe, d)
         self.parts = parallel.build(recipe, d)
@@ -131,6 +132,8 @@ class Trainer:
             self._resume()
         else:
             checkpointing.check_fresh(self.out_dir)
+            if init_from is not None:  # a fresh run only: a resumed one continues from its own checkpoint
+                finetune.initialise(self.parts, Path(init_from), keep_classes=keep_classes)
         if d.main:
             with atomic_write(self.out_dir / "recipe.json", text=True) as f:
                 f.write(json.dumps(to_dict(recipe), indent=2))
@@ -231,12 +234,13 @@ class Trainer:
         ema = self.ema_model()
         if ema is None:
             return None
-        n, classes = self.recipe.sample.grid_images, self.cache.info.num_classes
+        n = self.recipe.sample.grid_images
+        classes = self.cache.info.num_classes if self.recipe.model.backbone.num_classes else 0  # 0: unconditional
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
             x = sample_recipe(ema, self.recipe, y, seed_generators(range(n), self.d.device))
         return save_grid(x, self.out_dir / SAMPLES_DIR / f"step_{self.global_step:08d}.png",
-                         nrow=classes if n % classes == 0 and classes <= 12 else None)
+                         nrow=classes if 0 < classes <= 12 and n % classes == 0 else None)
 
     # ------------------------------------------------------------------ driver
     def step(self, callbacks: Sequence[Callback] = ()) -> dict[str, torch.Tensor]:
@@ -316,14 +320,16 @@ class Trainer:
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group."""
+          progress: bool = True, init_from: str | Path | None = None, keep_classes: bool = True) -> TrainResult:
+    """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group.
+    `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`)."""
     from pixdiff.runtime.distributed import setup, teardown
 
     d = setup(device)
     trainer = None
     try:
-        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress)
+        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress, init_from=init_from,
+                          keep_classes=keep_classes)
         return trainer.fit()
     except OSError as e:
         step = trainer.global_step if trainer else 0

@@ -33,6 +33,8 @@ class TrainingLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generators: list[torch.Generator]
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.num_classes == 0:  # an unconditional model: every image gets the one (null) label row
+            y = torch.zeros_like(y)
         if self.repa is None:
             return self.objective.loss(self.model, x, y, num_classes=self.num_classes, generator=generators)
         from pixdiff.train.repa import alignment_loss

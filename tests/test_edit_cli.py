@@ -1,0 +1,127 @@
+"""End-to-end `pixdiff edit | inpaint | invert | interpolate` on a tiny emoji model trained 2 steps."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from pixdiff.cli import app
+
+TINY = ["model.backbone.depth=2", "model.backbone.dim=32", "model.backbone.num_heads=2",
+        "model.backbone.image_size=16", "model.head.width=8", "train.global_batch=8", "train.sample_every=0",
+        "train.max_steps=2"]
+
+
+def cli(*args: str) -> SimpleNamespace:
+    """In process (the commands import torch once, not per call); a traceback would be an exception."""
+    res = CliRunner().invoke(app, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
+
+
+def ok(*args: str) -> str:
+    res = cli(*args, "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder, two 24 px input images and a half-white mask."""
+    tmp = tmp_path_factory.mktemp("edit")
+    sets = [a for s in [*TINY, f"data.cache_dir={tmp / 'cache'}"] for a in ("--set", s)]
+    ok("train", "emoji_tiny", *sets, "--out", str(tmp / "run"), "--no-progress")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp / f"img{i}.png")
+    mask = np.zeros((24, 24), np.uint8)
+    mask[:, 12:] = 255
+    Image.fromarray(mask).save(tmp / "mask.png")
+    return tmp
+
+
+def test_edit_writes_edits_and_strength_zero_returns_the_input(run, tmp_path):
+    imgs = [str(run / "img0.png"), str(run / "img1.png")]
+    ok("edit", str(run / "run"), *imgs, "--out", str(tmp_path / "a"), "--strength", "0.5", "--class", "2",
+       "--cfg", "2", "--steps", "4")
+    assert (tmp_path / "a" / "grid.png").is_file() and (tmp_path / "a" / "edit_0001.png").is_file()
+    ok("edit", str(run / "run"), *imgs, "--out", str(tmp_path / "b"), "--strength", "0", "--steps", "4")
+    for i in range(2):
+        same = [np.asarray(Image.open(tmp_path / "b" / f"{k}_{i:04d}.png")) for k in ("input", "edit")]
+        assert np.array_equal(*same)
+    ok("edit", str(run / "run"), imgs[0], "--out", str(tmp_path / "c"), "--class", "1", "--from-class", "0",
+       "--steps", "4")
+    assert json.loads((tmp_path / "c" / "meta.json").read_text())["from_class"] == 0
+
+
+def test_inpaint_keeps_the_black_half(run, tmp_path):
+    ok("inpaint", str(run / "run"), str(run / "img0.png"), str(run / "mask.png"), "--out", str(tmp_path),
+       "-n", "2", "--jumps", "1", "--jump-length", "2", "--steps", "4")
+    # the input is resized 24 -> 16 px as the mask is: compare the inpainting with the fitted input
+    from pixdiff.data.images import resize_square
+
+    fitted = resize_square(Image.open(run / "img0.png"), 16)
+    out = np.asarray(Image.open(tmp_path / "inpaint_0001.png"))
+    assert np.array_equal(out[:, :8], fitted[:, :8]) and not np.array_equal(out[:, 8:], fitted[:, 8:])
+
+
+def test_invert_writes_noise_and_reports_psnr(run, tmp_path):
+    stdout = ok("invert", str(run / "run"), str(run / "img0.png"), str(run / "img1.png"), "--out", str(tmp_path),
+                "--steps", "4", "--solver", "heun")
+    assert "round-trip PSNR" in stdout and "dB" in stdout
+    assert load_file(tmp_path / "noise.safetensors")["noise"].shape == (2, 3, 16, 16)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert len(meta["psnr_db"]) == 2 and meta["psnr_db_mean"] > 0
+
+
+def test_interpolate_between_seeds_and_between_images(run, tmp_path):
+    ok("interpolate", str(run / "run"), "--out", str(tmp_path / "s"), "--frames", "3", "--seeds", "4", "5",
+       "--steps", "4")
+    assert (tmp_path / "s" / "frame_0002.png").is_file()
+    ok("interpolate", str(run / "run"), str(run / "img0.png"), str(run / "img1.png"), "--out", str(tmp_path / "i"),
+       "--frames", "3", "--steps", "4")
+    assert (tmp_path / "i" / "grid.png").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("edit", "{run}", "{img}", "--strength", "1.5"), "--strength must be in [0, 1]"),
+    (("edit", "{run}", "{img}", "--class", "99"), "--class must be in [0, 8]"),
+    (("edit", "{run}", "{dir}/missing.png"), "cannot read image"),
+    (("inpaint", "{run}", "{img}", "{dir}/grey.png"), "black (keep) and white (regenerate) only"),
+    (("inpaint", "{run}", "{img}", "{dir}/small.png"), "is 20x20 but image"),
+    (("invert", "{run}", "{img}", "--solver", "euler_maruyama"), "deterministic probability-flow ODE"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, args, message):
+    grey = np.zeros((24, 24), np.uint8)
+    grey[0, 0] = 100
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "small.png")
+    fill = {"run": str(run / "run"), "img": str(run / "img0.png"), "dir": str(tmp_path)}
+    res = cli(*(a.format(**fill) for a in args), "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_interpolation_ends_are_the_samples_of_the_two_seeds(run, tmp_path):
+    from pixdiff.data.npz import load_images
+
+    ok("interpolate", str(run / "run"), "--out", str(tmp_path / "i"), "--frames", "3", "--seeds", "7", "9",
+       "--class", "0", "--steps", "3")
+    for seed, frame in (("7", 0), ("9", 2)):
+        ok("sample", str(run / "run"), "--out", str(tmp_path / seed), "-n", "1", "--seed", seed, "--steps", "3")
+        want = load_images(tmp_path / seed / "samples.npz")[0]
+        got = np.asarray(Image.open(tmp_path / "i" / f"frame_{frame:04d}.png"))
+        # same noise and label; other batch shapes may move a pixel across a rounding boundary by one level
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("command", ["edit", "inpaint", "invert", "interpolate"])
+def test_help(command):
+    res = cli(command, "--help")
+    assert res.returncode == 0 and "Usage" in res.stdout
