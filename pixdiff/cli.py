@@ -309,9 +309,14 @@ def sample_cmd(
 
 
 SourceArg = Annotated[Path, typer.Argument(help="A run folder (newest checkpoint) or a checkpoint file.")]
-ClassOpt = Annotated[Optional[int], typer.Option("--class", help="Target class (default: none, unconditional).")]
-StepsOpt = Annotated[Optional[int], typer.Option(help="Steps of the full sampling grid (default: the recipe's).")]
-SolverOpt = Annotated[Optional[str], typer.Option(help="A solver name (default: the recipe's).")]
+ClassOpt = Annotated[Optional[int], typer.Option("--class", help="Target class (default: none, unconditional).",
+                                                  min=0, max=BIG)]
+StepsOpt = Annotated[Optional[int], typer.Option(help="Steps of the full sampling grid (default: the recipe's).",
+                                                 min=1, max=BIG)]
+SolverOpt = Annotated[Optional[str], typer.Option(help="A solver name (default: the recipe's).", callback=not_empty)]
+CfgOpt = Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).", min=0.0, max=1e6,
+                                                 callback=finite)]
+SeedOpt = Annotated[int, typer.Option(help="Image i's noise comes from (seed, i).", min=0, max=SEED_MAX)]
 
 
 def edit_job(source: Path, set_: list[str] | None, steps: int | None, solver: str | None, cfg: float | None,
@@ -333,29 +338,40 @@ def edit_errors() -> tuple[type[Exception], ...]:
     return (*user_errors(), EditError, ValueError)  # ValueError: a solver refusing its grid, as in `sample`
 
 
+def folder_lock(out: Path):
+    """The edit commands' --out lock (one writer per folder, as for `sample`)."""
+    from pixdiff.runtime.lock import folder_lock as lock
+
+    return lock(out)
+
+
 @app.command("edit")
 def edit_cmd(
     source: SourceArg,
     images: Annotated[list[Path], typer.Argument(help="Image files (fitted to the model's resolution).")],
     out: Annotated[Path, typer.Option(help="Output folder: input_/edit_NNNN.png, grid.png, meta.json.")],
-    strength: Annotated[float, typer.Option(help="0 = the image itself, 1 = plain sampling with the same noise.")]
-    = 0.6,
+    strength: Annotated[float, typer.Option(help="0 = the image itself, 1 = plain sampling with the same noise.",
+                                            min=0.0, max=1.0, callback=finite)] = 0.6,
     class_: ClassOpt = None,
     from_class: Annotated[Optional[int], typer.Option(
-        help="Class edit: invert with this class (deterministic, no new noise), regenerate with --class.")] = None,
-    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+        help="Class edit: invert with this class (deterministic, no new noise), regenerate with --class.",
+        min=0, max=BIG)] = None,
+    cfg: CfgOpt = None,
     steps: StepsOpt = None, solver: SolverOpt = None,
-    seed: Annotated[int, typer.Option(help="Image i's noise comes from (seed, i).")] = 0,
-    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+    seed: SeedOpt = 0,
+    set_: SetOpt = None, device: DeviceOpt = None,
 ) -> None:
     """SDEdit (img2img): noise images part of the way to the prior and solve back, optionally to a new class."""
     from pixdiff.edit import edit
 
     try:
-        grid = edit(edit_job(source, set_, steps, solver, cfg, seed, device), images, out, strength=strength,
-                    cls=class_, from_class=from_class)
+        with folder_lock(out):  # one writer per --out
+            grid = edit(edit_job(source, set_, steps, solver, cfg, seed, device), images, out, strength=strength,
+                        cls=class_, from_class=from_class)
     except edit_errors() as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {len(images)} edits and {grid}")
 
 
@@ -365,23 +381,27 @@ def inpaint_cmd(
     image: Annotated[Path, typer.Argument(help="The image.")],
     mask: Annotated[Path, typer.Argument(help="Mask PNG of the image's size: white = regenerate, black = keep.")],
     out: Annotated[Path, typer.Option(help="Output folder: masked_/inpaint_NNNN.png, grid.png, meta.json.")],
-    num: Annotated[int, typer.Option("--num", "-n", help="Number of inpaintings.")] = 4,
+    num: Annotated[int, typer.Option("--num", "-n", help="Number of inpaintings.", min=1, max=100_000)] = 4,
     class_: ClassOpt = None,
-    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
-    jumps: Annotated[int, typer.Option(help="RePaint resamplings at every --jump-length-th step.")] = 0,
-    jump_length: Annotated[int, typer.Option(help="RePaint: steps per jump back.")] = 5,
+    cfg: CfgOpt = None,
+    jumps: Annotated[int, typer.Option(help="RePaint resamplings at every --jump-length-th step.", min=0,
+                                       max=1000)] = 0,
+    jump_length: Annotated[int, typer.Option(help="RePaint: steps per jump back.", min=1, max=BIG)] = 5,
     steps: StepsOpt = None, solver: SolverOpt = None,
-    seed: Annotated[int, typer.Option(help="Inpainting i's noise comes from (seed, i).")] = 0,
-    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+    seed: SeedOpt = 0,
+    set_: SetOpt = None, device: DeviceOpt = None,
 ) -> None:
     """Regenerate the white part of a mask, keeping the other pixels exactly."""
     from pixdiff.edit import inpaint
 
     try:
-        grid = inpaint(edit_job(source, set_, steps, solver, cfg, seed, device), image, mask, out, cls=class_,
-                       num=num, jumps=jumps, jump_length=jump_length)
+        with folder_lock(out):
+            grid = inpaint(edit_job(source, set_, steps, solver, cfg, seed, device), image, mask, out, cls=class_,
+                           num=num, jumps=jumps, jump_length=jump_length)
     except edit_errors() as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {num} inpaintings and {grid}")
 
 
@@ -392,20 +412,24 @@ def invert_cmd(
     out: Annotated[Path, typer.Option(help="Output folder: noise.safetensors, roundtrip_NNNN.png, grid.png, "
                                            "meta.json.")],
     class_: ClassOpt = None,
-    cfg: Annotated[float, typer.Option(help="Guidance scale of the ODE (1: none, the invertible default).")] = 1.0,
-    first_step: Annotated[str, typer.Option(help="'mirror' (velocity at the step's far end; needed for "
-                                                 "x-prediction) or 'solver'.")] = "mirror",
+    cfg: Annotated[float, typer.Option(help="Guidance scale of the ODE (1: none, the invertible default).",
+                                       min=0.0, max=1e6, callback=finite)] = 1.0,
+    first_step: Annotated[Literal["mirror", "solver"], typer.Option(
+        help="'mirror' (velocity at the step's far end; needed for x-prediction) or 'solver'.")] = "mirror",
     steps: StepsOpt = None, solver: SolverOpt = None,
-    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+    set_: SetOpt = None, device: DeviceOpt = None,
 ) -> None:
     """Invert images to noise with the probability-flow ODE, map it back, and report the round-trip PSNR."""
     from pixdiff.edit import invert
 
     try:
-        info = invert(edit_job(source, set_, steps, solver, cfg, 0, device), images, out, cls=class_,
-                      first_step=first_step)
+        with folder_lock(out):
+            info = invert(edit_job(source, set_, steps, solver, cfg, 0, device), images, out, cls=class_,
+                          first_step=first_step)
     except edit_errors() as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"round-trip PSNR {info['psnr_db_mean']:.2f} dB ({info['solver']}, {info['steps']} steps); "
                f"wrote {out / 'noise.safetensors'}")
 
@@ -416,22 +440,25 @@ def interpolate_cmd(
     out: Annotated[Path, typer.Option(help="Output folder: frame_NNNN.png, grid.png, meta.json.")],
     images: Annotated[Optional[list[Path]], typer.Argument(help="Two images to interpolate between "
                                                                 "(through their inversions).")] = None,
-    frames: Annotated[int, typer.Option(help="Frames, ends included.")] = 8,
+    frames: Annotated[int, typer.Option(help="Frames, ends included.", min=2, max=10_000)] = 8,
     seeds: Annotated[tuple[int, int], typer.Option(help="Without images: the noises of image 0 of "
                                                         "`pixdiff sample --seed A` and `--seed B`.")] = (0, 1),
     class_: ClassOpt = None,
-    cfg: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).")] = None,
+    cfg: CfgOpt = None,
     steps: StepsOpt = None, solver: SolverOpt = None,
-    set_: SetOpt = None, device: Annotated[Optional[str], typer.Option(help="'cpu' or 'cuda'.")] = None,
+    set_: SetOpt = None, device: DeviceOpt = None,
 ) -> None:
     """Spherical interpolation between two noises (or two inverted images), decoded as a strip of frames."""
     from pixdiff.edit import interpolate
 
     try:
-        grid = interpolate(edit_job(source, set_, steps, solver, cfg, 0, device), out, frames=frames, cls=class_,
-                           seeds=seeds, images=images or None)
+        with folder_lock(out):
+            grid = interpolate(edit_job(source, set_, steps, solver, cfg, 0, device), out, frames=frames,
+                               cls=class_, seeds=seeds, images=images or None)
     except edit_errors() as e:
         fail(str(e))
+    except OSError as e:
+        os_failure(e)
     typer.echo(f"wrote {frames} frames and {grid}")
 
 

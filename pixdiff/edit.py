@@ -23,7 +23,7 @@ from pixdiff.diffusion import editing
 from pixdiff.diffusion.objectives import prior_std, randn
 from pixdiff.diffusion.sampling import guided_velocity, inference_network
 from pixdiff.diffusion.solvers import SOLVERS, Velocity
-from pixdiff.recipe import Recipe
+from pixdiff.recipe import Recipe, with_sampler
 from pixdiff.runtime.atomic import atomic_write
 from pixdiff.runtime.rng import derive_seed, seed_generators
 
@@ -82,16 +82,9 @@ class Job:
 
 def open_job(model: torch.nn.Module, recipe: Recipe, *, steps: int | None, solver: str | None,
              cfg_scale: float | None, seed: int, device: torch.device) -> Job:
-    sc = recipe.sample
-    solver = solver or sc.solver
-    if solver not in SOLVERS:
-        raise EditError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    if steps is not None and steps < 1:
-        raise EditError(f"--steps must be at least 1, not {steps}")
-    if cfg_scale is not None and cfg_scale < 0:
-        raise EditError(f"--cfg must be >= 0, not {cfg_scale}")
-    return Job(inference_network(model), recipe, torch.device(device), steps or sc.steps, solver,
-               sc.cfg_scale if cfg_scale is None else cfg_scale, seed)
+    """A job with the recipe's sampler settings, overridden through `with_sampler` as `pixdiff sample`'s are."""
+    sc = with_sampler(recipe, steps=steps, solver=solver, cfg_scale=cfg_scale).sample
+    return Job(inference_network(model), recipe, torch.device(device), sc.steps, sc.solver, sc.cfg_scale, seed)
 
 
 # ----------------------------------------------------------------------------- files
