@@ -122,8 +122,8 @@ def generate(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d:
     converted in place), the path `pixdiff bench latency` times."""
     bb = recipe.model.backbone
     classes = bb.num_classes if num_classes is None else num_classes
-    if not 1 <= classes <= bb.num_classes:
-        raise ValueError(f"--classes {classes}: the model has {bb.num_classes} classes")
+    if bb.num_classes and not 1 <= classes <= bb.num_classes or not bb.num_classes and classes:
+        raise ValueError(f"--classes {classes}: the model has {bb.num_classes} classes")  # 0: unconditional
     s = job
     labels = labels_for(s.num, classes, s.labels, s.seed)  # (N,), identical on every rank
     mine = list(range(d.rank, s.num, d.world))

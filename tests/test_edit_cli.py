@@ -89,7 +89,7 @@ def test_interpolate_between_seeds_and_between_images(run, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("edit", "{run}", "{img}", "--strength", "1.5"), "--strength must be in [0, 1]"),
+    (("edit", "{run}", "{img}", "--strength", "1.5"), "Invalid value for '--strength'"),
     (("edit", "{run}", "{img}", "--class", "99"), "--class must be in [0, 8]"),
     (("edit", "{run}", "{dir}/missing.png"), "cannot read image"),
     (("inpaint", "{run}", "{img}", "{dir}/grey.png"), "black (keep) and white (regenerate) only"),
