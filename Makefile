@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/pixdiff train emoji_tiny --out runs/emoji_tiny-$$(date +%Y%m%d-%H%M%S)
 
+# -n auto: one pytest worker per core (pytest-xdist); loadfile keeps a file's tests, and so its
+# module fixtures (tiny trained models, data caches), on one worker
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 	bash .ci/check_wheel.sh $(PY)
