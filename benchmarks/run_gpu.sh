@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline) and of JiT-B/16 and
-# JiT-L/16 beside it, one JSON per result.
+# Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline), of JiT-B/16 and
+# JiT-L/16, and of PixNerd-XL/16, PixelDiT-XL and DeCo-XL/16 (the `family` group), one JSON per result.
 #
-#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | NAME ...]      (from anywhere)
+#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | family | NAME ...]  (from anywhere)
 #
 # Results go to ${OUT:-benchmarks/results}/NAME.json: {"name", "command", "exit_code", "wall_s",
 # "nvidia_smi", "torch_version", "cuda_version", "git_commit", "result" (the CLI's --json output),
@@ -50,6 +50,14 @@ for m in b16 l16; do
   ARGS[jit_${m}_train_b32_bf16_compiled]="throughput jit:$m --mode train --batch 32 --device cuda --dtype bf16 --compile --warmup 3 --iters 20"
   JIT+=(jit_${m}_lat_bf16_eager jit_${m}_lat_bf16_compiled jit_${m}_sample_b64_bf16_compiled jit_${m}_train_b32_bf16_compiled)
 done
+# the other pixel-space families at their XL sizes, each with its recipe's own sampler (PixNerd: Euler 100
+# with a 0.04 last step; PixelDiT: ab2 100; DeCo: Euler 100), with CFG; no DiT-only baseline of their own
+FAMILY=()
+for m in pixnerd pixeldit deco; do
+  ARGS[${m}_lat_bf16_compiled]="latency $m --batch 1 --device cuda --no-baseline --dtype bf16 --compile --warmup 2 --repeats 5"
+  ARGS[${m}_train_b32_bf16_compiled]="throughput $m --mode train --batch 32 --device cuda --dtype bf16 --compile --warmup 3 --iters 20"
+  FAMILY+=(${m}_lat_bf16_compiled ${m}_train_b32_bf16_compiled)
+done
 LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
 THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
             train_b32_bf16_eager train_b32_bf16_compiled)
@@ -58,14 +66,15 @@ HEADS=(lat_bf16_eager_image_head lat_bf16_compiled_image_head)
 names=()
 for arg in "${@:-all}"; do
   case $arg in
-    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}") ;;
+    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}" "${FAMILY[@]}") ;;
     latency) names+=("${LATENCY[@]}") ;;
     throughput) names+=("${THROUGHPUT[@]}") ;;
     heads) names+=("${HEADS[@]}") ;;
     jit) names+=("${JIT[@]}") ;;
+    family) names+=("${FAMILY[@]}") ;;
     *) if [[ -v ARGS[$arg] ]]; then names+=("$arg"); else
-         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit or: ${LATENCY[*]} ${THROUGHPUT[*]}" \
-              "${HEADS[*]} ${JIT[*]}" >&2
+         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit, family or: ${LATENCY[*]} ${THROUGHPUT[*]}" \
+              "${HEADS[*]} ${JIT[*]} ${FAMILY[*]}" >&2
          exit 2
        fi ;;
   esac
