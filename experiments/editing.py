@@ -72,20 +72,23 @@ def trained(run: Path, num: int, device: str, out: Path = DOCS) -> None:
     job = open_job(model, recipe, steps=None, solver="heun", cfg_scale=None, seed=0, device=dev)
     obj = recipe.objective
 
-    def f(labels, cfg_scale=1.0):
+    def f(labels, cfg_scale=1.0, clip=False):
         from pixdiff.diffusion.sampling import guided_velocity
 
-        return guided_velocity(job.net, obj, labels, num_classes=k, cfg_scale=cfg_scale,
-                               cfg_interval=recipe.sample.cfg_interval)
+        v = guided_velocity(job.net, obj, labels, num_classes=k, cfg_scale=cfg_scale,
+                            cfg_interval=recipe.sample.cfg_interval)
+        return editing.data_range(v, obj) if clip else v
 
     table = {}
-    for solver in ("euler", "heun"):
-        for n in STEPS:
-            ts = editing.strength_grid(1.0, n, recipe.sample.time_shift, device=dev)
-            z = editing.invert(f(y), x, ts, solver=SOLVERS[solver], schedule=obj)
-            back = SOLVERS[solver](f(y), z, ts, schedule=obj).clamp(-1, 1)
-            table[f"{solver}_{n}"] = float(np.mean([psnr(a, b, 255.0) for a, b in zip(to_uint8(x), to_uint8(back))]))
-            print(solver, n, f"{table[f'{solver}_{n}']:.2f} dB", flush=True)
+    for clip in (False, True):  # as the model is, and with x0 clamped to the data range (pixdiff invert's default)
+        for solver in ("euler", "heun"):
+            for n in STEPS:
+                ts = editing.strength_grid(1.0, n, recipe.sample.time_shift, device=dev)
+                z = editing.invert(f(y, clip=clip), x, ts, solver=SOLVERS[solver], schedule=obj)
+                back = SOLVERS[solver](f(y, clip=clip), z, ts, schedule=obj).clamp(-1, 1)
+                key = f"{solver}_{n}{'_clip_x0' if clip else ''}"
+                table[key] = float(np.nanmean([psnr(a, b, 255.0) for a, b in zip(to_uint8(x), to_uint8(back))]))
+                print(key, f"{table[key]:.2f} dB, noise std {float(z.std()):.3f}", flush=True)
     write_json(out / "experiments" / "editing.json", {"run": str(run), "images": num, "psnr_db": table})
 
     eps, gens = job.noise(num)
@@ -94,17 +97,17 @@ def trained(run: Path, num: int, device: str, out: Path = DOCS) -> None:
         ts = editing.strength_grid(strength, recipe.sample.steps, recipe.sample.time_shift, device=dev)
         rows.append(editing.sdedit(f(y, job.cfg_scale), x, eps, ts, schedule=obj, solver=SOLVERS["heun"]))
     ts = editing.strength_grid(0.6, recipe.sample.steps, recipe.sample.time_shift, device=dev)
-    rows.append(editing.class_edit(f(y), f((y + 1) % max(k, 1), job.cfg_scale), x, ts, solver=SOLVERS["heun"],
-                                   schedule=obj))
+    rows.append(editing.class_edit(f(y, clip=True), f((y + 1) % max(k, 1), job.cfg_scale, clip=True), x, ts,
+                                   solver=SOLVERS["heun"], schedule=obj))
     mask = torch.zeros(1, 1, *x.shape[2:], dtype=torch.bool, device=dev)
     mask[..., x.shape[-1] // 2:] = True
     full = job.grid()
     rows.append(editing.inpaint(f(y, job.cfg_scale), x, mask, full, schedule=obj, solver=SOLVERS["heun"],
                                 generator=gens))
-    z = editing.invert(f(y), x, full, solver=SOLVERS["heun"], schedule=obj)
-    rows.append(SOLVERS["heun"](f(y), z, full, schedule=obj))
+    z = editing.invert(f(y, clip=True), x, full, solver=SOLVERS["heun"], schedule=obj)
+    rows.append(SOLVERS["heun"](f(y, clip=True), z, full, schedule=obj))
     frames = editing.slerp(z[0], z[1], torch.linspace(0, 1, num, device=dev))
-    rows.append(SOLVERS["heun"](f(y[:1].expand(num)), frames, full, schedule=obj))
+    rows.append(SOLVERS["heun"](f(y[:1].expand(num), clip=True), frames, full, schedule=obj))
     images = np.concatenate([to_uint8(r.float().clamp(-1, 1)) for r in rows])
     save_png(make_grid(images, nrow=num), out / "editing_figure.png", scale=max(1, 64 // recipe.resolution))
     print("rows: input, SDEdit 0.3 / 0.6 / 0.9, class edit (label + 1) at 0.6, inpaint right half, "

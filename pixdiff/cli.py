@@ -416,6 +416,9 @@ def invert_cmd(
                                        min=0.0, max=1e6, callback=finite)] = 1.0,
     first_step: Annotated[Literal["mirror", "solver"], typer.Option(
         help="'mirror' (velocity at the step's far end; needed for x-prediction) or 'solver'.")] = "mirror",
+    clip_x0: Annotated[bool, typer.Option(
+        help="Clamp the velocity's x0 to the data range [-1, 1], both ways (a trained model's inversion "
+             "otherwise diverges).")] = True,
     steps: StepsOpt = None, solver: SolverOpt = None,
     set_: SetOpt = None, device: DeviceOpt = None,
 ) -> None:
@@ -425,7 +428,7 @@ def invert_cmd(
     try:
         with folder_lock(out):
             info = invert(edit_job(source, set_, steps, solver, cfg, 0, device), images, out, cls=class_,
-                          first_step=first_step)
+                          first_step=first_step, clip_x0=clip_x0)
     except edit_errors() as e:
         fail(str(e))
     except OSError as e:

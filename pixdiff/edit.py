@@ -170,8 +170,11 @@ def edit(job: Job, images: list[Path], out: Path, *, strength: float, cls: int |
         y = editing.sdedit(f, x, eps, ts, schedule=job.recipe.objective, solver=job.solve(), generator=gens)
     else:
         _deterministic(job.solver, "--from-class")
-        f_src = job.velocity(from_class, n, cfg_scale=1.0)
-        y = editing.class_edit(f_src, f, x, ts, solver=job.solve(), schedule=job.recipe.objective)
+        # both halves start off the training distribution (an inverted state): x0 clamped to the
+        # data range, as in `invert`, or a trained model's velocity explodes
+        obj = job.recipe.objective
+        f_src = editing.data_range(job.velocity(from_class, n, cfg_scale=1.0), obj)
+        y = editing.class_edit(f_src, editing.data_range(f, obj), x, ts, solver=job.solve(), schedule=obj)
     info = {"command": "edit", "images": [str(p) for p in images], "strength": strength, "class": cls,
             "from_class": from_class, **_settings(job)}
     return write_results(out, [x, y.float().clamp(-1, 1)], ["input", "edit"], info, nrow=n)
@@ -204,9 +207,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def invert(job: Job, images: list[Path], out: Path, *, cls: int | None, first_step: str = "mirror") -> dict:
+def invert(job: Job, images: list[Path], out: Path, *, cls: int | None, first_step: str = "mirror",
+           clip_x0: bool = True) -> dict:
     """Invert images to noise (out/noise.safetensors, key "noise", (N, C, H, W)) and map the noise
-    back with the same solver and grid; returns meta.json's content with the round-trip PSNR."""
+    back with the same solver and grid; returns meta.json's content with the round-trip PSNR.
+    `clip_x0`: both ways, the velocity's x0 is clamped to the data range [-1, 1]
+    (`editing.data_range`; without it a trained x-prediction model's inversion diverges)."""
     from safetensors.torch import save
 
     _deterministic(job.solver, "inversion")
@@ -214,10 +220,13 @@ def invert(job: Job, images: list[Path], out: Path, *, cls: int | None, first_st
         raise EditError(f"--first-step must be 'mirror' or 'solver', not {first_step!r}")
     x = read_images(images, job.size, job.recipe.model.backbone.channels).to(job.device)
     f, ts, step = job.velocity(cls, len(x)), job.grid(), job.solve()
+    if clip_x0:
+        f = editing.data_range(f, job.recipe.objective)
     z = editing.invert(f, x, ts, solver=step, schedule=job.recipe.objective, first_step=first_step)
     back = step(f, z, ts, schedule=job.recipe.objective).float().clamp(-1, 1)
     scores = [psnr(a, b) for a, b in zip(to_uint8(x), to_uint8(back))]
     info = {"command": "invert", "images": [str(p) for p in images], "class": cls, "first_step": first_step,
+            "clip_x0": clip_x0,
             "psnr_db": scores, "psnr_db_mean": float(np.mean(scores)), **_settings(job)}
     noise = z.float().cpu().contiguous()
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pixdiff.diffusion.editing import (
     class_edit,
+    data_range,
     inpaint,
     invert,
     noised,
@@ -24,6 +25,8 @@ from pixdiff.diffusion.objectives import (
     FlowMatching,
     XPrediction,
     broadcast_coefficients,
+    from_velocity,
+    from_x0,
     gaussian_model,
     randn,
     time_shift,
@@ -222,3 +225,24 @@ def test_slerp_endpoints_and_norm():
     # would have about 0.71 of it)
     norms = frames.flatten(1).norm(dim=1) / z0.norm()
     assert (norms - 1).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("objective", [FlowMatching(), XPrediction(noise_scale=2.0), DDPM()],
+                         ids=["fm", "xpred", "ddpm"])
+def test_data_range_clamps_the_implied_x0_and_is_the_identity_inside_the_range(objective):
+    # closed form: a velocity field whose x0 is a known tensor; x0 in [-1, 1] passes unchanged, and
+    # outside the range the returned velocity implies exactly the clamped x0 at the same x_t and t
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64), torch.rand(6, generator=g, dtype=torch.float64)
+    t = t * 0.9 + 0.05  # away from the ends, where sigma or alpha vanishes
+    for scale in (0.5, 3.0):
+        x0 = scale * torch.tanh(torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64))
+
+        def f(xt, tt, x0=x0):
+            return from_x0(objective, x0, xt, tt).velocity
+
+        v = data_range(f, objective)(x, t)
+        implied = from_velocity(objective, v, x, t).x0
+        torch.testing.assert_close(implied, x0.clamp(-1, 1), rtol=0, atol=1e-9)
+        if scale < 1:
+            torch.testing.assert_close(v, f(x, t), rtol=0, atol=1e-9)
