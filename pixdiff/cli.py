@@ -6,8 +6,9 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -338,11 +339,18 @@ def edit_errors() -> tuple[type[Exception], ...]:
     return (*user_errors(), EditError, ValueError)  # ValueError: a solver refusing its grid, as in `sample`
 
 
-def folder_lock(out: Path):
-    """The edit commands' --out lock (one writer per folder, as for `sample`)."""
-    from pixdiff.runtime.lock import folder_lock as lock
+def run_edit(out: Path, action: Callable[[], Any]) -> Any:
+    """An edit command's work under its --out lock (one writer per folder, as for `sample`), with
+    bad input and OS errors reported in one line."""
+    from pixdiff.runtime.lock import folder_lock
 
-    return lock(out)
+    try:
+        with folder_lock(out):
+            return action()
+    except edit_errors() as e:
+        fail(str(e))
+    except OSError as e:
+        os_failure(e)
 
 
 @app.command("edit")
@@ -364,14 +372,8 @@ def edit_cmd(
     """SDEdit (img2img): noise images part of the way to the prior and solve back, optionally to a new class."""
     from pixdiff.edit import edit
 
-    try:
-        with folder_lock(out):  # one writer per --out
-            grid = edit(edit_job(source, set_, steps, solver, cfg, seed, device), images, out, strength=strength,
-                        cls=class_, from_class=from_class)
-    except edit_errors() as e:
-        fail(str(e))
-    except OSError as e:
-        os_failure(e)
+    grid = run_edit(out, lambda: edit(edit_job(source, set_, steps, solver, cfg, seed, device), images, out,
+                                      strength=strength, cls=class_, from_class=from_class))
     typer.echo(f"wrote {len(images)} edits and {grid}")
 
 
@@ -394,14 +396,8 @@ def inpaint_cmd(
     """Regenerate the white part of a mask, keeping the other pixels exactly."""
     from pixdiff.edit import inpaint
 
-    try:
-        with folder_lock(out):
-            grid = inpaint(edit_job(source, set_, steps, solver, cfg, seed, device), image, mask, out, cls=class_,
-                           num=num, jumps=jumps, jump_length=jump_length)
-    except edit_errors() as e:
-        fail(str(e))
-    except OSError as e:
-        os_failure(e)
+    grid = run_edit(out, lambda: inpaint(edit_job(source, set_, steps, solver, cfg, seed, device), image, mask,
+                                         out, cls=class_, num=num, jumps=jumps, jump_length=jump_length))
     typer.echo(f"wrote {num} inpaintings and {grid}")
 
 
@@ -425,14 +421,8 @@ def invert_cmd(
     """Invert images to noise with the probability-flow ODE, map it back, and report the round-trip PSNR."""
     from pixdiff.edit import invert
 
-    try:
-        with folder_lock(out):
-            info = invert(edit_job(source, set_, steps, solver, cfg, 0, device), images, out, cls=class_,
-                          first_step=first_step, clip_x0=clip_x0)
-    except edit_errors() as e:
-        fail(str(e))
-    except OSError as e:
-        os_failure(e)
+    info = run_edit(out, lambda: invert(edit_job(source, set_, steps, solver, cfg, 0, device), images, out,
+                                        cls=class_, first_step=first_step, clip_x0=clip_x0))
     typer.echo(f"round-trip PSNR {info['psnr_db_mean']:.2f} dB ({info['solver']}, {info['steps']} steps); "
                f"wrote {out / 'noise.safetensors'}")
 
@@ -454,14 +444,8 @@ def interpolate_cmd(
     """Spherical interpolation between two noises (or two inverted images), decoded as a strip of frames."""
     from pixdiff.edit import interpolate
 
-    try:
-        with folder_lock(out):
-            grid = interpolate(edit_job(source, set_, steps, solver, cfg, 0, device), out, frames=frames,
-                               cls=class_, seeds=seeds, images=images or None)
-    except edit_errors() as e:
-        fail(str(e))
-    except OSError as e:
-        os_failure(e)
+    grid = run_edit(out, lambda: interpolate(edit_job(source, set_, steps, solver, cfg, 0, device), out,
+                                             frames=frames, cls=class_, seeds=seeds, images=images or None))
     typer.echo(f"wrote {frames} frames and {grid}")
 
 
@@ -691,7 +675,8 @@ def bench_data(
     report(result, as_json)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Training data: build the preprocessed cache, or export it as a reference batch.")
+data_app = typer.Typer(no_args_is_help=True,
+                       help="Training data: build the preprocessed cache, or export it as a reference batch.")
 app.add_typer(data_app, name="data")
 
 
