@@ -17,6 +17,8 @@ from pixdiff.eval.pixels import (
     block_means,
     coarse_fd,
     coarse_kid,
+    detail_features,
+    detail_fd,
     detail_ratio,
     in_patch_detail,
     layout_accuracy,
@@ -92,6 +94,20 @@ def test_in_patch_detail_closed_forms():
     assert detail_ratio(x[2:], x[2:], 4) == 1.0
 
 
+def test_detail_features_locate_the_in_patch_energy():
+    cols = np.arange(16, dtype=np.float64)
+    zigzag = 100 + 10 * (-1) ** cols[None, :, None]  # +-10 on alternate columns: row second differences +-40
+    x = np.full((1, 16, 16, 3), 100.0)
+    x[0, :8, :8] = np.broadcast_to(zigzag, (16, 16, 3))[:8, :8]  # detail in the top-left 8x8 block only
+    f = detail_features(x.astype(np.uint8), patch=4, grid=2)[0]  # 2x2x3 block means, then 2x2 log energies
+    energy = f[12:].reshape(2, 2)
+    # centres j = 1, 2 of each 4 px patch count (2 of 4 columns), each with 3 channels of (40/255)^2
+    assert energy[0, 0] == pytest.approx(np.log10(1e-5 + 3 * (40 / 255) ** 2 / 2), rel=1e-12)
+    assert np.allclose(energy[[0, 1, 1], [1, 0, 1]], -5.0)  # flat blocks: log10(1e-5)
+    assert np.array_equal(f[:12], block_means(x.astype(np.uint8), 2)[0])
+    assert abs(detail_fd(x.astype(np.uint8).repeat(8, 0), x.astype(np.uint8).repeat(8, 0), 4)) < 1e-9
+
+
 def test_pixel_metrics_refuse_bad_shapes():
     x = np.zeros((2, 16, 16, 3), np.uint8)
     with pytest.raises(ValueError, match="grid"):
@@ -124,22 +140,37 @@ def test_degradations():
 def rows() -> dict[str, SanityResult]:
     x, y = rectangles()
     results = sanity(x, y, 100, 8, repeats=3, degradations=Degradations(blur_sigma=2.0, noise_std=0.3, seam_std=0.1))
-    return {r.metric.split(",")[0]: r for r in results}
+    return {r.metric.split(",")[0] + (" + detail" if "detail (" in r.metric else ""): r for r in results}
 
 
 def test_every_metric_has_every_row_per_split(rows):
-    assert set(rows) == {"FD", "KID", "balanced layout accuracy", "in-patch detail ratio", "seam score"}
+    assert set(rows) == {"FD", "FD + detail", "KID", "balanced layout accuracy", "in-patch detail ratio", "seam score"}
     for r in rows.values():
-        assert set(r.scores) == {"halves", "blurred", "noised", "seamed"}
+        assert set(r.scores) == {"halves", "blurred", "noised", "seamed", "shuffled"}
         assert all(len(v) == 3 and np.isfinite(v).all() for v in r.scores.values())
 
 
 def test_halves_beat_blur_and_noise_for_the_detail_metrics(rows):
-    for name in ("in-patch detail ratio", "seam score"):
-        assert rows[name].passes, rows[name]
+    for name in ("in-patch detail ratio", "FD + detail"):
+        assert rows[name].passes and rows[name].must_detect == ("blurred", "noised"), rows[name]
+    assert rows["seam score"].passes and rows["seam score"].must_detect == ("seamed",)
     detail = rows["in-patch detail ratio"].scores
     assert max(detail["blurred"]) < 0.5 < 2 < min(detail["noised"])  # blur removes detail, noise adds grain
     assert rows["seam score"].detects("seamed") and not rows["in-patch detail ratio"].detects("seamed")
+
+
+def test_only_the_layout_accuracy_sees_shuffled_labels(rows):
+    for name in ("FD", "KID", "FD + detail", "in-patch detail ratio"):  # label-free: the halves' scores exactly
+        assert rows[name].scores["shuffled"] == rows[name].scores["halves"]
+    # a layout that names the class: class c darkens quadrant c (4 classes, chance 0.25)
+    rng = np.random.default_rng(0)
+    y = np.arange(160) % 4
+    x = rng.integers(150, 256, (160, 16, 16, 3)).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, 8 * (c // 2) : 8 * (c // 2) + 8, 8 * (c % 2) : 8 * (c % 2) + 8] //= 3
+    layout = [r for r in sanity(x, y, 80, 4, repeats=3) if "layout" in r.metric][0]
+    assert layout.passes and layout.must_detect == ("shuffled",)
+    assert min(layout.scores["halves"]) == 1.0 and abs(np.mean(layout.scores["shuffled"]) - 0.25) < 0.1
 
 
 def test_fd_on_block_means_sees_noise_and_seams(rows):

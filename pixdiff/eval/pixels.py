@@ -12,6 +12,9 @@ Images are uint8 (N, H, W, 3) arrays, as in sample files. Network-feature FD nee
 * `in_patch_detail` / `detail_ratio`: high-frequency energy inside P x P patches (squared second
   differences whose three pixels lie in one patch, so seams do not count as detail), relative to
   the data's: 1 as much fine detail as the data, < 1 blur, > 1 grain.
+* `detail_features` + `detail_fd`: block means plus the log of each block's in-patch detail energy
+  (64 dims at grid 4): FD on them sees layout, colour, blur and grain at once, where FD on block
+  means alone is blind to blur (it averages detail away).
 """
 
 from __future__ import annotations
@@ -77,6 +80,16 @@ def layout_accuracy(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, po
     return balanced_accuracy(layout_predictions(images, pool, pool_labels, grid, k), labels)
 
 
+def _inside(size: int, patch: int) -> np.ndarray:
+    """bool (size - 2,): second-difference centres j whose neighbours j - 1 and j + 1 lie in j's patch."""
+    return ~np.isin(np.arange(1, size - 1) % patch, (0, patch - 1))
+
+
+def _check_patch(h: int, w: int, patch: int) -> None:
+    if patch < 3 or h % patch or w % patch:
+        raise ValueError(f"in-patch detail needs a patch size >= 3 dividing {h}x{w}, got {patch}")
+
+
 def in_patch_detail(images: np.ndarray, patch: int) -> float:
     """Mean squared second difference (pixels in [0, 1]) along rows and columns inside P x P patches.
 
@@ -85,10 +98,8 @@ def in_patch_detail(images: np.ndarray, patch: int) -> float:
     are not detail. Needs patch >= 3.
     """
     n, h, w, _ = images.shape
-    if patch < 3 or h % patch or w % patch:
-        raise ValueError(f"in-patch detail needs a patch size >= 3 dividing {h}x{w}, got {patch}")
-    inside_x = ~np.isin(np.arange(1, w - 1) % patch, (0, patch - 1))  # (W-2,): centre j with j±1 in its patch
-    inside_y = ~np.isin(np.arange(1, h - 1) % patch, (0, patch - 1))  # (H-2,)
+    _check_patch(h, w, patch)
+    inside_x, inside_y = _inside(w, patch), _inside(h, patch)  # (W-2,), (H-2,)
     total = 0.0
     for start in range(0, n, _CHUNK):
         x = images[start : start + _CHUNK].astype(np.float64) / 255.0  # (B, H, W, 3)
@@ -102,3 +113,35 @@ def in_patch_detail(images: np.ndarray, patch: int) -> float:
 def detail_ratio(samples: np.ndarray, reference: np.ndarray, patch: int) -> float:
     """in_patch_detail of the samples over that of reference images: 1 = the data's fine detail."""
     return in_patch_detail(samples, patch) / in_patch_detail(reference, patch)
+
+
+def detail_features(images: np.ndarray, patch: int, grid: int = 4) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> float64 (N, grid * grid * 4): `block_means` (grid x grid x 3), then per
+    block log10(1e-5 + the block's mean in-patch squared second difference) (grid x grid).
+
+    The energy is `in_patch_detail`'s, located: a map of squared row and column second differences
+    (summed over channels, triples across a patch border left out) averaged over each block. The
+    log makes blur (energy down by orders of magnitude) and grain (up) equally visible; 1e-5 is
+    below the energy of one 8-bit step per pixel, (1/255)² ~ 1.5e-5, so flat blocks stay finite.
+    """
+    n, h, w, _ = images.shape
+    _check_patch(h, w, patch)
+    if h % grid or w % grid:
+        raise ValueError(f"{h}x{w} images do not split into a {grid}x{grid} grid of blocks")
+    inside_x, inside_y = _inside(w, patch), _inside(h, patch)
+    energy = []
+    for start in range(0, n, _CHUNK):
+        x = images[start : start + _CHUNK].astype(np.float64) / 255.0  # (B, H, W, 3)
+        e = np.zeros(x.shape[:3])  # (B, H, W): energy at each second difference's centre pixel
+        d2x = np.square(x[:, :, :-2] - 2 * x[:, :, 1:-1] + x[:, :, 2:]).sum(-1)  # (B, H, W-2)
+        d2y = np.square(x[:, :-2] - 2 * x[:, 1:-1] + x[:, 2:]).sum(-1)  # (B, H-2, W)
+        e[:, :, 1:-1] += d2x * inside_x
+        e[:, 1:-1] += d2y * inside_y[:, None]
+        energy.append(e.reshape(len(x), grid, h // grid, grid, w // grid).mean(axis=(2, 4)).reshape(len(x), -1))
+    return np.concatenate([block_means(images, grid), np.log10(1e-5 + np.concatenate(energy))], axis=1)
+
+
+def detail_fd(reference: np.ndarray, samples: np.ndarray, patch: int, grid: int = 4) -> float:
+    """Fréchet distance between the Gaussians fitted to the `detail_features` of two image sets."""
+    a, b = detail_features(reference, patch, grid), detail_features(samples, patch, grid)
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))

@@ -7,12 +7,15 @@ images each, and every metric scores B against A as reference in four rows:
     blurred   m(A, blur(B))        Gaussian blur, `blur_sigma` px (detail lost inside patches)
     noised    m(A, noise(B))       Gaussian noise, `noise_std` of the 0..255 range, clipped (grain)
     seamed    m(A, seams(B))       each P x P patch shifted by one Gaussian offset, `seam_std` (patch seams)
+    shuffled  m(A, B), B's labels permuted: images that do not show the class they were drawn for
 
 Rule: a degradation is *detected* when its row is worse than the halves row in every split by more
 than the halves row's spread: the best degraded score over the splits is worse than the worst
-halves score. A metric *passes* when it detects both blur and noise. "Worse" is the metric's own
-direction: higher for a distance, lower for an accuracy, farther from 1 (|log|) for a ratio to the
-data's. The seamed row tells which metrics see patch seams; it is not part of the pass rule.
+halves score. "Worse" is the metric's own direction: higher for a distance, lower for an accuracy,
+farther from 1 (|log|) for a ratio to the data's. A metric *passes* when it detects what it is
+for: an image-quality metric blur and noise; the layout accuracy, which reads the class from
+coarse layout and is blind to pixel degradations by design, shuffled labels; the seam score
+seams. The other rows are extra information.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pixdiff.eval.pixels import coarse_fd, coarse_kid, detail_ratio, layout_accuracy
+from pixdiff.eval.pixels import coarse_fd, coarse_kid, detail_fd, detail_ratio, layout_accuracy
 from pixdiff.eval.seams import seam_score
 
 Better = Literal["lower", "higher", "one"]
-ROWS = ("halves", "blurred", "noised", "seamed")
-PASS_RULE = ("blurred", "noised")
+ROWS = ("halves", "blurred", "noised", "seamed", "shuffled")
+QUALITY = ("blurred", "noised")  # what an image-quality metric must detect
 # (reference, reference labels, samples, sample labels, patch size) -> score
 Score = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], float]
 
@@ -40,6 +43,7 @@ class Metric:
     name: str
     better: Better
     score: Score
+    must_detect: tuple[str, ...] = QUALITY
 
 
 def _seams(reference: np.ndarray, _rl: np.ndarray, samples: np.ndarray, _sl: np.ndarray, patch: int) -> float:
@@ -50,10 +54,11 @@ def _seams(reference: np.ndarray, _rl: np.ndarray, samples: np.ndarray, _sl: np.
 METRICS: tuple[Metric, ...] = (
     Metric("FD, 4x4 block means (48 dims)", "lower", lambda r, _rl, s, _sl, _p: coarse_fd(r, s)),
     Metric("KID, 4x4 block means", "lower", lambda r, _rl, s, _sl, _p: coarse_kid(r, s)),
+    Metric("FD, 4x4 block means + log in-patch detail (64 dims)", "lower", lambda r, _rl, s, _sl, p: detail_fd(r, s, p)),
     Metric("balanced layout accuracy, 10-NN on 8x8 block means", "higher",
-           lambda r, rl, s, sl, _p: layout_accuracy(s, sl, r, rl)),
+           lambda r, rl, s, sl, _p: layout_accuracy(s, sl, r, rl), must_detect=("shuffled",)),
     Metric("in-patch detail ratio", "one", lambda r, _rl, s, _sl, p: detail_ratio(s, r, p)),
-    Metric("seam score", "one", _seams),
+    Metric("seam score", "one", _seams, must_detect=("seamed",)),
 )
 
 
@@ -106,6 +111,7 @@ class SanityResult:
     metric: str
     better: Better
     scores: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    must_detect: tuple[str, ...] = QUALITY
 
     def badness(self, row: str) -> np.ndarray:
         v = np.asarray(self.scores[row], np.float64)
@@ -119,7 +125,7 @@ class SanityResult:
 
     @property
     def passes(self) -> bool:
-        return all(self.detects(row) for row in PASS_RULE)
+        return all(self.detects(row) for row in self.must_detect)
 
 
 def sanity(images: np.ndarray, labels: np.ndarray, n: int, patch: int, *, repeats: int = 5, seed: int = 0,
@@ -141,11 +147,13 @@ def sanity(images: np.ndarray, labels: np.ndarray, n: int, patch: int, *, repeat
         a, b = np.sort(order[:n]), np.sort(order[n : 2 * n])
         rows = {"halves": images[b], "blurred": blur(images[b], d.blur_sigma),
                 "noised": add_noise(images[b], d.noise_std, rng),
-                "seamed": add_seams(images[b], patch, d.seam_std, rng)}
+                "seamed": add_seams(images[b], patch, d.seam_std, rng), "shuffled": images[b]}
+        row_labels = {row: labels[b] for row in rows} | {"shuffled": rng.permutation(labels[b])}
         for m in metrics:
             for row, candidates in rows.items():
-                scores[m.name][row].append(m.score(images[a], labels[a], candidates, labels[b], patch))
-    return [SanityResult(m.name, m.better, {row: tuple(v) for row, v in scores[m.name].items()}) for m in metrics]
+                scores[m.name][row].append(m.score(images[a], labels[a], candidates, row_labels[row], patch))
+    return [SanityResult(m.name, m.better, {row: tuple(v) for row, v in scores[m.name].items()}, m.must_detect)
+            for m in metrics]
 
 
 def _cell(values: tuple[float, ...]) -> str:
@@ -156,10 +164,11 @@ def _cell(values: tuple[float, ...]) -> str:
 def format_table(results: list[SanityResult]) -> str:
     """Markdown: one line per metric, each row as mean [min, max] over splits, and the verdicts."""
     better = {"lower": "lower", "higher": "higher", "one": "closer to 1"}
-    lines = ["| metric | better | halves | blurred | noised | seamed | detects | passes (blur and noise) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| metric | better | {' | '.join(ROWS)} | detects | must detect | passes |",
+             "|---" * (len(ROWS) + 5) + "|"]
     for r in results:
         found = ", ".join(row for row in ROWS[1:] if r.detects(row)) or "none"
         cells = " | ".join(_cell(r.scores[row]) for row in ROWS)
-        lines.append(f"| {r.metric} | {better[r.better]} | {cells} | {found} | {'yes' if r.passes else 'NO'} |")
+        lines.append(f"| {r.metric} | {better[r.better]} | {cells} | {found} | {', '.join(r.must_detect)} | "
+                     f"{'yes' if r.passes else 'NO'} |")
     return "\n".join(lines)
