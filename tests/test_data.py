@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +278,22 @@ def test_emoji_cache(tmp_path: Path) -> None:
     not_white = (images < 250).any(axis=(1, 2, 3))
     assert not_white.all()  # every emoji has visible content
     assert (images.reshape(info.count, -1).std(axis=1) > 10).all()  # and is not a flat colour
+
+
+def test_two_processes_preparing_one_cache_both_get_it(tmp_path: Path) -> None:
+    # two trainings that start together both build the cache; the one that finishes second must use
+    # the first one's (same inputs, same digest-named folder) instead of failing
+    first, out = tmp_path / "other" / "e", tmp_path / "ours" / "e"
+    build_cache(emoji_source(limit=1), first, RES)
+    real_rename = os.rename
+
+    def lose_the_race(src, dst):  # the other process moves its build into place just before ours
+        if Path(dst) == out:
+            shutil.copytree(first, out)
+            raise OSError(39, "Directory not empty")
+        return real_rename(src, dst)
+
+    with mock.patch.object(cache_module.os, "rename", lose_the_race):
+        build_cache(emoji_source(limit=1), out, RES, overwrite=False)
+    assert torch.equal(open_cache(out).images, open_cache(first).images)
+    assert [p.name for p in out.parent.iterdir()] == ["e"]  # our temporary folder is gone

@@ -264,6 +264,11 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     except OSError as err:
         if old.exists():
             os.rename(old, out_dir)  # put the previous cache back rather than lose it
+        elif (out_dir / META_FILE).is_file():
+            # another process finished the same build first (two trainings started together): the
+            # folder name is a digest of the inputs and builds are deterministic, so theirs is ours
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         raise DataError(f"cannot move the finished cache to {out_dir} (did another process create it?): {err}") from err
     _fsync_dir(out_dir.parent)
     shutil.rmtree(old, ignore_errors=True)
