@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.common import DOCS, psnr, write_json
+from experiments.scaffold import DOCS, psnr, write_json
 from pixdiff.data.grid import make_grid, save_png, to_uint8
 from pixdiff.diffusion import editing
 from pixdiff.diffusion.objectives import FlowMatching, XPrediction, gaussian_model

@@ -1,105 +1,137 @@
-"""Run every paper-claim experiment and regenerate the results page, in one command.
+"""Run the studies and write docs/experiments.md, in one command; rerun it to continue.
 
-    python -m experiments.run_all                 # 2-core CPU size (~2 h): docs/experiments/ + docs/experiments.md
-    python -m experiments.run_all --scale gpu     # one CUDA GPU: docs/experiments_gpu/ + docs/experiments_gpu.md
-    python -m experiments.run_all --scale pilot   # seconds: docs/experiments_pilot/ (a smoke test)
+    python -m experiments.run_all                      # 2-core CPU, ~2 h: both studies, then the page
+    python -m experiments.run_all --study family       # one study
+    python -m experiments.run_all --shard 1/3          # only arms i with i % 3 == 1, in this process
+    python -m experiments.run_all --page-only          # rewrite the page from the finished arms
+    bash benchmarks/experiments_gpu.sh                 # the 256 px / P = 16 / XL-width version
 
-The drivers are experiments.regime (sections 3-6: the 2x2, the seam-free heads, Table 2 and
-Fig. 10 at 16 px patches) and experiments.fig3 (Fig. 3 at 16 px patches). On the CPU two workers
-run at the same time, one torch thread each (one per core of a 2-core machine), each taking the
-next unclaimed (variant, seed) job of every driver; on a GPU one worker runs them all. Every job writes its
-own JSON, so an interrupted run continues where it stopped when the command is repeated. Then
-each driver pools its seeds (--aggregate) and `experiments.report` writes the page from the JSON,
-with the measured wall time of this command. Run folders, samples and caches go to
-runs/experiments/ (git-ignored); only JSON, PNG and the page land in docs/.
+Workers (default 2 on a CPU, one torch thread each) are subprocesses that take the next
+unclaimed arm. The pilot (the first DiP arm and its DiT-only twin) runs first, beside the family
+and Fig. 3 studies; the other seeds of the fair study start only if the pilot DiP's balanced
+layout accuracy reaches PILOT_THRESHOLD, so an untrainable setting does not cost the full run. Every arm resumes from its own checkpoints, and a
+finished arm is never rerun, so a killed run continues where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from experiments import common, report
+import torch
 
-DRIVERS = ("regime", "fig3")  # experiments.overfit and experiments.head_ablation run on their own
+from experiments.scaffold import (
+    DEFAULT_WORK,
+    PAGE,
+    REPO,
+    Arm,
+    finished,
+    run_arm,
+    run_arms,
+    write_json,
+)
+from experiments.studies import LAYOUT, PILOT_THRESHOLD, STUDIES
 
 
-def worker(commands: list[list[str]], log: Path) -> tuple[int, float]:
-    """Run commands one after the other into one log; (first non-zero exit code or 0, seconds)."""
-    t0 = time.perf_counter()
-    with log.open("a") as f:
-        for c in commands:
-            code = subprocess.run(c, cwd=common.REPO, stdout=f, stderr=subprocess.STDOUT).returncode
-            if code:
-                return code, time.perf_counter() - t0
-    return 0, time.perf_counter() - t0
+def arms_of(scale: str, studies: list[str]) -> list[Arm]:
+    return [arm for s in studies for arm in STUDIES[s](scale)]
+
+
+def claim(work: Path, arm: Arm) -> bool:
+    """Atomically claim an arm for this worker (a claim file created exclusively)."""
+    (work / "claims").mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(work / "claims" / arm.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def worker(arms: list[Arm], work: Path, page: Path) -> None:
+    for arm in arms:
+        if claim(work, arm):
+            run_arm(arm, work, page)
+
+
+def run_workers(a: argparse.Namespace, names: list[str]) -> None:
+    """`a.workers` subprocesses over the named arms; raises SystemExit if one fails."""
+    shutil.rmtree(a.work / "claims", ignore_errors=True)  # claims of a killed sitting
+    threads = max(1, (os.cpu_count() or 1) // a.workers)
+    cmd = [sys.executable, "-m", "experiments.run_all", "--scale", a.scale, "--work", str(a.work), "--page",
+           str(a.page), "--threads", str(threads), "--worker", ",".join(names)]
+    (a.work / "logs").mkdir(parents=True, exist_ok=True)
+    logs = [(a.work / "logs" / f"worker{i}.log").open("a") for i in range(a.workers)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"a worker failed (exit codes {codes}, logs in {a.work / 'logs'}); rerun the same "
+                         f"command to continue")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=("cpu", "gpu", "pilot"), default="cpu")
-    p.add_argument("--work", type=Path, default=common.DEFAULT_WORK, help="scratch folder (git-ignored by default)")
-    p.add_argument("--sequential", action="store_true", help="on the CPU, one worker with torch's default "
-                                                             "thread count instead of two with one thread each")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=("cpu", "gpu", "smoke"), default="cpu")
+    p.add_argument("--study", nargs="+", choices=tuple(STUDIES), default=list(STUDIES))
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="run folders (git-ignored by default)")
+    p.add_argument("--workers", type=int, default=2 if not torch.cuda.is_available() else 1)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    p.add_argument("--shard", default="", help="i/n: run arms i, i + n, ... in this process, no page")
+    p.add_argument("--page-only", action="store_true")
+    p.add_argument("--page", type=Path, default=PAGE, help="the page; sample grids go to the folder of its "
+                                                          "name (default: docs/experiments.md, docs/experiments/)")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: comma-separated arm names
     a = p.parse_args(argv)
-    command = common.command_line()
-    workers = 2 if a.scale != "gpu" and not a.sequential else 1
-    out_root = common.results_dir(a.scale)
-    logs = a.work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    started = dt.datetime.now(dt.timezone.utc)
-    load_before = list(os.getloadavg())
-    t0 = time.perf_counter()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    arms = arms_of(a.scale, a.study)
+    if a.worker:
+        return worker([arm for arm in arms if arm.name in a.worker.split(",")], a.work, a.page)
+    if a.shard:
+        index, count = (int(v) for v in a.shard.split("/"))
+        run_arms(arms, a.work, (index, count), a.page)
+        return
+    if not a.page_only:
+        run(a, arms)
+    from experiments import report
 
-    def cmd(name: str, *extra: str, one_thread: bool = workers > 1) -> list[str]:
-        c = [sys.executable, "-m", f"experiments.{name}", "--scale", a.scale, "--work", str(a.work),
-             "--out", str(out_root / name), *extra]
-        return c + (["--threads", "1"] if one_thread else [])
+    results = {s: finished(STUDIES[s](a.scale), a.work) for s in a.study}
+    print(f"page: {report.write(results, a.scale, a.work, a.page)}")
 
-    # shared data first (caches, reference statistics): workers must not build them side by side
-    codes, walls = {}, {}
-    codes["prepare"], walls["prepare"] = worker([cmd(n, "--prepare") for n in DRIVERS], logs / "prepare.log")
-    if codes["prepare"]:
-        raise SystemExit(f"failed: prepare (log: {logs / 'prepare.log'}); the page was not rewritten")
-    # every worker takes the next unclaimed job of every driver (experiments.claims), so jobs of
-    # uneven cost spread evenly; finished jobs are skipped on a rerun
-    plans = {f"worker{k}": [cmd(n, "--shard", "queue") for n in DRIVERS] for k in range(workers)}
-    with ThreadPoolExecutor(workers) as pool:
-        futures = {name: pool.submit(worker, c, logs / f"{name}.log") for name, c in plans.items()}
-        print(f"started {workers} worker(s); logs in {logs}", file=sys.stderr)
-        done = {name: f.result() for name, f in futures.items()}
-    codes.update({name: code for name, (code, _) in done.items()})
-    walls.update({name: s for name, (_, s) in done.items()})
-    if not any(codes.values()):
-        # alone on the machine now: torch's default threads for the pooled feature extraction
-        codes["aggregate"], walls["aggregate"] = worker([cmd(n, "--aggregate", one_thread=False) for n in DRIVERS],
-                                                        logs / "aggregate.log")
-    wall = time.perf_counter() - t0
-    failed = [n for n, c in codes.items() if c != 0]
-    if failed:
-        raise SystemExit(f"failed: {', '.join(failed)} (logs in {logs}); the page was not rewritten")
-    run_info = {
-        "command": command,
-        "scale": a.scale,
-        "mode": f"{workers} workers, 1 torch thread each" if workers > 1 else "one worker",
-        "started_utc": started.isoformat(timespec="seconds"),
-        "wall_s": round(wall, 1),
-        "driver_wall_s": {k: round(v, 1) for k, v in walls.items()},  # per worker, then the aggregation
-        "load_avg_before": load_before,
-        "load_avg_after": list(os.getloadavg()),
-        "cpu_count": os.cpu_count(),
-        "git": common.git_revision(),
-    }
-    common.write_json(out_root / "run.json", run_info)
-    page = report.write_page(a.scale)
-    print(f"total wall time {wall / 60:.1f} min; page: {common.rel(page)}", file=sys.stderr)
+
+def run(a: argparse.Namespace, arms: list[Arm]) -> None:
+    """Pilot (beside the ungated studies), gate, then the gated arms; work/run.json records every
+    sitting's wall time and every pilot verdict, also when the gate stops the run."""
+    log = a.work / "run.json"
+    record = json.loads(log.read_text()) if log.exists() else {}
+    record.setdefault("sittings", []), record.setdefault("pilots", [])
+    t0 = time.time()
+    pilot = [arm for arm in arms if arm.name in ("fair-dip-s0", "fair-dit-only-s0")]
+    gated = [arm for arm in arms if arm.name.startswith("fair-") and arm not in pilot]
+    try:
+        run_workers(a, [arm.name for arm in arms if arm not in gated])
+        if pilot and gated:
+            result = json.loads((a.work / "fair-dip-s0" / "result.json").read_text())
+            accuracy = result["scores"].get(LAYOUT, 0.0)
+            gate = a.scale != "smoke"
+            record["pilots"].append({"steps": result["steps"], "layout_accuracy": accuracy,
+                                     "passed": accuracy >= PILOT_THRESHOLD or not gate,
+                                     **({} if gate else {"note": "smoke scale: no gate"})})
+            print(f"pilot: DiP's balanced layout accuracy {accuracy:.3f} at {result['steps']} steps "
+                  f"(threshold {PILOT_THRESHOLD}, chance 0.111)")
+            if gate and accuracy < PILOT_THRESHOLD:
+                raise SystemExit(f"pilot below threshold ({accuracy:.3f} < {PILOT_THRESHOLD}): train longer "
+                                 f"before spending the full run")
+            run_workers(a, [arm.name for arm in gated])
+    finally:
+        record["sittings"].append({"started": t0, "wall_s": time.time() - t0, "command": " ".join(sys.argv)})
+        write_json(log, record)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,245 @@
+"""One scaffold for every experiment: an `Arm` (a recipe, a budget, a seed) is trained with the
+public `Trainer`, sampled with its recipe's own sampler (`pixdiff.load(...).sample`) and scored
+with exactly the metrics that passed their sanity rows on the same data at the same N.
+
+Work folder (git-ignored by default, runs/experiments/):
+    <arm>/            the arm's run folder (a normal pixdiff run: resumable, locked while it trains)
+    <arm>/clock.json  seconds spent training, summed over sittings (saved at every checkpoint)
+    <arm>/result.json the arm's scores; an arm with this file is done and is never run again
+    sanity-<res>px-p<P>.json  the sanity rows of the data at the evaluation N
+An interrupted arm resumes from its newest checkpoint, so a study can span sittings: rerun the
+same command. Sample grids are written to docs/experiments/ (committed, linked from the page).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from pixdiff.data import prepare
+from pixdiff.data.grid import save_grid, to_uint8
+from pixdiff.eval.pixels import detail_ratio
+from pixdiff.eval.sanity import METRICS, sanity
+from pixdiff.pretrained import load
+from pixdiff.recipe import Recipe, regime_problem, replace
+from pixdiff.runtime.atomic import atomic_write
+from pixdiff.train import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+DEFAULT_WORK = REPO / "runs" / "experiments"
+PAGE = DOCS / "experiments.md"  # its sample grids go to docs/experiments/ (the page's stem)
+
+SANITY_SPLITS = 5
+REFERENCE_SEED = 0  # which N data images are the reference set A (and which N the halves row's B)
+SAMPLE_SEED = 1  # image i of every arm is drawn from derive_seed(1, i): the same noise for every arm
+GRID_IMAGES = 36
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained model of a study. The fair-regime rule (`pixdiff.recipe.regime_problem`: backbone
+    width >= 1.5 x the 3 P² values of a patch, >= 64 tokens) is checked here: an arm that breaks it
+    is refused unless `contrast` says why it is run anyway (e.g. the deliberate narrow-width arm)."""
+
+    name: str  # run folder name: unique within a work folder
+    recipe: Recipe
+    label: str  # what the page calls it
+    seed: int = 0  # recipe.train.seed is set to it
+    n_eval: int = 300  # images sampled and reference images scored against
+    wall_s: float | None = None  # stop once training took this long (else recipe.train.max_steps)
+    contrast: str = ""
+    # "generate": class-conditional samples scored against the data; "overfit": a model trained on
+    # one image (Fig. 3) draws n_eval samples, each scored against that image
+    task: Literal["generate", "overfit"] = "generate"
+
+    def __post_init__(self) -> None:
+        b = self.recipe.model.backbone
+        problem = regime_problem(b.dim, b.patch_size, b.image_size)
+        if problem and not self.contrast:
+            raise ValueError(f"arm {self.name}: not in the fair regime: {problem}; "
+                             f"label it a contrast (Arm(contrast=why)) to run it anyway")
+        if self.n_eval < 2 or (self.wall_s is not None and self.wall_s <= 0):
+            raise ValueError(f"arm {self.name}: n_eval must be >= 2 and wall_s > 0, got {self.n_eval}, {self.wall_s}")
+
+    @property
+    def trained_recipe(self) -> Recipe:
+        return replace(self.recipe, **{"train.seed": self.seed})
+
+
+# ----------------------------------------------------------------------------- data and sanity
+@functools.cache
+def data(source: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """All images of a built-in source as uint8 (M, H, W, 3) and their labels (M,)."""
+    cache = prepare(source, None, resolution)
+    return cache.images.numpy().transpose(0, 2, 3, 1), cache.labels.numpy()
+
+
+def reference(arm: Arm) -> tuple[np.ndarray, np.ndarray]:
+    """The N data images every arm of this data and N is scored against: sanity split 0's set A."""
+    images, labels = data(arm.recipe.data.source, arm.recipe.model.backbone.image_size)
+    a = np.sort(np.random.default_rng([REFERENCE_SEED, 0]).permutation(len(images))[: arm.n_eval])
+    return images[a], labels[a]
+
+
+def sanity_rows(arm: Arm, work: Path) -> list[dict[str, Any]]:
+    """The sanity rows of the arm's data at its N and patch size (computed once per work folder)."""
+    b = arm.recipe.model.backbone
+    source = arm.recipe.data.source.replace(":", "-")
+    path = work / f"sanity-{source}-{b.image_size}px-p{b.patch_size}-n{arm.n_eval}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    images, labels = data(arm.recipe.data.source, b.image_size)
+    rows = [{"metric": r.metric, "better": r.better, "scores": r.scores, "must_detect": list(r.must_detect),
+             "passes": r.passes}
+            for r in sanity(images, labels, arm.n_eval, b.patch_size, repeats=SANITY_SPLITS, seed=REFERENCE_SEED)]
+    write_json(path, rows)
+    return rows
+
+
+# ----------------------------------------------------------------------------- one arm
+class Clock:
+    """Training seconds summed over sittings; saved with each checkpoint, so a resumed arm's clock
+    matches its checkpoint (steps redone after a kill are timed once, when they are redone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.total = json.loads(path.read_text())["train_s"] if path.exists() else 0.0
+        self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.total, self.last = self.total + now - self.last, now
+
+    def save(self) -> None:
+        write_json(self.path, {"train_s": self.total})
+
+
+def train(arm: Arm, folder: Path) -> dict[str, Any]:
+    """Train (or resume) the arm's run folder to its budget; its step count and training seconds."""
+    recipe = arm.trained_recipe
+    resume = any((folder / "checkpoints").glob("step_*.pt"))
+    clock = Clock(folder / "clock.json")
+
+    def on_event(_trainer: Any, event: Any) -> bool:
+        if event.kind == "step":
+            clock.tick()
+            return arm.wall_s is not None and clock.total >= arm.wall_s
+        if event.kind in ("checkpoint", "end"):
+            clock.save()
+        return False
+
+    with Trainer(recipe, folder, resume=resume, progress=False) as trainer:
+        clock.last = time.perf_counter()
+        result = trainer.fit([on_event], max_steps=recipe.train.max_steps)
+    return {"steps": result.step, "train_s": clock.total, "final_loss": result.last_loss}
+
+
+def draw(arm: Arm, folder: Path) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """n_eval EMA samples of the trained arm for class-balanced labels, in one batch:
+    (uint8 NHWC, labels, seconds, the model's parameter count)."""
+    run = load(folder, device="cuda" if torch.cuda.is_available() else "cpu")
+    labels = np.arange(arm.n_eval) % max(run.recipe.model.backbone.num_classes, 1)
+    t0 = time.perf_counter()
+    images = to_uint8(run.sample(labels, seed=SAMPLE_SEED))
+    return images, labels, time.perf_counter() - t0, sum(p.numel() for p in run.model.parameters())
+
+
+def score(arm: Arm, samples: np.ndarray, labels: np.ndarray, passing: set[str]) -> dict[str, float]:
+    """Every metric that passed its sanity rows, of the samples against the reference set; for an
+    overfit arm, each sample's PSNR to the one image and the in-patch detail ratio to it."""
+    if arm.task == "overfit":
+        image = data(arm.recipe.data.source, arm.recipe.model.backbone.image_size)[0][:1]  # (1, H, W, 3)
+        return {"PSNR to the image (dB)": float(np.mean([psnr(s, image[0], 255.0) for s in samples])),
+                "in-patch detail ratio": detail_ratio(samples, image, arm.recipe.model.backbone.patch_size)}
+    ref, ref_labels = reference(arm)
+    patch = arm.recipe.model.backbone.patch_size
+    return {m.name: float(m.score(ref, ref_labels, samples, labels, patch)) for m in METRICS if m.name in passing}
+
+
+def run_arm(arm: Arm, work: Path, page: Path = PAGE) -> dict[str, Any]:
+    """Train, sample and score one arm (or read its result.json when it is done); its sample grid
+    goes beside the page, into the folder named as the page (docs/experiments/)."""
+    folder = work / arm.name
+    done = folder / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    passing = {r["metric"] for r in sanity_rows(arm, work) if r["passes"]} if arm.task == "generate" else set()
+    trained = train(arm, folder)
+    samples, labels, sample_s, params = draw(arm, folder)
+    grid = save_grid(samples[:GRID_IMAGES], page.with_suffix("") / f"{arm.name}.png", nrow=9)
+    batch = arm.recipe.train.global_batch
+    result = {
+        "arm": arm.name, "label": arm.label, "seed": arm.seed, "contrast": arm.contrast, "task": arm.task,
+        "params": params,
+        **trained, "train_img_per_s": trained["steps"] * batch / trained["train_s"],
+        "sample_s": sample_s, "sample_img_per_s": arm.n_eval / sample_s, "n_eval": arm.n_eval,
+        "sampler": {k: getattr(arm.recipe.sample, k) for k in ("solver", "steps", "cfg_scale", "cfg_interval",
+                                                               "time_shift")},
+        "scores": score(arm, samples, labels, passing), "grid": grid.relative_to(page.parent).as_posix(),
+        "environment": environment(),
+    }
+    write_json(done, result)
+    return result
+
+
+def run_arms(arms: list[Arm], work: Path, shard: tuple[int, int] = (0, 1), page: Path = PAGE) -> list[dict[str, Any]]:
+    """Run this shard's arms (arm i belongs to shard i mod n), in order; the results of all that are done."""
+    index, count = shard
+    for i, arm in enumerate(arms):
+        if i % count == index:
+            run_arm(arm, work, page)
+    return finished(arms, work)
+
+
+def finished(arms: list[Arm], work: Path) -> list[dict[str, Any]]:
+    """The results of the arms that are done, in the order given."""
+    return [json.loads((work / a.name / "result.json").read_text()) for a in arms
+            if (work / a.name / "result.json").exists()]
+
+
+# ----------------------------------------------------------------------------- records
+def environment() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    cpu = platform.processor() or "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "cpu": cpu,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def command_line() -> str:
+    """The command as typed (module form when run with -m)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["python", "-m", spec.name.removesuffix(".__main__")] if spec is not None and spec.name else ["python"]
+    return " ".join([*head, *sys.argv[1:]] if len(head) == 3 else [*head, *sys.argv])
+
+
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float) -> float:
+    """Peak signal-to-noise ratio in dB between two arrays on the same scale (`peak` = max value)."""
+    mse = (torch.as_tensor(np.asarray(a)).double() - torch.as_tensor(np.asarray(b)).double()).square().mean().item()
+    return float("inf") if mse == 0 else 10 * float(np.log10(peak**2 / mse))
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, text=True) as f:
+        f.write(json.dumps(obj, indent=2, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n")
+    return path
+
+
+Scale = Literal["cpu", "gpu", "smoke"]
