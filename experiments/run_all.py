@@ -1,16 +1,17 @@
 """Run the studies and write docs/experiments.md, in one command; rerun it to continue.
 
-    python -m experiments.run_all                      # 2-core CPU, ~2 h: both studies, then the page
+    python -m experiments.run_all                      # 2-core CPU, ~2 h: every study, then the page
     python -m experiments.run_all --study family       # one study
     python -m experiments.run_all --shard 1/3          # only arms i with i % 3 == 1, in this process
     python -m experiments.run_all --page-only          # rewrite the page from the finished arms
     bash benchmarks/experiments_gpu.sh                 # the 256 px / P = 16 / XL-width version
 
 Workers (default 2 on a CPU, one torch thread each) are subprocesses that take the next
-unclaimed arm. The pilot (the first DiP arm and its DiT-only twin) runs first, beside the family
-and Fig. 3 studies; the other seeds of the fair study start only if the pilot DiP's balanced
-layout accuracy reaches PILOT_THRESHOLD, so an untrainable setting does not cost the full run. Every arm resumes from its own checkpoints, and a
-finished arm is never rerun, so a killed run continues where it stopped.
+unclaimed arm. The pilot (the first DiP arm and its DiT-only twin) runs first, beside the other
+studies; the other seeds of the fair study start only if the pilot DiP's balanced
+layout accuracy reaches PILOT_THRESHOLD, so an untrainable setting does not cost the full run.
+Every arm resumes from its own checkpoints, and a finished arm is never rerun, so a killed run
+continues where it stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from experiments.scaffold import (
     PAGE,
     REPO,
     Arm,
+    command_line,
     finished,
     run_arm,
     run_arms,
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         run(a, arms)
     from experiments import report
 
-    results = {s: finished(STUDIES[s](a.scale), a.work) for s in a.study}
+    results = {s: finished(arms_of(a.scale, [s]), a.work) for s in STUDIES}  # the page shows every finished study
     print(f"page: {report.write(results, a.scale, a.work, a.page)}")
 
 
@@ -130,7 +132,7 @@ def run(a: argparse.Namespace, arms: list[Arm]) -> None:
                                  f"before spending the full run")
             run_workers(a, [arm.name for arm in gated])
     finally:
-        record["sittings"].append({"started": t0, "wall_s": time.time() - t0, "command": " ".join(sys.argv)})
+        record["sittings"].append({"started": t0, "wall_s": time.time() - t0, "command": command_line()})
         write_json(log, record)
 
 

@@ -62,6 +62,9 @@ class Arm:
     # "generate": class-conditional samples scored against the data; "overfit": a model trained on
     # one image (Fig. 3) draws n_eval samples, each scored against that image
     task: Literal["generate", "overfit"] = "generate"
+    # the P of the in-patch detail ratio and the seam score (0: the backbone's): arms compared with
+    # each other must be scored at one P (Fig. 10b's DiT-only on half-width patches against DiP)
+    metric_patch: int = 0
 
     def __post_init__(self) -> None:
         b = self.recipe.model.backbone
@@ -71,6 +74,10 @@ class Arm:
                              f"label it a contrast (Arm(contrast=why)) to run it anyway")
         if self.n_eval < 2 or (self.wall_s is not None and self.wall_s <= 0):
             raise ValueError(f"arm {self.name}: n_eval must be >= 2 and wall_s > 0, got {self.n_eval}, {self.wall_s}")
+
+    @property
+    def eval_patch(self) -> int:
+        return self.metric_patch or self.recipe.model.backbone.patch_size
 
     @property
     def trained_recipe(self) -> Recipe:
@@ -96,13 +103,13 @@ def sanity_rows(arm: Arm, work: Path) -> list[dict[str, Any]]:
     """The sanity rows of the arm's data at its N and patch size (computed once per work folder)."""
     b = arm.recipe.model.backbone
     source = arm.recipe.data.source.replace(":", "-")
-    path = work / f"sanity-{source}-{b.image_size}px-p{b.patch_size}-n{arm.n_eval}.json"
+    path = work / f"sanity-{source}-{b.image_size}px-p{arm.eval_patch}-n{arm.n_eval}.json"
     if path.exists():
         return json.loads(path.read_text())
     images, labels = data(arm.recipe.data.source, b.image_size)
     rows = [{"metric": r.metric, "better": r.better, "scores": r.scores, "must_detect": list(r.must_detect),
              "passes": r.passes}
-            for r in sanity(images, labels, arm.n_eval, b.patch_size, repeats=SANITY_SPLITS, seed=REFERENCE_SEED)]
+            for r in sanity(images, labels, arm.n_eval, arm.eval_patch, repeats=SANITY_SPLITS, seed=REFERENCE_SEED)]
     write_json(path, rows)
     return rows
 
@@ -161,9 +168,9 @@ def score(arm: Arm, samples: np.ndarray, labels: np.ndarray, passing: set[str]) 
     if arm.task == "overfit":
         image = data(arm.recipe.data.source, arm.recipe.model.backbone.image_size)[0][:1]  # (1, H, W, 3)
         return {"PSNR to the image (dB)": float(np.mean([psnr(s, image[0], 255.0) for s in samples])),
-                "in-patch detail ratio": detail_ratio(samples, image, arm.recipe.model.backbone.patch_size)}
+                "in-patch detail ratio": detail_ratio(samples, image, arm.eval_patch)}
     ref, ref_labels = reference(arm)
-    patch = arm.recipe.model.backbone.patch_size
+    patch = arm.eval_patch
     return {m.name: float(m.score(ref, ref_labels, samples, labels, patch)) for m in METRICS if m.name in passing}
 
 

@@ -1,13 +1,16 @@
 """The studies, as lists of `Arm`s at three scales: "cpu" (2 cores, ~2 h for everything), "gpu"
 (one H100, the 256 px / P = 16 / XL-width version; never run so far) and "smoke" (seconds, tests).
+fig3 and fig10b are empty at "cpu" (see OVERFIT_SIZES and fig10b_arms for the measured reasons).
 
 * fair: DiT-only against DiP (the paper's Table 2 / Fig. 2 question) in the fair regime, 3 seeds
   each, same backbone, data order, step budget and sampler.
 * family: DiP, JiT, PixNerd, PixelDiT and DeCo on the same backbone, data, wall-clock budget and
   sampler, each with its own head and objective (issue 20's comparison table).
-* fig3: the paper's Fig. 3, overfitting one photo (scikit-image's astronaut, public domain, a
-  256 px resize committed in experiments/data/) with 16 px patches into a DiT of XL width 1152
-  = 1.5 x 768; DiT-only against DiP at equal steps, 3 seeds.
+* fig10b (GPU and smoke only): DiT-only on patches half as wide (4x the tokens: 1,024 against
+  256 at 256 px, the paper's counts) against the fair study's DiP.
+* fig3 (GPU and smoke only): the paper's Fig. 3, overfitting one photo (scikit-image's
+  astronaut, public domain, a 256 px resize committed in experiments/data/) with 16 px patches
+  into a DiT of XL width 1152 = 1.5 x 768; DiT-only against DiP at equal steps, 3 seeds.
 
 The fair regime (`pixdiff.recipe.regime_problem`): backbone width >= 1.5 x the 3 P² values of a
 patch, as DiP-XL/16 (1152 = 1.5 x 768), and >= 64 tokens. On the CPU: 64 px OpenMoji, P = 8
@@ -63,9 +66,10 @@ SIZES: dict[str, Size] = {
     # with one thread each while two arms train side by side (measured on the 2-core machine)
     "cpu": Size(64, 8, 288, 3, 6, 16, 32, 2000, 360.0, 300, 25),
     # DiP-XL/16's patch (768 values) and width (1152) at 256 px, 12 blocks instead of 28
-    # estimated, never run: ~0.1 s a step -> 6 x 3,000 steps ~30 min, 5 x 360 s = 30 min, sampling
-    # 11 x 1,000 images ~10 min, Fig. 3 ~10 min: ~1.4 H100-hours in all
-    "gpu": Size(256, 16, 1152, 12, 16, 64, 64, 3000, 360.0, 1000, 100),
+    # estimated, never run: ~0.1 s a step -> fair 6 x 1,500 steps ~15 min, family 5 x 300 s = 25 min,
+    # fig10b 3 x 1,500 steps at 1,024 tokens (~0.3 s) ~22 min, Fig. 3 ~10 min, sampling 14 x 1,000
+    # images ~12 min: ~1.4 H100-hours in all
+    "gpu": Size(256, 16, 1152, 12, 16, 64, 64, 1500, 300.0, 1000, 100),
     "smoke": Size(32, 4, 72, 1, 2, 4, 4, 2, 1.0, 12, 2),
 }
 
@@ -154,7 +158,12 @@ class OverfitSize:
     sample_steps: int
 
 
-OVERFIT_SIZES = {"cpu": OverfitSize(128, 1152, 2, 4, 200, 8, 25), "gpu": OverfitSize(256, 1152, 12, 16, 2000, 16, 100),
+# Not on the CPU (fig3_arms("cpu") is empty): two attempts there drew noise from both models, PSNR
+# 7.5-7.8 dB to the photo (docs/experiments/fig3_cpu_attempts.json): 2 blocks, batch 4, 200 steps,
+# lr 2e-4, EMA 0.99 (losses 0.41 DiP / 0.23 DiT-only, still falling), then 1 block, batch 2, 300
+# steps, lr 5e-4, EMA 0.9 (0.28 / 0.20). Width 1152 and DiP's head (1.1 s a step, 3x the 1-block DiT)
+# leave a CPU hours from a memorised photo; the GPU scale trains 12 blocks for 2,000 steps.
+OVERFIT_SIZES = {"cpu": OverfitSize(128, 1152, 1, 2, 600, 8, 25), "gpu": OverfitSize(256, 1152, 12, 16, 2000, 16, 100),
                  "smoke": OverfitSize(128, 64, 1, 2, 2, 2, 2)}
 
 
@@ -162,6 +171,8 @@ def fig3_arms(scale: Scale) -> list[Arm]:
     """DiP-XL/16's patch (16 px, 768 values), width (1152, 16 heads) and head (conv U-Net, 4 stages
     of base width 64), fewer blocks; no label dropout or guidance (one image, one class); the paper's
     objective; Euler sampling from fresh noise, each sample scored against the photo."""
+    if scale == "cpu":
+        return []
     z = OVERFIT_SIZES[scale]
     dip = Recipe(
         name=f"fig3_dip_{scale}",
@@ -171,8 +182,8 @@ def fig3_arms(scale: Scale) -> list[Arm]:
             head=ConvUNet(depth=4, width=64, scope="patch"),
         ),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.0),
-        train=TrainConfig(global_batch=z.batch, max_steps=z.steps, lr=2e-4, warmup_steps=min(50, z.steps),
-                          weight_decay=0.0, grad_clip=1.0, ema_decays=(0.99,),
+        train=TrainConfig(global_batch=z.batch, max_steps=z.steps, lr=5e-4, warmup_steps=min(50, z.steps),
+                          weight_decay=0.0, grad_clip=1.0, ema_decays=(0.9,),
                           precision="bf16" if scale == "gpu" else "fp32", num_workers=0,
                           log_every=min(25, z.steps), ckpt_every=min(100, z.steps), sample_every=0),
         data=DataConfig(source=str(PHOTO), flip=False),
@@ -187,4 +198,21 @@ def fig3_arms(scale: Scale) -> list[Arm]:
             task="overfit"))]
 
 
-STUDIES = {"fair": fair_arms, "family": family_arms, "fig3": fig3_arms}
+def fig10b_arms(scale: Scale) -> list[Arm]:
+    """Fig. 10b's question with its token counts (256 and 1,024): is DiP on large patches as good as a
+    DiT-only model on patches half as wide, four times as many tokens? DiT-only at P / 2 against
+    the fair study's DiP arms (same seeds, backbone width, steps, sampler). Both sides stay in the
+    fair regime (at P / 2 the width is 6 x the patch's values). The paper's own pair is DiP/32 against
+    DiT-only/16 at 512 px, width 1152: its DiP/32 is narrower than its 3,072-value patch, outside the
+    rule. Not on the CPU: 1,024 tokens at width 288 cost ~5 s a step there."""
+    if scale == "cpu":
+        return []
+    z = SIZES[scale]
+    half = z.patch // 2
+    dit = replace(fair_base(scale), name=f"fig10b_dit_only_p{half}_{scale}",
+                  **{"model.head": DiTFinalLayer(), "model.backbone.patch_size": half})
+    return [Arm(f"fig10b-dit-only-p{half}-s{seed}", dit, f"DiT-only/{half}", seed=seed, n_eval=z.n_eval,
+                metric_patch=z.patch) for seed in SEEDS]
+
+
+STUDIES = {"fair": fair_arms, "family": family_arms, "fig3": fig3_arms, "fig10b": fig10b_arms}

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.report import verdict
 from experiments.scaffold import Arm
-from experiments.studies import fair_arms, fair_base, family_arms, fig3_arms
+from experiments.studies import fair_arms, fair_base, family_arms, fig3_arms, fig10b_arms
 from pixdiff.recipe import replace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,13 +31,17 @@ def test_arms_outside_the_fair_regime_are_refused_unless_labelled_a_contrast():
 
 @pytest.mark.parametrize("scale", ["cpu", "gpu"])
 def test_every_measured_arm_is_in_the_regime_and_pairs_differ_only_in_the_head(scale):
-    arms = fair_arms(scale) + family_arms(scale) + fig3_arms(scale)
+    arms = fair_arms(scale) + family_arms(scale) + fig3_arms(scale) + fig10b_arms(scale)
     assert all(not a.contrast for a in arms) and len({a.name for a in arms}) == len(arms)
-    for pair in (fair_arms(scale), fig3_arms(scale)):
+    for pair in (fair_arms(scale), fig3_arms(scale)):  # fig3 is GPU-only
         for dip, dit in zip(pair[::2], pair[1::2]):
             assert dip.seed == dit.seed and dip.recipe.train == dit.recipe.train
             assert dip.recipe.model.backbone == dit.recipe.model.backbone and dip.recipe.sample == dit.recipe.sample
             assert type(dip.recipe.model.head).__name__ == "ConvUNet" != type(dit.recipe.model.head).__name__
+    for dip, dit in zip(fair_arms(scale)[::2], fig10b_arms(scale)):  # Fig. 10b: only the patch and head differ
+        assert dit.seed == dip.seed and dit.recipe.train == dip.recipe.train and dit.recipe.sample == dip.recipe.sample
+        assert dit.recipe.model.backbone.patch_size * 2 == dip.recipe.model.backbone.patch_size
+    assert (fig10b_arms(scale) == []) == (scale == "cpu") == (fig3_arms(scale) == [])
     family = family_arms(scale)
     assert {a.recipe.sample for a in family} == {fair_base(scale).sample} and len({a.wall_s for a in family}) == 1
 
@@ -61,13 +65,13 @@ def test_smoke_run_of_every_study_resumes_and_writes_the_page(tmp_path):
     cmd = [sys.executable, "-m", "experiments.run_all", "--scale", "smoke", "--work", str(work), "--page", str(page)]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    names = [a.name for a in fair_arms("smoke") + family_arms("smoke") + fig3_arms("smoke")]
+    names = [a.name for a in fair_arms("smoke") + family_arms("smoke") + fig3_arms("smoke") + fig10b_arms("smoke")]
     results = {n: json.loads((work / n / "result.json").read_text()) for n in names}
     assert all(r["steps"] >= 1 and r["n_eval"] >= 2 and (page.parent / r["grid"]).is_file() for r in results.values())
     assert results["fair-dip-s1"]["seed"] == 1 and results["fig3-dip-s0"]["task"] == "overfit"
     text = page.read_text()
     for heading in ("## The regime", "## Metrics and their sanity rows", "## DiT-only against DiP",
-                    "## The family at one budget", "## Fig. 3"):
+                    "## The family at one budget", "## Fig. 3", "## Fig. 10b: DiP against DiT-only/2"):
         assert heading in text
     for r in results.values():  # every grid the page links exists beside it
         assert f"]({r['grid']})" in text
