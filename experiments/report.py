@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.scaffold import command_line
+from experiments.scaffold import command_line, write_json
 from experiments.studies import FAMILY, LAYOUT, OVERFIT_SIZES, PILOT_THRESHOLD, SIZES
 from pixdiff.eval.sanity import ROWS
 
@@ -110,10 +110,14 @@ def write(results: dict[str, list[dict[str, Any]]], scale: str, work: Path, page
     sanity_files = sorted(work.glob("sanity-*.json"))
     sanity = json.loads(sanity_files[0].read_text()) if sanity_files else []
     metrics = {r["metric"]: r["better"] for r in sanity if r["passes"]}
-    run = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {"sittings": []}
+    run = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    run = {"sittings": [], "pilots": [], **run}
     text = render(results=results, scale=scale, sanity=sanity, metrics=metrics, run=run, command=command_line())
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
+    # everything the page was written from, beside its grids: the raw numbers travel with the page
+    write_json(page.with_suffix("") / "results.json", {"scale": scale, "run": run, "sanity": sanity,
+                                                        "results": results})
     return page
 
 
@@ -171,7 +175,9 @@ def render(*, results: dict[str, list[dict[str, Any]]], scale: str, sanity: list
         out += [f"## Fig. 10b: DiP against {small} (4x the tokens)\n", FIG10B_TEXT,
                 comparison(groups, metrics, "DiP", small), "",
                 "**Verdict.** " + sentence(groups, metrics, "DiP", small), "", grids(by_label(fig10b))]
-    out += [LIMITS] + ([] if fig3 else [FIG3_MISSING])
+    limits = LIMITS.format(image=z.image, tokens=(z.image // z.patch) ** 2, depth=z.depth, width=z.width,
+                           steps=z.steps, batch=z.batch)
+    out += [limits.rstrip("\n")] + ([] if fig3 else [FIG3_MISSING])
     return "\n".join(out) + "\n"
 
 
@@ -181,9 +187,9 @@ def pilot_history(pilots: list[dict[str, Any]]) -> str:
     for p in pilots:
         twin = f" (DiT-only {p['dit_only_layout_accuracy']:.3f})" if "dit_only_layout_accuracy" in p else ""
         outcome = "passed" if p["passed"] else "below the bar, the run stopped"
-        said.append(f"at {p['steps']:,} steps DiP scored {p['layout_accuracy']:.3f}{twin}: {outcome}"
+        said.append(f"At {p['steps']:,} steps DiP scored {p['layout_accuracy']:.3f}{twin}: {outcome}"
                     + (f" ({p['note']})" if p.get("note") else "") + ".")
-    return ("The gate's decisions: " + " ".join(said)) if said else "No pilot decision is recorded."
+    return ("The gate's decisions. " + " ".join(said)) if said else "No pilot decision is recorded."
 
 
 def family_spread(fair: dict[str, list[dict[str, Any]]], metrics: dict[str, str]) -> str:
@@ -208,7 +214,8 @@ says how to shard it):
 python -m experiments.run_all
 ```
 
-This page was written by `{command}` from the arms' `result.json` files. Wall time of the run:
+This page was written by `{command}` from the arms' `result.json` files (all of them, with the
+sanity rows and the run record, in [experiments/results.json](experiments/results.json)). Wall time of the run:
 {wall:.1f} min over {sittings} sitting(s) (the arms' own training + sampling time: {arm_s:.1f} worker-min,
 two workers side by side with one torch thread each). Machine: {cpu}, torch {torch}, GPU: {gpu}.
 """
@@ -225,7 +232,10 @@ mechanism: an 8 x 8 patch of an emoji holds outlines, edges and colour steps tha
 linear output must write value by value, while DiP's conv U-Net head renders them with shared
 local filters.
 
-Same in every arm of a study: backbone, data order (seeded per seed), optimiser (AdamW, lr 1e-3,
+"train s per arm" is each arm's own training clock: it grows with whatever else shared the
+machine (at times a test-suite run or a probe beside the two workers), so compare step counts,
+not seconds, across the fair arms. Same in every arm of a study: backbone, data order (seeded per
+seed), optimiser (AdamW, lr 1e-3,
 min(100, steps) warm-up steps, batch {batch}, EMA 0.995), class-balanced OpenMoji groups, and the
 sampler: the paper's Euler with CFG 4.0 on t in (0.1, 1) (guidance interval), {sample_steps} steps
 (the paper: 100).
@@ -250,7 +260,10 @@ layout accuracy reaches {threshold}, set before the run (chance 0.111; shuffled 
 
 Cells: mean [min, max] over seeds 0, 1, 2. A difference counts only if the ranges do not overlap
 (every DiP seed beats every DiT-only seed); with three seeds each, that is the only claim the
-page makes.
+page makes. How to read the two detail metrics together: the in-patch detail ratio counts
+high-frequency energy wherever it comes from, so residual sampling grain can lift a blurred
+model's ratio towards 1; the FD term on log detail energy compares where that energy sits, block
+by block, and its joint distribution with colour and layout.
 """
 
 FAMILY_TEXT = """Every model on the fair study's backbone shape (PixelDiT one block fewer to pay for its pixel
@@ -287,14 +300,16 @@ values a patch) would not be.
 
 LIMITS = """## What would change the verdicts at full scale
 
-- Scale: 64 px / 64 tokens / 3 blocks of width 288 for ~1,000 steps is far from 256 px / 256 tokens /
-  26 blocks of 1152 for 600 epochs of ImageNet. The fair rule keeps the mechanism (a per-token
+- Scale: {image} px / {tokens} tokens / {depth} blocks of width {width} for {steps:,} steps of batch
+  {batch} is far from 256 px / 256 tokens / 26 blocks of 1152 for 600 epochs of ImageNet. The fair
+  rule keeps the mechanism (a per-token
   linear output against a local head at width >= 1.5 x a patch) but not the capacity or training
   length; at full length a DiT-only model has far more steps to learn in-patch detail.
 - Data: 3,944 flat-colour vector emoji in 9 groups; ImageNet photos hold texture that emoji do not.
 - One seed per family model; three per fair arm: differences inside the seed spread are not claimed.
-- Fig. 10b (DiT-only with 4x the tokens) is not run on the CPU: 1,024 tokens at width 288 cost
-  ~5 s a step here. `benchmarks/experiments_gpu.sh` runs it, with the other studies, at 256 px /
+- Fig. 10b (DiT-only with 4x the tokens) is not run on the CPU: 1,024 tokens would cost at least
+  16x a 64-token step (an estimate, not measured: ~7 s here, 4 h for 2,000 steps).
+  `benchmarks/experiments_gpu.sh` runs it, with the other studies, at 256 px /
   P = 16 / width 1152 (DiT-only/8 at 1,024 tokens against DiP/16 at 256, the paper's counts); no
   GPU has run it yet.
 """

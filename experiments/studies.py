@@ -204,7 +204,7 @@ def fig10b_arms(scale: Scale) -> list[Arm]:
     the fair study's DiP arms (same seeds, backbone width, steps, sampler). Both sides stay in the
     fair regime (at P / 2 the width is 6 x the patch's values). The paper's own pair is DiP/32 against
     DiT-only/16 at 512 px, width 1152: its DiP/32 is narrower than its 3,072-value patch, outside the
-    rule. Not on the CPU: 1,024 tokens at width 288 cost ~5 s a step there."""
+    rule. Not on the CPU: 1,024 tokens cost at least 16x a 64-token step there (estimated, not run)."""
     if scale == "cpu":
         return []
     z = SIZES[scale]
