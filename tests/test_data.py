@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest

@@ -54,7 +54,8 @@ def _seams(reference: np.ndarray, _rl: np.ndarray, samples: np.ndarray, _sl: np.
 METRICS: tuple[Metric, ...] = (
     Metric("FD, 4x4 block means (48 dims)", "lower", lambda r, _rl, s, _sl, _p: coarse_fd(r, s)),
     Metric("KID, 4x4 block means", "lower", lambda r, _rl, s, _sl, _p: coarse_kid(r, s)),
-    Metric("FD, 4x4 block means + log in-patch detail (64 dims)", "lower", lambda r, _rl, s, _sl, p: detail_fd(r, s, p)),
+    Metric("FD, 4x4 block means + log in-patch detail (64 dims)", "lower",
+           lambda r, _rl, s, _sl, p: detail_fd(r, s, p)),
     Metric("balanced layout accuracy, 10-NN on 8x8 block means", "higher",
            lambda r, rl, s, sl, _p: layout_accuracy(s, sl, r, rl), must_detect=("shuffled",)),
     Metric("in-patch detail ratio", "one", lambda r, _rl, s, _sl, p: detail_ratio(s, r, p)),
