@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.scaffold import DOCS, psnr, write_json
+from experiments.scaffold import DOCS, write_json
 from pixdiff.data.grid import make_grid, save_png, to_uint8
 from pixdiff.diffusion import editing
 from pixdiff.diffusion.objectives import FlowMatching, XPrediction, gaussian_model
 from pixdiff.diffusion.solvers import SOLVERS, shifted_grid
+from pixdiff.edit import psnr
 
 STEPS = (10, 25, 50, 100)
 

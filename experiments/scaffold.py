@@ -28,6 +28,7 @@ import torch
 
 from pixdiff.data import prepare
 from pixdiff.data.grid import save_grid, to_uint8
+from pixdiff.edit import psnr
 from pixdiff.eval.pixels import detail_ratio
 from pixdiff.eval.sanity import METRICS, sanity
 from pixdiff.pretrained import load
@@ -234,12 +235,6 @@ def command_line() -> str:
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     head = ["python", "-m", spec.name.removesuffix(".__main__")] if spec is not None and spec.name else ["python"]
     return " ".join([*head, *sys.argv[1:]] if len(head) == 3 else [*head, *sys.argv])
-
-
-def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float) -> float:
-    """Peak signal-to-noise ratio in dB between two arrays on the same scale (`peak` = max value)."""
-    mse = (torch.as_tensor(np.asarray(a)).double() - torch.as_tensor(np.asarray(b)).double()).square().mean().item()
-    return float("inf") if mse == 0 else 10 * float(np.log10(peak**2 / mse))
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -200,10 +200,11 @@ def inpaint(job: Job, image: Path, mask: Path, out: Path, *, cls: int | None, nu
     return write_results(out, [shown, y.float().clamp(-1, 1)], ["masked", "inpaint"], info, nrow=num + 1)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between uint8 images (inf where they are equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float = 255.0) -> float:
+    """PSNR in dB between two images on one scale, `peak` its maximum (255 for uint8, 2 for [-1, 1]);
+    inf where they are equal."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 @torch.no_grad()
