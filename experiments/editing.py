@@ -22,11 +22,9 @@ import numpy as np
 import torch
 
 from experiments.scaffold import DOCS, write_json
-from pixdiff.data.grid import make_grid, save_png, to_uint8
-from pixdiff.diffusion import editing
-from pixdiff.diffusion.objectives import FlowMatching, XPrediction, gaussian_model
-from pixdiff.diffusion.solvers import SOLVERS, shifted_grid
-from pixdiff.edit import psnr
+from pixdiff.data import make_grid, save_png, to_uint8
+from pixdiff.diffusion import SOLVERS, FlowMatching, XPrediction, editing, gaussian_model, shifted_grid
+from pixdiff.eval import psnr
 
 STEPS = (10, 25, 50, 100)
 
@@ -59,9 +57,9 @@ def first_step_table(m: float = 0.3, s: float = 0.5) -> str:
 
 @torch.no_grad()
 def trained(run: Path, num: int, device: str, out: Path = DOCS) -> None:
+    from pixdiff.checkpoints import load_model
     from pixdiff.data import prepare
-    from pixdiff.edit import open_job
-    from pixdiff.generate import load_model
+    from pixdiff.pipelines import open_session
 
     dev = torch.device(device)
     model, recipe, _ = load_model(run, device=dev)
@@ -70,11 +68,11 @@ def trained(run: Path, num: int, device: str, out: Path = DOCS) -> None:
     x = (cache.images[:num].float() / 127.5 - 1).to(dev)  # (num, 3, H, W)
     k = recipe.model.backbone.num_classes
     y = (cache.labels[:num] if k else torch.zeros(num, dtype=torch.long)).to(dev)  # k = 0: the null label
-    job = open_job(model, recipe, steps=None, solver="heun", cfg_scale=None, seed=0, device=dev)
+    job = open_session(model, recipe, solver="heun", device=dev)
     obj = recipe.objective
 
     def f(labels, cfg_scale=1.0, clip=False):
-        from pixdiff.diffusion.sampling import guided_velocity
+        from pixdiff.diffusion import guided_velocity
 
         v = guided_velocity(job.net, obj, labels, num_classes=k, cfg_scale=cfg_scale,
                             cfg_interval=recipe.sample.cfg_interval)

@@ -12,7 +12,7 @@ import numpy as np
 
 from experiments.scaffold import command_line, write_json
 from experiments.studies import FAMILY, LAYOUT, OVERFIT_SIZES, PILOT_THRESHOLD, SIZES
-from pixdiff.eval.sanity import ROWS
+from pixdiff.eval import ROWS
 
 BETTER = {"PSNR to the image (dB)": "higher", "in-patch detail ratio": "one"}
 
@@ -157,7 +157,7 @@ def render(*, results: dict[str, list[dict[str, Any]]], scale: str, sanity: list
                 "", "Samples (the first 36 of each arm's 300; 4 per class, rows of 9 = one per group):\n", grids(fair)]
     family = results.get("family", [])
     if family:
-        out += ["## The family at one budget (issue 20)\n", FAMILY_TEXT.format(wall=SIZES[scale].family_wall_s),
+        out += ["## The family at one budget\n", FAMILY_TEXT.format(wall=SIZES[scale].family_wall_s),
                 family_table(family, metrics), "", family_spread(fair, metrics), ""]
     fig3 = by_label(results.get("fig3", []))
     if "DiP" in fig3 and "DiT-only" in fig3:

@@ -26,14 +26,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pixdiff.data import prepare
-from pixdiff.data.grid import save_grid, to_uint8
-from pixdiff.edit import psnr
-from pixdiff.eval.pixels import detail_ratio
-from pixdiff.eval.sanity import METRICS, sanity
-from pixdiff.pretrained import load
-from pixdiff.recipe import Recipe, regime_problem, replace
-from pixdiff.runtime.atomic import atomic_write
+from pixdiff.config import replace
+from pixdiff.data import prepare, save_grid, to_uint8
+from pixdiff.eval import METRICS, detail_ratio, psnr, run_sanity
+from pixdiff.pipelines import load
+from pixdiff.recipe import Recipe
+from pixdiff.runtime import atomic_write
 from pixdiff.train import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +45,33 @@ SAMPLE_SEED = 1  # image i of every arm is drawn from derive_seed(1, i): the sam
 GRID_IMAGES = 36
 
 
+# The regime where DiP's question arises (the fair comparison of DiP and DiT-only): as DiP-XL/16, whose width 1152 is 1.5x the 768
+# values of a 16 px RGB patch, and with enough tokens that one image is not memorised by DiT-only.
+REGIME_WIDTH_FACTOR = 1.5
+REGIME_MIN_TOKENS = 64
+
+
+def regime_problem(width: int, patch_size: int, image_size: int, channels: int = 3) -> str | None:
+    """None when a DiT backbone is in the fair regime, else a one-line reason it is not.
+
+    Fair: width >= 1.5 x C P² (narrower, the per-token linear output is rank-limited and cannot
+    express a v- or eps-target: grain for a reason that is not the paper's) and (image / P)² >= 64.
+    """
+    if patch_size < 1 or image_size % patch_size:
+        return f"a {image_size} px image does not split into {patch_size} px patches"
+    values, tokens = channels * patch_size**2, (image_size // patch_size) ** 2
+    need = REGIME_WIDTH_FACTOR * values
+    if width < need:
+        return (f"width {width} < {REGIME_WIDTH_FACTOR:g} x {values} values per {patch_size} px patch = {need:g} "
+                f"(the per-token output is rank-limited)")
+    if tokens < REGIME_MIN_TOKENS:
+        return f"{tokens} tokens ({image_size} px / {patch_size} px patches) < {REGIME_MIN_TOKENS}"
+    return None
+
+
 @dataclass(frozen=True)
 class Arm:
-    """One trained model of a study. The fair-regime rule (`pixdiff.recipe.regime_problem`: backbone
+    """One trained model of a study. The fair-regime rule (`regime_problem`: backbone
     width >= 1.5 x the 3 P² values of a patch, >= 64 tokens) is checked here: an arm that breaks it
     is refused unless `contrast` says why it is run anyway (e.g. the deliberate narrow-width arm)."""
 
@@ -110,7 +132,7 @@ def sanity_rows(arm: Arm, work: Path) -> list[dict[str, Any]]:
     images, labels = data(arm.recipe.data.source, b.image_size)
     rows = [{"metric": r.metric, "better": r.better, "scores": r.scores, "must_detect": list(r.must_detect),
              "passes": r.passes}
-            for r in sanity(images, labels, arm.n_eval, arm.eval_patch, repeats=SANITY_SPLITS, seed=REFERENCE_SEED)]
+            for r in run_sanity(images, labels, arm.n_eval, arm.eval_patch, repeats=SANITY_SPLITS, seed=REFERENCE_SEED)]
     write_json(path, rows)
     return rows
 

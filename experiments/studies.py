@@ -5,14 +5,14 @@ fig3 and fig10b are empty at "cpu" (see OVERFIT_SIZES and fig10b_arms for the me
 * fair: DiT-only against DiP (the paper's Table 2 / Fig. 2 question) in the fair regime, 3 seeds
   each, same backbone, data order, step budget and sampler.
 * family: DiP, JiT, PixNerd, PixelDiT and DeCo on the same backbone, data, wall-clock budget and
-  sampler, each with its own head and objective (issue 20's comparison table).
+  sampler, each with its own head and objective (the family's comparison table at one budget).
 * fig10b (GPU and smoke only): DiT-only on patches half as wide (4x the tokens: 1,024 against
   256 at 256 px, the paper's counts) against the fair study's DiP.
 * fig3 (GPU and smoke only): the paper's Fig. 3, overfitting one photo (scikit-image's
   astronaut, public domain, a 256 px resize committed in experiments/data/) with 16 px patches
   into a DiT of XL width 1152 = 1.5 x 768; DiT-only against DiP at equal steps, 3 seeds.
 
-The fair regime (`pixdiff.recipe.regime_problem`): backbone width >= 1.5 x the 3 P² values of a
+The fair regime (`scaffold.regime_problem`): backbone width >= 1.5 x the 3 P² values of a
 patch, as DiP-XL/16 (1152 = 1.5 x 768), and >= 64 tokens. On the CPU: 64 px OpenMoji, P = 8
 (64 tokens of 192 values), width 288 = 1.5 x 192. It still probes the paper's mechanism: an 8 x 8
 patch of an emoji holds edges, outlines and colour steps that the DiT's per-token linear output
@@ -25,18 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.scaffold import Arm, Scale
-from pixdiff.diffusion.objectives import FlowMatching
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.final_layer import DiTFinalLayer
-from pixdiff.nn.heads.unet import ConvUNet
-from pixdiff.nn.model import ModelConfig
+from pixdiff.config import replace
+from pixdiff.diffusion import FlowMatching
+from pixdiff.nn import ConvUNet, DiTConfig, DiTFinalLayer, ModelConfig
 from pixdiff.recipe import (
     DataConfig,
     Recipe,
     SampleConfig,
     TrainConfig,
     load_recipe,
-    replace,
 )
 
 SEEDS = (0, 1, 2)

@@ -1,4 +1,4 @@
-"""pixdiff: a modular toolkit for pixel-space diffusion models (DiP, its ablations, JiT).
+"""pixdiff: a modular PyTorch toolkit for pixel-space diffusion.
 
 The public names below load lazily (module `__getattr__`), so `import pixdiff` and `pixdiff --help`
 stay torch-free and instant:
@@ -8,62 +8,41 @@ stay torch-free and instant:
     run = pixdiff.load("runs/x")
     pixdiff.save_grid(run.sample(range(9), seed=0), "grid.png")
 
-Layers, bottom to top (each imports only from below): `config`, `runtime` < `nn`, `diffusion`,
-`data` < `recipe`, `eval`, `testing` < `checkpoints` < `generate` < `train` < `pretrained` < `bench`,
-`cli`.
+Each subpackage exports the names recipes, plugins and experiments use (`pixdiff.nn`,
+`pixdiff.diffusion`, ...); the layers are mapped in docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pixdiff.about import DESCRIPTION
+from pixdiff.config.exports import exports, lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
 _EXPORTS = {
-    "load_recipe": "pixdiff.recipe",
-    "Recipe": "pixdiff.recipe",
-    "replace": "pixdiff.recipe",
-    "with_sampler": "pixdiff.recipe",
-    "load": "pixdiff.pretrained",
-    "sample": "pixdiff.pretrained",
-    "Pretrained": "pixdiff.pretrained",
-    "Trainer": "pixdiff.train",
-    "save_grid": "pixdiff.data.grid",
-    "FlowMatching": "pixdiff.diffusion.objectives",
-    "DDPM": "pixdiff.diffusion.objectives",
-    "XPrediction": "pixdiff.diffusion.objectives",
-    "SOLVERS": "pixdiff.diffusion.solvers",
-    "euler": "pixdiff.diffusion.solvers",
-    "heun": "pixdiff.diffusion.solvers",
-    "ddim": "pixdiff.diffusion.solvers",
-    "ddpm_ancestral": "pixdiff.diffusion.solvers",
-    "euler_maruyama": "pixdiff.diffusion.solvers",
-    "odeint": "pixdiff.diffusion.solvers",
-    "cfg": "pixdiff.diffusion.guidance",
-    "seed_generators": "pixdiff.runtime.rng",
+    **exports("pixdiff.recipe", "load_recipe", "Recipe", "with_sampler"),
+    **exports("pixdiff.config.tree", "replace"),
+    **exports("pixdiff.pipelines.pretrained", "load", "Pretrained"),
+    **exports("pixdiff.train", "Trainer"),
+    **exports("pixdiff.data.grid", "save_grid"),
+    **exports("pixdiff.diffusion.objectives", "FlowMatching", "DDPM", "XPrediction"),
+    **exports("pixdiff.diffusion.solvers", "SOLVERS", "euler", "heun", "ab2", "ddim", "ddpm_ancestral",
+              "euler_maruyama", "odeint"),
+    **exports("pixdiff.diffusion.guidance", "cfg"),
+    **exports("pixdiff.runtime.rng", "seed_generators"),
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "DESCRIPTION", *_EXPORTS]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time the names load on first use
+    from pixdiff.config.tree import replace
     from pixdiff.data.grid import save_grid
     from pixdiff.diffusion.guidance import cfg
     from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction
-    from pixdiff.diffusion.solvers import SOLVERS, ddim, ddpm_ancestral, euler, euler_maruyama, heun, odeint
-    from pixdiff.pretrained import Pretrained, load, sample
-    from pixdiff.recipe import Recipe, load_recipe, replace, with_sampler
+    from pixdiff.diffusion.solvers import SOLVERS, ab2, ddim, ddpm_ancestral, euler, euler_maruyama, heun, odeint
+    from pixdiff.pipelines.pretrained import Pretrained, load
+    from pixdiff.recipe import Recipe, load_recipe, with_sampler
     from pixdiff.runtime.rng import seed_generators
     from pixdiff.train import Trainer
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pixdiff' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

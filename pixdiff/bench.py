@@ -1,7 +1,7 @@
 """Speed of a recipe's model: sampling latency (the paper's protocol) and sampling/training throughput.
 
 Weights are random: speed does not depend on their values. Every figure comes from the real code
-paths: `pixdiff.diffusion.sampling.inference_network` + `sample_recipe`, exactly what `pixdiff sample`
+paths: `pixdiff.diffusion.sampling.inference_network` + `pixdiff.pipelines.generate.sample_batch`, exactly what `pixdiff sample`
 runs (solver, guidance interval, per-sample generators, final clamp, --dtype, --compile), and
 `pixdiff.train.TrainingLoss` with AdamW.
 
@@ -45,11 +45,12 @@ import numpy as np
 import torch
 
 from pixdiff.diffusion.sampling import default_compile_mode, inference_network
-from pixdiff.generate import sample_recipe
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.model import ModelConfig
 from pixdiff.nn.summary import count_params, forward_flops
+from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
+from pixdiff.runtime.distributed import pick_device
 from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 from pixdiff.runtime.rng import balanced_labels, seed_generators
 
@@ -66,10 +67,6 @@ PEAK_BF16_TFLOPS = (
 
 
 # ----------------------------------------------------------------------------- environment
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def default_dtype(device: str | torch.device) -> Dtype:
     return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
@@ -93,7 +90,7 @@ def device_name(device: torch.device) -> str:
 
 
 def _resolve(device: str | None, dtype: str | None) -> tuple[torch.device, Dtype]:
-    dev = torch.device(device or default_device())
+    dev = pick_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
     if dev.type == "cuda" and dev.index is None:
@@ -231,7 +228,7 @@ def _measure_sampling(
 
     def call(i: int) -> None:
         network.batches.clear()
-        sample_recipe(network, as_built, y, seed_generators(range(i * batch, (i + 1) * batch), device), steps=steps,
+        sample_batch(network, as_built, y, seed_generators(range(i * batch, (i + 1) * batch), device), steps=steps,
                       cfg_scale=cfg_scale)
 
     first = _time_each(call, 1, device)[0]

@@ -168,30 +168,6 @@ def with_sampler(recipe: Recipe, **overrides: Any) -> Recipe:
         raise RecipeError(f"sample.{e.field}={e.value}: {e.reason}") from None
 
 
-# The regime where DiP's question arises (issue 18): as DiP-XL/16, whose width 1152 is 1.5x the 768
-# values of a 16 px RGB patch, and with enough tokens that one image is not memorised by DiT-only.
-REGIME_WIDTH_FACTOR = 1.5
-REGIME_MIN_TOKENS = 64
-
-
-def regime_problem(width: int, patch_size: int, image_size: int, channels: int = 3) -> str | None:
-    """None when a DiT backbone is in the fair regime, else a one-line reason it is not.
-
-    Fair: width >= 1.5 x C P² (narrower, the per-token linear output is rank-limited and cannot
-    express a v- or eps-target: grain for a reason that is not the paper's) and (image / P)² >= 64.
-    """
-    if patch_size < 1 or image_size % patch_size:
-        return f"a {image_size} px image does not split into {patch_size} px patches"
-    values, tokens = channels * patch_size**2, (image_size // patch_size) ** 2
-    need = REGIME_WIDTH_FACTOR * values
-    if width < need:
-        return (f"width {width} < {REGIME_WIDTH_FACTOR:g} x {values} values per {patch_size} px patch = {need:g} "
-                f"(the per-token output is rank-limited)")
-    if tokens < REGIME_MIN_TOKENS:
-        return f"{tokens} tokens ({image_size} px / {patch_size} px patches) < {REGIME_MIN_TOKENS}"
-    return None
-
-
 def recipe_functions(module: Any) -> dict[str, Any]:
     """Functions defined in a recipe module that can be called with no arguments."""
     out = {}
@@ -221,7 +197,9 @@ def _resolve_path(file_part: str) -> Path:
     path = Path(file_part)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
-            raise RecipeError(f"recipe file not found: {path}")
+            builtin = RECIPES_DIR / path.name
+            hint = f" (did you mean the built-in {path.stem!r}?)" if path.suffix == ".py" and builtin.is_file() else ""
+            raise RecipeError(f"recipe file not found: {path}{hint}")
         return path
     builtin = RECIPES_DIR / f"{file_part}.py"
     if builtin.is_file():
@@ -259,19 +237,3 @@ def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{spec} returned {type(recipe).__name__}, expected a pixdiff Recipe")
     return apply_overrides(recipe, list(overrides))
 
-
-def replace(node: Any, **changes: Any) -> Any:
-    """`dataclasses.replace` that also takes dotted keys into nested sections: `**{"train.lr": 2e-4}`.
-
-    Changes to one section are applied together, so validation sees the final combination."""
-    direct: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in changes.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            direct[head] = value
-    for head, sub in nested.items():
-        direct[head] = replace(direct.get(head, getattr(node, head)), **sub)
-    return dataclasses.replace(node, **direct)

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.config.validate import check_fields, positive, require
-from pixdiff.nn.heads import Reads, Scope
-from pixdiff.recipe import Recipe, load_recipe, replace
+from pixdiff.config import check_fields, positive, replace, require
+from pixdiff.nn import Reads, Scope
+from pixdiff.recipe import Recipe, load_recipe
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,10 @@ docs/family.md for the commit read):
     pixdiff train recipes/deco.py --set data.source=/data/imagenet/train
 """
 
-from pixdiff.diffusion.objectives import FrequencyAwareFlowMatching
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.pixel_decoder import AdaLNPixelDecoder
-from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.config import replace
+from pixdiff.diffusion import FrequencyAwareFlowMatching
+from pixdiff.nn import AdaLNPixelDecoder, DiTConfig, ModelConfig
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 
 def _deco(name: str, *, depth: int, dim: int, heads: int) -> Recipe:

@@ -5,15 +5,10 @@ an ImageNet train folder (one sub-folder per class), e.g.
     pixdiff train recipes/dip_xl16.py --set data.source=/data/imagenet/train
 """
 
-from pixdiff.diffusion.objectives import FlowMatching
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.coord_mlp import CoordinateMLP
-from pixdiff.nn.heads.final_layer import DiTFinalLayer
-from pixdiff.nn.heads.intra_attention import IntraPatchAttention
-from pixdiff.nn.heads.mlp import StandardMLP
-from pixdiff.nn.heads.unet import ConvUNet
-from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.config import replace
+from pixdiff.diffusion import FlowMatching
+from pixdiff.nn import ConvUNet, CoordinateMLP, DiTConfig, DiTFinalLayer, IntraPatchAttention, ModelConfig, StandardMLP
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 
 def build() -> Recipe:

@@ -1,7 +1,8 @@
 """DiP-XL/32 at 512 px (paper Table 3): 32x32 patches keep 256 tokens; the U-Net head's
 bottleneck is 2x2 and s_i is tiled over it. Training settings as DiP-XL/16."""
 
-from pixdiff.recipe import Recipe, load_recipe, replace
+from pixdiff.config import replace
+from pixdiff.recipe import Recipe, load_recipe
 
 
 def build() -> Recipe:

@@ -33,12 +33,10 @@ ratio against the data's, 1 = no seams):
   smoother shapes than a uniform grid.
 """
 
-from pixdiff.diffusion.objectives import XPrediction
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.final_layer import DiTFinalLayer
-from pixdiff.nn.heads.unet import ConvUNet
-from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.config import replace
+from pixdiff.diffusion import XPrediction
+from pixdiff.nn import ConvUNet, DiTConfig, DiTFinalLayer, ModelConfig
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 
 def build() -> Recipe:

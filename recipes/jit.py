@@ -19,10 +19,8 @@ SiLU'd, so `adaLN_modulation.1` there is `adaLN_modulation.0` here (see pixdiff.
     pixdiff train recipes/jit.py:l16 --set data.source=/data/imagenet/train
 """
 
-from pixdiff.diffusion.objectives import XPrediction
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.final_layer import DiTFinalLayer
-from pixdiff.nn.model import ModelConfig
+from pixdiff.diffusion import XPrediction
+from pixdiff.nn import DiTConfig, DiTFinalLayer, ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 STEPS_PER_EPOCH = 1251  # ImageNet-1k train (1,281,167 images) at global batch 1024, last partial batch dropped

@@ -22,11 +22,10 @@ and the released checkpoints' model card (the 320-epoch row, FID 1.61):
     pixdiff train pixeldit --set data.source=/data/imagenet/train --set train.repa.encoder=dinov2_b14.pt2
 """
 
-from pixdiff.diffusion.objectives import FlowMatching
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.pixel_dit import PixelDiTHead
-from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.config import replace
+from pixdiff.diffusion import FlowMatching
+from pixdiff.nn import DiTConfig, ModelConfig, PixelDiTHead
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 
 def build() -> Recipe:

@@ -17,11 +17,10 @@ model `src/models/transformer/pixnerd_c2i.py`, see docs/family.md for the commit
     pixdiff train recipes/pixnerd.py --set data.source=/data/imagenet/train
 """
 
-from pixdiff.diffusion.objectives import FlowMatching
-from pixdiff.nn.backbone import DiTConfig
-from pixdiff.nn.heads.coord_mlp import CoordinateMLP
-from pixdiff.nn.model import ModelConfig
-from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, replace
+from pixdiff.config import replace
+from pixdiff.diffusion import FlowMatching
+from pixdiff.nn import CoordinateMLP, DiTConfig, ModelConfig
+from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
 
 def _pixnerd(name: str, *, depth: int, dim: int, heads: int, field_blocks: int) -> Recipe:

@@ -88,3 +88,52 @@ def test_bench_latency_json_on_cpu():
         assert key in out, key
     assert out["min_s"] <= out["median_s"] <= out["max_s"]
     assert out["baseline"]["params"] < out["params"] and out["dtype"] == "fp32"
+
+
+def test_every_option_alias_is_defined_once():
+    # an alias defined twice silently wins by import order (Typer reads annotations late)
+    import ast
+
+    seen: dict[str, list[str]] = {}
+    for path in sorted([*(ROOT / "pixdiff" / "commands").glob("*.py"), ROOT / "pixdiff" / "cli.py"]):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript) and \
+                    getattr(node.value.value, "id", "") == "Annotated":
+                for target in node.targets:
+                    seen.setdefault(target.id, []).append(path.name)
+    assert seen and {k: v for k, v in seen.items() if len(v) > 1} == {}
+
+
+@pytest.mark.parametrize("command", ["edit", "inpaint", "interpolate"])
+def test_edit_commands_show_their_own_steps_and_cfg(command):
+    from typer.testing import CliRunner
+
+    from pixdiff.cli import app
+
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    text = " ".join(res.stdout.split())
+    assert res.exit_code == 0
+    assert "Steps of the sampling grid (default: the recipe's)" in text and "Sampling steps" not in text
+    assert "0.0<=x<=1000000.0" in text  # --cfg's upper bound
+    for name in ("euler", "heun", "ab2", "ddim", "odeint"):  # the solver list comes from the solvers' table
+        assert name in text
+
+
+def test_solver_help_is_the_solver_table():
+    from pixdiff.diffusion.names import SOLVER_NAMES
+    from pixdiff.diffusion.solvers import SOLVERS
+
+    assert tuple(SOLVERS) == SOLVER_NAMES
+    res = cli("sample", "x.pt", "--out", "o", "--solver", "rk4")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and ", ".join(SOLVER_NAMES) in res.stderr
+
+
+def test_one_description_everywhere():
+    import tomllib
+
+    from pixdiff.about import DESCRIPTION
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["description"] == DESCRIPTION
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert DESCRIPTION in readme
+    assert DESCRIPTION.split(":")[0] in " ".join(cli("--help").stdout.split())

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pixdiff.diffusion.sampling import inference_network
-from pixdiff.generate import sample_recipe
+from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import load_recipe
 from pixdiff.runtime.rng import seed_generators
 
@@ -51,8 +51,8 @@ def test_bf16_inference_stays_close_to_fp32():
     bf16 = built(recipe, "cuda")
     net32, net16 = inference_network(fp32, dtype="fp32"), inference_network(bf16, dtype="bf16")
     y = torch.arange(4, device="cuda")
-    a = sample_recipe(net32, recipe, y, seed_generators(range(4), "cuda"), steps=8)
-    b = sample_recipe(net16, recipe, y, seed_generators(range(4), "cuda"), steps=8)
+    a = sample_batch(net32, recipe, y, seed_generators(range(4), "cuda"), steps=8)
+    b = sample_batch(net16, recipe, y, seed_generators(range(4), "cuda"), steps=8)
     # bf16 keeps 8 mantissa bits (~4e-3 relative); 8 Euler steps of a random net compound a few of those
     assert (a - b).abs().mean() < 0.05 and (a - b).abs().max() < 0.5
 
@@ -61,8 +61,8 @@ def test_cuda_samples_do_not_depend_on_the_batch():
     recipe = small_recipe()
     net = inference_network(built(recipe, "cuda"))
     y = torch.arange(6, device="cuda") % 10
-    together = sample_recipe(net, recipe, y, seed_generators(range(6), "cuda"), steps=4)
-    alone = torch.cat([sample_recipe(net, recipe, y[i:i + 1], seed_generators([i], "cuda"), steps=4)
+    together = sample_batch(net, recipe, y, seed_generators(range(6), "cuda"), steps=4)
+    alone = torch.cat([sample_batch(net, recipe, y[i:i + 1], seed_generators([i], "cuda"), steps=4)
                        for i in range(6)])
     # the noise is identical per sample; only the kernels' batch-dependent reduction order differs
     assert (together - alone).abs().max() < 1e-3

@@ -1,4 +1,4 @@
-"""The fast drills of benchmarks/drills.py (docs/drills.md holds the full table, kill drills included; the
+"""The fast drills of tools/drills.py (docs/drills.md holds the full table, kill drills included; the
 payload drill runs in-process, with more files, in tests/test_safety.py)."""
 
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import drills  # noqa: E402
 
 

@@ -125,3 +125,69 @@ def test_interpolation_ends_are_the_samples_of_the_two_seeds(run, tmp_path):
 def test_help(command):
     res = cli(command, "--help")
     assert res.returncode == 0 and "Usage" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def diverged(run, tmp_path_factory):
+    """The run's checkpoint with its weights blown up: every output is inf or NaN (a diverged model)."""
+    import torch
+
+    from pixdiff.checkpoints import store
+
+    ckpt = store.load(store.resolve(run / "run"))
+    blown = {k: v * 1e30 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    path = tmp_path_factory.mktemp("diverged") / "diverged.pt"
+    store.save({**ckpt, "ema": blown, "model": blown, "ema_extra": {}}, path)
+    assert torch.isfinite(next(iter(ckpt["ema"].values()))).all()
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["sample", "-n", "2", "--steps", "2"],
+    ["interpolate", "--frames", "3", "--steps", "2"],
+    ["edit", "IMAGE", "--steps", "2"],
+    ["invert", "IMAGE", "--steps", "2", "--no-clip-x0"],
+])
+def test_nan_or_flat_output_is_a_failure_not_black_images(run, diverged, tmp_path, command):
+    args = [str(run / "img0.png") if a == "IMAGE" else a for a in command]
+    res = cli(args[0], str(diverged), *args[1:], "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert res.returncode == 2 and res.stderr.startswith("error:") and res.stderr.count("\n") == 1, res.stderr
+    assert "NaN or inf" in res.stderr or "one flat colour" in res.stderr
+    assert not list((tmp_path / "out").glob("*.png")) and not (tmp_path / "out" / "samples.npz").exists()
+
+
+def test_check_output_closed_form():
+    import torch
+
+    from pixdiff.pipelines.generate import OutputError, check_output
+
+    x = torch.rand(3, 3, 4, 4) * 2 - 1
+    assert check_output(x, "x") is x
+    with pytest.raises(OutputError, match="1 of 3 images hold NaN"):
+        check_output(torch.cat([x[:2], torch.full((1, 3, 4, 4), float("nan"))]), "x")
+    with pytest.raises(OutputError, match="1 of 3 images are one flat colour"):
+        check_output(torch.cat([x[:2], torch.full((1, 3, 4, 4), 7.0)]), "x")  # saturates to 1 everywhere
+
+
+def test_sample_classes_png_and_no_silent_overwrite(run, tmp_path):
+    out = tmp_path / "s"
+    ok("sample", str(run / "run"), "-n", "6", "--steps", "2", "--class", "3", "--class", "5", "--png", "--out", str(out))
+    labels = np.load(out / "samples.npz")["labels"]
+    assert labels.tolist() == [3, 5, 3, 5, 3, 5]
+    assert sorted(p.name for p in (out / "images").glob("*.png")) == [f"{i:06d}_c{c}.png" for i, c in enumerate(labels)]
+    before = (out / "samples.npz").read_bytes()
+    res = cli("sample", str(run / "run"), "-n", "2", "--steps", "2", "--out", str(out), "--device", "cpu")
+    assert res.returncode == 2 and "--overwrite" in res.stderr and (out / "samples.npz").read_bytes() == before
+    ok("sample", str(run / "run"), "-n", "2", "--steps", "2", "--out", str(out), "--overwrite")
+    assert len(np.load(out / "samples.npz")["labels"]) == 2
+    res = cli("sample", str(run / "run"), "-n", "2", "--class", "99", "--out", str(tmp_path / "t"), "--device", "cpu")
+    assert res.returncode == 2 and "--class 99" in res.stderr
+
+
+def test_convert_keeps_the_runs_recipe_and_reads_the_extension(run, tmp_path):
+    from pixdiff.checkpoints import store
+
+    res = cli("convert", str(run / "run"), str(tmp_path / "x.safetensors"))
+    assert res.returncode == 0, res.stderr
+    data = store.read(tmp_path / "x.safetensors")
+    assert store.recipe_of(data, "x").model.backbone.image_size == 16  # not dip_xl16's 256

@@ -31,7 +31,7 @@ from pixdiff.diffusion.objectives import (
     randn,
     time_shift,
 )
-from pixdiff.diffusion.sampling import guided_velocity, sample
+from pixdiff.diffusion.sampling import guided_velocity, sample_images
 from pixdiff.diffusion.solvers import SOLVERS, shifted_grid
 from pixdiff.runtime.rng import seed_generators
 
@@ -68,7 +68,7 @@ def test_strength_zero_returns_the_image_exactly(seed, solver):
 def test_strength_one_is_plain_sampling_with_the_same_noise(objective, solver):
     model = gaussian_model(objective, torch.tensor(M), torch.tensor(S))
     y, shape, steps, shift = torch.zeros(3, dtype=torch.long), (1, 4, 4), 7, 2.0
-    plain = sample(model, objective, y, shape_chw=shape, num_classes=1, steps=steps, solver=solver,
+    plain = sample_images(model, objective, y, shape_chw=shape, num_classes=1, steps=steps, solver=solver,
                    time_shift=shift, generators=seed_generators([1, 2, 3]))
     gens = seed_generators([1, 2, 3])
     eps = randn((3, *shape), gens)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixdiff.checkpoints import store as checkpoint
-from pixdiff.generate import load_model
+from pixdiff.checkpoints.loader import load_model
 from pixdiff.recipe import TrainConfig, load_recipe
 from pixdiff.runtime.distributed import Dist
 from pixdiff.train import Trainer

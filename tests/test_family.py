@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.checkpoints import deco, pixnerd
-from pixdiff.checkpoints.dip import InteropError
+from pixdiff.checkpoints.interop import InteropError
 from pixdiff.diffusion.objectives import (
     JPEG_CHROMINANCE,
     JPEG_LUMINANCE,

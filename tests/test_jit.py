@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixdiff.checkpoints.dip import InteropError, check_state
+from pixdiff.checkpoints.interop import InteropError, check_state
 from pixdiff.checkpoints.jit import (
     from_official,
     official_checkpoint,
@@ -28,7 +28,8 @@ from pixdiff.checkpoints.jit import (
 )
 from pixdiff.nn.backbone import DiTConfig, apply_rope, rope_2d_jit, sincos_2d, with_prefix
 from pixdiff.nn.summary import model_summary
-from pixdiff.recipe import load_recipe, replace
+from pixdiff.config import replace
+from pixdiff.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTING = ROOT / "tests" / "data" / "jit_b16_official_state_dict.tsv"

@@ -14,16 +14,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# bottom to top; a unit is a subpackage, a top-level module or a folder of the repository
+# THE map of the house, bottom to top; a unit is a subpackage, a top-level module or a folder of the
+# repository. docs/architecture.md and the README show this table (checked below, so they cannot drift).
 LAYERS = [
-    ["pixdiff.config", "pixdiff.runtime"],
+    ["pixdiff.about", "pixdiff.config", "pixdiff.runtime"],
     ["pixdiff.nn", "pixdiff.diffusion", "pixdiff.data"],
     ["pixdiff.recipe", "pixdiff.eval", "pixdiff.testing"],
     ["pixdiff.checkpoints", "recipes", "plugins"],
-    ["pixdiff.generate", "pixdiff.edit"],
+    ["pixdiff.pipelines"],
     ["pixdiff.train"],
-    ["pixdiff.pretrained"],
     ["pixdiff.bench", "experiments"],
+    ["pixdiff.commands"],
     ["pixdiff.cli"],
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
@@ -118,14 +119,79 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     assert LAYER[unit("pixdiff.nn.model")] > LAYER[unit("pixdiff.config.bad")]
 
 
-def test_experiments_use_only_public_names():
-    # experiments are downstream code: no underscore names, no module below pixdiff.train's package API
+DOWNSTREAM = ("recipes", "plugins", "experiments")
+
+
+def second_tier(module: str) -> bool:
+    """The API downstream code may import: a top-level module or a subpackage, not their insides."""
+    return module.count(".") == 1 and module.startswith("pixdiff.")
+
+
+def downstream_imports() -> list[tuple[str, str, str]]:
+    """(file, module, name) of every `from pixdiff... import name` in recipes/, plugins/, experiments/."""
+    found = []
+    for folder in DOWNSTREAM:
+        for path in sorted((ROOT / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pixdiff"):
+                    found += [(f"{folder}/{path.name}", node.module, a.name) for a in node.names]
+                elif isinstance(node, ast.Import):
+                    found += [(f"{folder}/{path.name}", a.name, "") for a in node.names if a.name.startswith("pixdiff")]
+    return found
+
+
+def test_recipes_plugins_and_experiments_import_only_the_second_tier():
+    import importlib
+
     bad = []
-    for path in ROOT.glob("experiments/*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pixdiff"):
-                names = [a.name for a in node.names]
-                if any(part.startswith("_") for part in node.module.split(".")) or \
-                        any(n.startswith("_") for n in names) or node.module.startswith("pixdiff.train."):
-                    bad.append(f"{path.name}: from {node.module} import {', '.join(names)}")
+    for where, module, name in downstream_imports():
+        if not second_tier(module):
+            bad.append(f"{where}: from {module} import {name} (import it from {'.'.join(module.split('.')[:2])})")
+            continue
+        public = getattr(importlib.import_module(module), "__all__", None)
+        is_submodule = (ROOT / module.replace(".", "/") / f"{name}.py").is_file()
+        if name.startswith("_") or public is not None and name not in public and not is_submodule:
+            bad.append(f"{where}: {module}.{name} is not in {module}.__all__")
     assert bad == []
+
+
+def test_the_second_tier_check_sees_a_deep_import():
+    assert not second_tier("pixdiff.nn.backbone") and second_tier("pixdiff.nn") and not second_tier("pixdiff")
+
+
+def test_every_exported_name_resolves():
+    import importlib
+
+    packages = [m for m in source_modules() if m.startswith("pixdiff") and (ROOT / m.replace(".", "/")).is_dir()]
+    missing = [f"{p}.{n}" for p in packages for n in getattr(importlib.import_module(p), "__all__", [])
+               if not hasattr(importlib.import_module(p), n)]
+    assert packages and missing == []
+
+
+def test_no_exported_name_is_also_a_submodule():
+    # `import pkg.name` sets the attribute `name` to the submodule, hiding an exported function of that name
+    clash = [f"{m}.{n}" for m, path in source_modules().items() if path.name == "__init__.py"
+             for n in _all_names(path) if (path.parent / f"{n}.py").is_file() or (path.parent / n).is_dir()]
+    assert clash == []
+
+
+def _all_names(init: Path) -> list[str]:
+    import importlib
+
+    return list(getattr(importlib.import_module(module_name(init)), "__all__", []))
+
+
+def doc_layers(path: Path) -> list[list[str]]:
+    """The layer table of a Markdown page: rows `| N | `unit`, ... | job |` -> units per layer."""
+    rows: dict[int, list[str]] = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            units = [u.strip("`").rstrip("/").removesuffix(".py").replace("/", ".") for u in cells[1].split(", ")]
+            rows.setdefault(int(cells[0]), []).extend(units)
+    return [rows[k] for k in sorted(rows)]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/architecture.md"])
+def test_the_documented_layers_are_the_checked_ones(page):
+    assert doc_layers(ROOT / page) == LAYERS

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixdiff.checkpoints.dip import InteropError
+from pixdiff.checkpoints.interop import InteropError, lightning_states
 from pixdiff.checkpoints.pixeldit import (
-    denoisers,
     from_official,
     official_checkpoint,
     pixdiff_checkpoint,
@@ -22,7 +21,8 @@ from pixdiff.nn.backbone import DiTConfig, sincos_2d
 from pixdiff.nn.heads.pixel_dit import PixelDiTHead
 from pixdiff.nn.model import ModelConfig
 from pixdiff.nn.summary import count_params
-from pixdiff.recipe import load_recipe, replace
+from pixdiff.config import replace
+from pixdiff.recipe import load_recipe
 from pixdiff.testing import check_head, check_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,10 +157,10 @@ def test_key_map_round_trip_and_lightning_layout():
         assert back[key].keys() == state.keys() and all(torch.equal(back[key][k], state[k]) for k in state)
     assert from_official(to_official(ema)).keys() == ema.keys()
     # a bare state dict is both weights; a Lightning one with only the EMA serves it as both
-    bare = denoisers(to_official(ema))
+    bare = lightning_states(to_official(ema))
     assert bare["raw"] is bare["ema"]
     ema_only = {"state_dict": {k: v for k, v in official["state_dict"].items() if k.startswith("ema_")}}
-    assert denoisers(ema_only)["raw"].keys() == denoisers(ema_only)["ema"].keys()
+    assert lightning_states(ema_only)["raw"].keys() == lightning_states(ema_only)["ema"].keys()
 
 
 def test_key_map_rejects_strays_and_mismatches():

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from pixdiff.config.tree import OverrideError, apply_overrides, from_dict, leaf_keys, to_dict
 from pixdiff.nn.summary import count_params, model_summary
-from pixdiff.recipe import RecipeError, load_recipe, regime_problem
+from pixdiff.recipe import RecipeError, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,26 +156,3 @@ def test_every_override_key_is_settable_from_its_own_value(spec):
 def test_replace_validates_the_final_combination():
     r = load_recipe("dip_xl32")
     assert dataclasses.asdict(r.model.backbone)["image_size"] == 512
-
-
-# ---------------------------------------------------------------- the fair regime (issue 18)
-
-
-@pytest.mark.parametrize(("width", "patch", "image", "problem"), [
-    (1152, 16, 256, None),  # DiP-XL/16 on ImageNet 256: exactly 1.5 x 768, 256 tokens
-    (288, 8, 64, None),  # the CPU regime: 1.5 x 192, 64 tokens
-    (256, 16, 256, "width 256 < 1.5 x 768 values per 16 px patch = 1152"),
-    (287, 8, 64, "width 287 < 1.5 x 192"),
-    (288, 8, 32, "16 tokens (32 px / 8 px patches) < 64"),
-    (288, 8, 60, "does not split"),
-])
-def test_regime_problem_cases(width, patch, image, problem):
-    got = regime_problem(width, patch, image)
-    assert got is None if problem is None else problem in got and "\n" not in got
-
-
-@settings(deadline=None, max_examples=50)
-@given(st.integers(1, 2048), st.sampled_from([2, 4, 8, 16, 32]), st.integers(1, 32))
-def test_regime_problem_is_the_rule(width, patch, grid):
-    fair = width >= 1.5 * 3 * patch**2 and grid * grid >= 64
-    assert (regime_problem(width, patch, grid * patch) is None) == fair

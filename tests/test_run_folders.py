@@ -1,4 +1,4 @@
-"""Run folders nothing can corrupt (issue 21): one writer per folder, checksummed checkpoints, resume
+"""Run folders nothing can corrupt: one writer per folder, checksummed checkpoints, resume
 checks, every option checked as it is parsed, OS errors in one line, one cache home."""
 
 import errno

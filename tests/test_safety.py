@@ -272,7 +272,7 @@ def _bases() -> list:
     from pixdiff.nn.heads.final_layer import DiTFinalLayer
     from pixdiff.nn.heads.intra_attention import IntraPatchAttention
     from pixdiff.nn.heads.mlp import StandardMLP
-    from pixdiff.recipe import replace
+    from pixdiff.config import replace
 
     tiny = load_recipe("emoji_tiny")
     return [tiny, load_recipe("plugin:dip_xl16_film"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pixdiff.diffusion.objectives import DDPM, FlowMatching, XPrediction, gaussian_model
-from pixdiff.diffusion.sampling import sample
+from pixdiff.diffusion.sampling import sample_images
 from pixdiff.diffusion.solvers import SOLVERS, NFECounter, euler, shifted_grid
 from pixdiff.runtime.rng import seed_generators
 
@@ -51,7 +51,7 @@ def test_samples_are_bit_identical_for_batch_sizes_1_and_8(solver, objective, op
     y = torch.arange(8) % NUM_CLASSES
 
     def run(idx):
-        return sample(model, objective, y[idx], shape_chw=SHAPE, num_classes=NUM_CLASSES, steps=12,
+        return sample_images(model, objective, y[idx], shape_chw=SHAPE, num_classes=NUM_CLASSES, steps=12,
                       solver=solver, cfg_scale=4.0, generators=seed_generators([seeds[i] for i in idx]),
                       **options)
 
@@ -70,7 +70,7 @@ def test_seed_generators_reproduce_their_seeds():
 def test_guidance_runs_one_forward_per_step_with_the_unconditional_half_inside_the_interval():
     model = NFECounter(ToyModel())
     y = torch.tensor([1, 2])
-    sample(model, FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, steps=10, cfg_scale=4.0,
+    sample_images(model, FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, steps=10, cfg_scale=4.0,
            cfg_interval=(0.1, 1.0), generators=seed_generators([0, 1]))
     assert model.nfe == 10
     # grid 0, 0.1, ..., 0.9: t = 0 and t = 0.1 lie outside the open interval (0.1, 1.0)
@@ -83,7 +83,7 @@ def test_callback_sees_the_shifted_grid_and_the_result_is_clamped_once():
     def exploding(x, t, y):  # velocity 10: the state leaves [-1, 1] long before the end
         return torch.full_like(x, 10.0)
 
-    out = sample(exploding, FlowMatching(), torch.zeros(2, dtype=torch.long), shape_chw=SHAPE,
+    out = sample_images(exploding, FlowMatching(), torch.zeros(2, dtype=torch.long), shape_chw=SHAPE,
                  num_classes=NUM_CLASSES, steps=steps, time_shift=3.0, generators=seed_generators([0, 1]),
                  callback=lambda i, t, x: seen.append((i, t.item(), x.max().item())))
     assert [i for i, _, _ in seen] == list(range(steps))
@@ -96,14 +96,14 @@ def test_solver_lookup():
     assert set(SOLVERS) == {"euler", "heun", "ddim", "ddpm_ancestral", "euler_maruyama", "odeint", "ab2"}
     y = torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="unknown solver"):
-        sample(ToyModel(), FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, solver="rk45")
+        sample_images(ToyModel(), FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, solver="rk45")
     calls = []
 
     def my_solver(f, x, ts, **kwargs):  # any function with the solver signature works
         calls.append(sorted(kwargs))
         return euler(f, x, ts)
 
-    sample(ToyModel(), FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, steps=4, solver=my_solver)
+    sample_images(ToyModel(), FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, steps=4, solver=my_solver)
     assert calls == [["callback", "generator", "schedule"]]
 
 
@@ -112,7 +112,7 @@ def test_sample_draws_from_the_data_distribution_with_the_exact_network():
     mu = torch.tensor([0.3, -0.4, 0.0]).view(3, 1, 1)
     sd = torch.tensor([0.12, 0.1, 0.18]).view(3, 1, 1)  # mu +- 5 sd inside [-1, 1]: clamping is inactive
     n, steps = 64 * 16 * 8, 200
-    out = sample(gaussian_model(FlowMatching(), mu, sd), FlowMatching(), torch.zeros(64, dtype=torch.long),
+    out = sample_images(gaussian_model(FlowMatching(), mu, sd), FlowMatching(), torch.zeros(64, dtype=torch.long),
                  shape_chw=(3, 16, 8), num_classes=NUM_CLASSES, steps=steps, generators=seed_generators(range(64)))
     draws = out.transpose(0, 1).reshape(3, -1).double()
     # Euler keeps the mean exactly on this path; its std error is <= 2.4 h (tests/test_solvers.py)

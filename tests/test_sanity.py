@@ -23,7 +23,7 @@ from pixdiff.eval.pixels import (
     in_patch_detail,
     layout_accuracy,
 )
-from pixdiff.eval.sanity import Degradations, SanityResult, add_noise, add_seams, blur, sanity
+from pixdiff.eval.sanity import Degradations, SanityResult, add_noise, add_seams, blur, run_sanity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,7 +139,7 @@ def test_degradations():
 @pytest.fixture(scope="module")
 def rows() -> dict[str, SanityResult]:
     x, y = rectangles()
-    results = sanity(x, y, 100, 8, repeats=3, degradations=Degradations(blur_sigma=2.0, noise_std=0.3, seam_std=0.1))
+    results = run_sanity(x, y, 100, 8, repeats=3, degradations=Degradations(blur_sigma=2.0, noise_std=0.3, seam_std=0.1))
     return {r.metric.split(",")[0] + (" + detail" if "detail (" in r.metric else ""): r for r in results}
 
 
@@ -168,7 +168,7 @@ def test_only_the_layout_accuracy_sees_shuffled_labels(rows):
     x = rng.integers(150, 256, (160, 16, 16, 3)).astype(np.uint8)
     for i, c in enumerate(y):
         x[i, 8 * (c // 2) : 8 * (c // 2) + 8, 8 * (c % 2) : 8 * (c % 2) + 8] //= 3
-    layout = [r for r in sanity(x, y, 80, 4, repeats=3) if "layout" in r.metric][0]
+    layout = [r for r in run_sanity(x, y, 80, 4, repeats=3) if "layout" in r.metric][0]
     assert layout.passes and layout.must_detect == ("shuffled",)
     assert min(layout.scores["halves"]) == 1.0 and abs(np.mean(layout.scores["shuffled"]) - 0.25) < 0.1
 
@@ -188,9 +188,9 @@ def test_the_rule_compares_ranges_over_splits():
 def test_sanity_refuses_bad_settings():
     x, y = rectangles(20, 16)
     with pytest.raises(ValueError, match="two disjoint sets"):
-        sanity(x, y, 11, 4)
+        run_sanity(x, y, 11, 4)
     with pytest.raises(ValueError, match="patch size"):
-        sanity(x, y, 5, 5)
+        run_sanity(x, y, 5, 5)
 
 
 def test_coarse_kid_is_near_zero_for_halves_and_large_for_noise():

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.report import verdict
-from experiments.scaffold import Arm
+from experiments.scaffold import Arm, regime_problem
 from experiments.studies import fair_arms, fair_base, family_arms, fig3_arms, fig10b_arms
-from pixdiff.recipe import replace
+from pixdiff.config import replace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +85,26 @@ def test_smoke_run_of_every_study_resumes_and_writes_the_page(tmp_path):
     assert (work / "fair-dit-only-s2" / "result.json").exists()
     assert (work / "fair-dip-s0" / "result.json").stat().st_mtime_ns == kept
     assert len(json.loads((work / "run.json").read_text())["sittings"]) == 2
+
+
+# ---------------------------------------------------------------- the fair regime
+
+
+@pytest.mark.parametrize(("width", "patch", "image", "problem"), [
+    (1152, 16, 256, None),  # DiP-XL/16 on ImageNet 256: exactly 1.5 x 768, 256 tokens
+    (288, 8, 64, None),  # the CPU regime: 1.5 x 192, 64 tokens
+    (256, 16, 256, "width 256 < 1.5 x 768 values per 16 px patch = 1152"),
+    (287, 8, 64, "width 287 < 1.5 x 192"),
+    (288, 8, 32, "16 tokens (32 px / 8 px patches) < 64"),
+    (288, 8, 60, "does not split"),
+])
+def test_regime_problem_cases(width, patch, image, problem):
+    got = regime_problem(width, patch, image)
+    assert got is None if problem is None else problem in got and "\n" not in got
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.integers(1, 2048), st.sampled_from([2, 4, 8, 16, 32]), st.integers(1, 32))
+def test_regime_problem_is_the_rule(width, patch, grid):
+    fair = width >= 1.5 * 3 * patch**2 and grid * grid >= 64
+    assert (regime_problem(width, patch, grid * patch) is None) == fair

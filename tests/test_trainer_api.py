@@ -69,7 +69,7 @@ def test_the_root_package_exports_load_sample_and_trainer_lazily(recipe, tmp_pat
     run = pixdiff.load(tmp_path / "run")
     assert run.objective == recipe.objective and run.sampler == recipe.sample
     a = run.sample([0, 1, 2], seed=5, steps=3)
-    b = pixdiff.sample(run, torch.tensor([0, 1, 2]), seed=5, steps=3)
+    b = run.sample(torch.tensor([0, 1, 2]), seed=5, steps=3)
     assert a.shape == (3, 3, 16, 16) and torch.equal(a, b) and a.abs().max() <= 1
     assert pixdiff.save_grid(a, tmp_path / "g.png").stat().st_size > 0
     with pytest.raises(ValueError, match="labels must lie in 0..8"):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from pixdiff.checkpoints import pixnerd
-from pixdiff.checkpoints.dip import InteropError
+from pixdiff.checkpoints.interop import InteropError
 from pixdiff.checkpoints.keymap import Rule, renamed
 from pixdiff.checkpoints.pixnerd import (
     MAX_FREQS,

@@ -1,38 +1,30 @@
-"""The authors' reference state-dict layout <-> pixdiff's DiP model.
+"""The DiP authors' reference layout <-> pixdiff's DiP model.
 
 Their denoiser keeps the backbone at the top level (`s_embedder.`, `t_embedder.`, `y_embedder.`,
 `blocks.N.`) and the Patch Detailer Head under `local_decoder.`; their Lightning checkpoints store it
-under `state_dict` with the prefixes `denoiser.` (raw) and `ema_denoiser.` (EMA). pixdiff names the
-same tensors `backbone.*` and `head.*`, so conversion is a strict prefix mapping.
+under `state_dict` with the prefixes `denoiser.` (raw) and `ema_denoiser.` (EMA), see
+`interop.lightning_states`. pixdiff names the same tensors `backbone.*` and `head.*`, so
+conversion is a strict prefix mapping.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+
+from pixdiff.checkpoints import store
+from pixdiff.checkpoints.interop import LIGHTNING_PREFIXES, InteropError, check_state, lightning_states
+from pixdiff.checkpoints.keymap import own_shapes
+from pixdiff.config.tree import to_dict
+
+if TYPE_CHECKING:
+    from pixdiff.recipe import Recipe
 
 BACKBONE, HEAD = "backbone.", "head."
 REFERENCE_HEAD = "local_decoder."
-LIGHTNING_PREFIXES = {"ema": "ema_denoiser.", "raw": "denoiser."}
-
-
-class InteropError(ValueError):
-    pass
-
-
-def reference_denoiser(ckpt: Mapping[str, torch.Tensor], weights: str = "ema") -> dict[str, torch.Tensor]:
-    """The denoiser's tensors from a bare reference state dict or a Lightning checkpoint."""
-    if "state_dict" in ckpt:
-        ckpt = ckpt["state_dict"]
-    prefix = LIGHTNING_PREFIXES[weights]
-    if any(k.startswith(prefix) for k in ckpt):
-        return {k.removeprefix(prefix): v for k, v in ckpt.items() if k.startswith(prefix)}
-    if any(k.startswith(p) for p in LIGHTNING_PREFIXES.values() for k in ckpt):
-        raise InteropError(f"checkpoint has no {prefix!r} tensors (choose the other weights)")
-    return dict(ckpt)
 
 
 def from_reference(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,23 +48,32 @@ def to_reference(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_state(own: Mapping[str, torch.Tensor], state: Mapping[str, Any], what: str) -> None:
-    """Raise InteropError (one line) unless `state` has exactly `own`'s tensors, shapes equal."""
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InteropError(f"{what} holds values that are not tensors")
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        lines = [f"missing: {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "",
-                 f"unused: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}" if unexpected else "",
-                 f"shape mismatch: {mismatched[:8]}" if mismatched else ""]
-        raise InteropError(f"{what} does not match the recipe's model; " + "; ".join(line for line in lines if line))
+def read_official(path: Path) -> dict[str, Any]:
+    """A reference state dict or Lightning checkpoint, read weights-only (`store.read`)."""
+    return store.read(path)
 
 
-def load_reference(model: nn.Module, ckpt: Mapping[str, torch.Tensor], weights: str = "ema") -> None:
-    """Strictly load a reference checkpoint into `model`: every tensor used, none missing, shapes equal."""
-    state = from_reference(reference_denoiser(ckpt, weights))
-    check_state(model.state_dict(), state, "reference checkpoint")
-    model.load_state_dict(state, strict=True)
+def pixdiff_checkpoint(official: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """A reference checkpoint as a pixdiff one (`model` the raw denoiser, `ema` the EMA one; see
+    `interop.lightning_states`), strictly: every tensor used, none missing, shapes equal."""
+    own = own_shapes(recipe)
+    out: dict[str, Any] = {"recipe": to_dict(recipe)}
+    for weights, state in lightning_states(official).items():
+        converted = from_reference(state)
+        check_state(own, converted, f"reference checkpoint ({weights} weights)")
+        out["model" if weights == "raw" else "ema"] = converted
+    return out
+
+
+def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """A pixdiff checkpoint in the authors' Lightning layout: {"state_dict": denoiser. and
+    ema_denoiser. tensors} (the recipe's first EMA; no optimizer or trainer state)."""
+    own, decays = own_shapes(recipe), recipe.train.ema_decays
+    states = {"raw": ckpt.get("model"), "ema": store.ema_weights(ckpt, decays)[float(decays[0])]}
+    out: dict[str, torch.Tensor] = {}
+    for weights, state in states.items():
+        if not isinstance(state, Mapping):
+            raise InteropError(f"the pixdiff checkpoint has no {weights} weights")
+        check_state(own, state, f"pixdiff checkpoint ({weights})")
+        out.update({LIGHTNING_PREFIXES[weights] + k: v.contiguous() for k, v in to_reference(state).items()})
+    return {"state_dict": out}

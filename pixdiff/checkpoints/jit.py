@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pixdiff.checkpoints.dip import InteropError, check_state
+from pixdiff.checkpoints.interop import InteropError, check_state
 from pixdiff.checkpoints.keymap import Rule, convert, own_shapes, renamed
 from pixdiff.checkpoints.store import ema_weights
 from pixdiff.config.tree import to_dict

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from pixdiff.checkpoints.dip import InteropError
+from pixdiff.checkpoints.interop import InteropError
 
 if TYPE_CHECKING:
     from pixdiff.recipe import Recipe

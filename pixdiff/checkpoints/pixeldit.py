@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from pixdiff.checkpoints import store
-from pixdiff.checkpoints.dip import LIGHTNING_PREFIXES, InteropError, check_state
+from pixdiff.checkpoints.interop import LIGHTNING_PREFIXES, InteropError, check_state, lightning_states
 from pixdiff.checkpoints.keymap import own_shapes
 from pixdiff.config.tree import to_dict
 
@@ -72,19 +72,6 @@ def to_official(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return _rename(state, forward=False, what="pixdiff model")
 
 
-def denoisers(ckpt: Mapping[str, Any]) -> dict[str, Mapping[str, Tensor]]:
-    """{"raw", "ema"} denoiser state dicts of an official checkpoint: a Lightning one (prefixes
-    `denoiser.` and `ema_denoiser.`; one found alone serves as both) or a bare state dict (both)."""
-    state = ckpt.get("state_dict", ckpt)
-    if not isinstance(state, Mapping):
-        raise InteropError(f"the checkpoint's state_dict is a {type(state).__name__}, not a dict of tensors")
-    found = {weights: {k.removeprefix(p): v for k, v in state.items() if k.startswith(p)}
-             for weights, p in LIGHTNING_PREFIXES.items()}
-    if not any(found.values()):
-        return {"raw": state, "ema": state}
-    return {"raw": found["raw"] or found["ema"], "ema": found["ema"] or found["raw"]}
-
-
 def read_official(path: Path) -> dict[str, Any]:
     """An official checkpoint file, read weights-only (store.read: one clear line when refused)."""
     return store.read(path)
@@ -94,7 +81,7 @@ def pixdiff_checkpoint(official: Mapping[str, Any], recipe: Recipe) -> dict[str,
     """An official checkpoint as a pixdiff one (`model` the raw weights, `ema` the EMA), strictly."""
     own = own_shapes(recipe)
     out: dict[str, Any] = {"recipe": to_dict(recipe)}
-    for weights, state in denoisers(official).items():
+    for weights, state in lightning_states(official).items():
         converted = from_official(state)
         check_state(own, converted, f"official PixelDiT checkpoint ({weights} weights)")
         out["model" if weights == "raw" else "ema"] = converted

@@ -2,7 +2,7 @@
 strictly, both ways; the Lightning checkpoint plumbing that DeCo's layout (`pixdiff.checkpoints.deco`) shares.
 
 The authors' Lightning checkpoints keep the denoiser under `state_dict` with the prefixes `denoiser.`
-(raw) and `ema_denoiser.` (EMA), as DiP's reference code does (`pixdiff.checkpoints.dip.reference_denoiser`
+(raw) and `ema_denoiser.` (EMA), as DiP's reference code does (`pixdiff.checkpoints.interop.lightning_states`
 reads both); other entries (the REPA projector under `diffusion_trainer.`, optimizer states) are not
 the model's and are left alone. Inside the denoiser:
 
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pixdiff.checkpoints.dip import InteropError, check_state, reference_denoiser
+from pixdiff.checkpoints.interop import LIGHTNING_PREFIXES, InteropError, check_state, lightning_states
 from pixdiff.checkpoints.keymap import Rule, convert, own_shapes, renamed
 from pixdiff.checkpoints.store import ema_weights, read
 from pixdiff.config.tree import to_dict
@@ -38,7 +38,6 @@ from pixdiff.nn.model import ModelConfig
 if TYPE_CHECKING:
     from pixdiff.recipe import Recipe
 
-WEIGHTS = {"raw": "denoiser.", "ema": "ema_denoiser."}  # pixdiff checkpoint slot -> Lightning prefix
 MAX_FREQS = 8  # NerfEmbedder(max_freqs=8) in both official models: frequencies linspace(0, 8, 8)
 RulesFn = Callable[[ModelConfig], list[Rule]]
 
@@ -120,7 +119,7 @@ def read_official(path: Path) -> dict[str, Tensor]:
     """The `state_dict` of an official Lightning checkpoint (or a bare state dict), read weights_only."""
     ckpt = read(path)
     state = ckpt.get("state_dict", ckpt)
-    if not isinstance(state, Mapping) or not any(k.startswith(p) for p in WEIGHTS.values() for k in state):
+    if not isinstance(state, Mapping) or not any(k.startswith(p) for p in LIGHTNING_PREFIXES.values() for k in state):
         raise InteropError(f"{path} is not an official Lightning checkpoint "
                            "(no 'denoiser.' or 'ema_denoiser.' tensors)")
     return dict(state)
@@ -129,19 +128,17 @@ def read_official(path: Path) -> dict[str, Tensor]:
 def pixdiff_checkpoint(official: Mapping[str, Tensor], recipe: Recipe, rules_fn: RulesFn = rules,
                        family: str = "PixNerd") -> dict[str, Any]:
     """An official Lightning state_dict as a pixdiff checkpoint: `model` the raw denoiser, `ema` the EMA
-    one (a checkpoint without EMA tensors gives its raw weights to both). Strict: every tensor of the
+    one (one found alone serves as both). Strict: every tensor of the
     denoiser used, none missing, shapes equal."""
     own = own_shapes(recipe)
 
-    def take(weights: str) -> dict[str, Tensor]:
-        what = f"official {family} checkpoint ({WEIGHTS[weights]})"
-        state = from_official(reference_denoiser(official, weights), recipe.model, rules_fn, what)
-        check_state(own, state, what)
-        return state
-
-    raw = take("raw")
-    ema = take("ema") if any(k.startswith(WEIGHTS["ema"]) for k in official) else raw
-    return {"recipe": to_dict(recipe), "model": raw, "ema": ema}
+    out: dict[str, Any] = {"recipe": to_dict(recipe)}
+    for weights, state in lightning_states(official).items():
+        what = f"official {family} checkpoint ({LIGHTNING_PREFIXES[weights]})"
+        converted = from_official(state, recipe.model, rules_fn, what)
+        check_state(own, converted, what)
+        out["model" if weights == "raw" else "ema"] = converted
+    return out
 
 
 def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe, rules_fn: RulesFn = rules) -> dict[str, Any]:
@@ -155,5 +152,5 @@ def official_checkpoint(ckpt: Mapping[str, Any], recipe: Recipe, rules_fn: Rules
         if not isinstance(state, Mapping):
             raise InteropError(f"the pixdiff checkpoint has no {weights} weights")
         check_state(own, state, f"pixdiff checkpoint ({weights})")
-        out.update({WEIGHTS[weights] + k: v for k, v in to_official(state, recipe.model, rules_fn).items()})
+        out.update({LIGHTNING_PREFIXES[weights] + k: v for k, v in to_official(state, recipe.model, rules_fn).items()})
     return {"state_dict": out}

@@ -1,18 +1,18 @@
 """Checkpoint files: plain tensors and builtins (loadable with `weights_only=True`), written atomically,
-and the one loader every command reads weights through (sample, convert, resume).
+read safely (the loader that turns them into models is `loader`).
 
 A checkpoint is a dict with at least
     format   "pixdiff-1"
-    recipe   the resolved recipe as `config_tree.to_dict` gives it
+    recipe   the resolved recipe as `config.tree.to_dict` gives it
     model    the raw weights' state dict
     ema      the EMA weights' state dict (what sampling uses by default)
     ema_extra  {str(decay): state dict} of further EMAs (train.ema_decays[1:]), possibly empty
 Training adds `step`, `optimizer`, `rng`, `data`; a converted or exported file may have only the above.
     digest   {"algorithm", "value"} of everything else in the file (`digest.py`), checked on every read
 A `.safetensors` export holds the EMA weights, with the format, the recipe (JSON) and the digest of both
-in its metadata. A file without a digest (written before pixdiff 0.1.1) loads with a warning.
+in its metadata. A file without a digest (written before pixdiff checked its files) loads with a warning.
 Nothing a file holds runs code: tensors load with `weights_only=True`, recipes decode only into
-pixdiff's config dataclasses (see `config_tree.from_dict`).
+pixdiff's config dataclasses (see `config.tree.from_dict`).
 """
 
 from __future__ import annotations
@@ -154,18 +154,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path} is not a pixdiff checkpoint (convert the authors' files with `pixdiff convert`)")
     recipe_of(ckpt, path)
     return ckpt
-
-
-def model_from_state(config: Any, state: dict[str, torch.Tensor],
-                     device: torch.device | str = "cpu") -> torch.nn.Module:
-    """An eval-mode, frozen model of `config` (a ModelConfig) holding `state`; built on the meta
-    device, so nothing is initialised twice and no random numbers are drawn."""
-    with torch.device("meta"):
-        model = config.build()
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(state, strict=True)
-    model.backbone.reset_rope()  # non-persistent buffers were left empty by the meta build
-    return model.to(device).eval().requires_grad_(False)
 
 
 def ema_weights(ckpt: dict[str, Any], decays: tuple[float, ...]) -> dict[float, Any]:

@@ -188,6 +188,9 @@ def _import_class(path: Any, where: str) -> type:
     module_name, qualname = path.split(":")
     module_name = _current_module(module_name)
     plugins = set() if _allowed(module_name, set()) else _plugin_modules()
+    if module_name.startswith(LOCAL_PACKAGE + ".") and module_name not in plugins:
+        raise DecodeError(f"{where}: _type {path!r} comes from the local plugin file {module_name.split('.', 1)[1]}.py, "
+                          "which is not found here: point $PIXDIFF_PLUGINS at the folder the run was trained with")
     if not _allowed(module_name, plugins) or not qualname or any(p.startswith("__") for p in qualname.split(".")):
         raise DecodeError(refuse)
     try:
@@ -235,3 +238,20 @@ def from_dict(data: Any, where: str = "recipe") -> Any:
     if data is None or isinstance(data, (str, int, float, bool)):
         return data
     raise DecodeError(f"{where}: unexpected {type(data).__name__} value (stored recipes hold only JSON values)")
+
+
+def replace(node: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` that also takes dotted keys into nested sections: `**{"train.lr": 2e-4}`.
+
+    Changes to one section are applied together, so validation sees the final combination."""
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = replace(direct.get(head, getattr(node, head)), **sub)
+    return dataclasses.replace(node, **direct)

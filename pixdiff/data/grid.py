@@ -46,3 +46,29 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
     if isinstance(images, torch.Tensor):
         images = to_uint8(images)
     return save_png(make_grid(images, nrow=nrow), path, scale=max(1, 128 // images.shape[1]))
+
+
+def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, *, per_class: int = 8,
+                    max_rows: int = 16, labelled: bool = True) -> Path:
+    """uint8 (N, H, W, C) samples as a grid with one row per class (the first `per_class` of each, up
+    to `max_rows` classes), each row headed by its class number; unlabelled: a plain grid of 64."""
+    if not labelled:
+        return save_grid(images[:64], path)
+    from PIL import ImageDraw
+
+    rows = [(c, images[labels == c][:per_class]) for c in np.unique(labels)[:max_rows]]
+    per_class = max(len(batch) for _, batch in rows)  # no empty columns when there are few images
+    h, w, c = images.shape[1:]
+    scale = max(1, 128 // h)
+    cells = np.full((len(rows) * per_class, h, w, c), 255, np.uint8)
+    for r, (_, batch) in enumerate(rows):
+        cells[r * per_class: r * per_class + len(batch)] = batch
+    body = Image.fromarray(make_grid(cells, nrow=per_class).squeeze())
+    body = body.resize((body.width * scale, body.height * scale), Image.Resampling.NEAREST)
+    margin = 40
+    canvas = Image.new(body.mode, (body.width + margin, body.height), "white")
+    canvas.paste(body, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, _) in enumerate(rows):
+        draw.text((4, (2 + r * (h + 2) + h // 2) * scale - 6), f"c{label}", fill="black")
+    return save_png(np.asarray(canvas), path)

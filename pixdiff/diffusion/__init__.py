@@ -1,3 +1,15 @@
-"""Layer 2, the math: objectives (`objectives`: DDPM, flow matching, x-prediction; velocity is the
-common currency), pure solvers over an explicit time grid (`solvers`), classifier-free guidance
-(`guidance`) and noise -> images (`sampling`). Knows nothing of recipes."""
+"""The math: objectives (`objectives`: DDPM, flow matching, x-prediction; velocity is the common
+currency), pure solvers over an explicit time grid (`solvers`), classifier-free guidance
+(`guidance`), noise -> images (`sampling`) and the editing operations (`editing`). Knows nothing of
+recipes."""
+
+from pixdiff.config.exports import exports, lazy_exports
+
+_EXPORTS = {
+    **exports("pixdiff.diffusion.objectives", "DDPM", "FlowMatching", "FrequencyAwareFlowMatching", "XPrediction", "gaussian_model"),
+    **exports("pixdiff.diffusion.solvers", "SOLVERS", "shifted_grid", "euler", "heun", 'ab2', "ddim", "ddpm_ancestral", "euler_maruyama", "odeint"),
+    **exports("pixdiff.diffusion.guidance", "cfg"),
+    **exports("pixdiff.diffusion.sampling", "guided_velocity", "inference_network", "sample_images"),
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

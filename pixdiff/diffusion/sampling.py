@@ -15,7 +15,7 @@ from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 
 
 @torch.no_grad()
-def sample(
+def sample_images(
     model: Model, objective: Objective, y: Tensor, *, shape_chw: tuple[int, int, int], num_classes: int,
     steps: int = 100, solver: str | Solver = "euler", cfg_scale: float = 1.0,
     cfg_interval: tuple[float, float] = (0.1, 1.0), time_shift: float = 1.0, last_step: float = 0.0,

@@ -30,7 +30,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-# torchdiffeq's method table and base classes, only to tell fixed-grid from adaptive methods
+from pixdiff.diffusion.names import SOLVER_NAMES
 from pixdiff.diffusion.objectives import (
     Generators,
     Prediction,
@@ -284,13 +284,5 @@ def odeint(
     return x
 
 
-# The CLI takes a solver by name; `sample` also accepts any function with the Solver signature.
-SOLVERS: dict[str, Solver] = {
-    "euler": euler,
-    "heun": heun,
-    "ab2": ab2,
-    "ddim": ddim,
-    "ddpm_ancestral": ddpm_ancestral,
-    "euler_maruyama": euler_maruyama,
-    "odeint": odeint,
-}
+# The CLI takes a solver by name; `sample_images` also accepts any function with the Solver signature.
+SOLVERS: dict[str, Solver] = {name: globals()[name] for name in SOLVER_NAMES}  # each name is its function's

@@ -19,9 +19,15 @@ Images are uint8 (N, H, W, 3) arrays, as in sample files. Network-feature FD nee
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from pixdiff.eval.metrics import frechet_distance, kernel_distance
+
+if TYPE_CHECKING:
+    import torch
 
 _CHUNK = 256  # images per step where a float copy of the images is made
 
@@ -145,3 +151,10 @@ def detail_fd(reference: np.ndarray, samples: np.ndarray, patch: int, grid: int 
     """Fréchet distance between the Gaussians fitted to the `detail_features` of two image sets."""
     a, b = detail_features(reference, patch, grid), detail_features(samples, patch, grid)
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float = 255.0) -> float:
+    """PSNR in dB between two images on one scale, `peak` its maximum (255 for uint8, 2 for [-1, 1]);
+    inf where they are equal."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)

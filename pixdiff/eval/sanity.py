@@ -129,7 +129,7 @@ class SanityResult:
         return all(self.detects(row) for row in self.must_detect)
 
 
-def sanity(images: np.ndarray, labels: np.ndarray, n: int, patch: int, *, repeats: int = 5, seed: int = 0,
+def run_sanity(images: np.ndarray, labels: np.ndarray, n: int, patch: int, *, repeats: int = 5, seed: int = 0,
            degradations: Degradations = Degradations(), metrics: tuple[Metric, ...] = METRICS
            ) -> list[SanityResult]:
     """The sanity rows of `metrics` for uint8 images (M, H, W, 3) with labels (M,), at N per side."""

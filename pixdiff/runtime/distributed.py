@@ -25,6 +25,23 @@ class Dist:
         return self.world > 1
 
 
+def pick_device(device: str | None = None) -> torch.device:
+    """`device` ("cpu", "cuda", "cuda:N"), or by default CUDA when available; one line when absent."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {device}: no CUDA device is available (torch {torch.__version__}); "
+                          "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+class DeviceError(ValueError):
+    pass
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the process group torchrun describes through WORLD_SIZE/RANK/LOCAL_RANK.
 
@@ -33,9 +50,7 @@ def setup(device: str | None = None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+    use_cuda = pick_device(device).type == "cuda"
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)

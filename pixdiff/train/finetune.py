@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from pixdiff.checkpoints import store as checkpoint
-from pixdiff.checkpoints.dip import check_state
+from pixdiff.checkpoints.interop import check_state
+from pixdiff.checkpoints.loader import open_checkpoint, pick_weights
 from pixdiff.train import parallel
 from pixdiff.train.errors import TrainingError
 
@@ -43,10 +43,8 @@ def transfer(source: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], *,
 def initialise(parts: parallel.Parts, path: Path, *, keep_classes: bool = True) -> None:
     """Load a pixdiff checkpoint's first EMA (or a run folder's newest one) into the model and
     all its EMAs, transferred by `transfer`."""
-    file = checkpoint.resolve(path)
-    ckpt = checkpoint.load(file)
-    saved = checkpoint.recipe_of(ckpt, file)
-    source = checkpoint.pick_ema(ckpt, saved.train.ema_decays, None)
+    ckpt, saved, file = open_checkpoint(path)
+    source = pick_weights(ckpt, saved)
     if not isinstance(source, dict):
         raise TrainingError(f"{file} holds no EMA weights to fine-tune from")
     net = parallel.full_state_dict(parts.net, parts.fsdp)  # model.* and (with REPA) a fresh projector

@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from pixdiff.checkpoints import store as checkpoint
+from pixdiff.checkpoints.loader import model_from_state
 from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
+from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
 from pixdiff.runtime.distributed import Dist, barrier, mean_across
@@ -222,13 +224,12 @@ class Trainer:
     def ema_model(self, i: int = 0) -> nn.Module | None:
         """EMA `i` (of train.ema_decays) as an eval model on rank 0; None elsewhere (a collective under FSDP)."""
         state = parallel.ema_state(self.parts, i)
-        return checkpoint.model_from_state(self.recipe.model, state, self.d.device) if self.d.main else None
+        return model_from_state(self.recipe.model, state, f"EMA {i}", self.d.device) if self.d.main else None
 
     @torch.no_grad()
     def sample_grid(self) -> Path | None:
         """Samples of the first EMA as a PNG grid, written by rank 0 (every rank must call it under FSDP)."""
         from pixdiff.data.grid import save_grid
-        from pixdiff.generate import sample_recipe
         from pixdiff.runtime.rng import balanced_labels, seed_generators
 
         ema = self.ema_model()
@@ -238,7 +239,7 @@ class Trainer:
         classes = self.cache.info.num_classes if self.recipe.model.backbone.num_classes else 0  # 0: unconditional
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
-            x = sample_recipe(ema, self.recipe, y, seed_generators(range(n), self.d.device))
+            x = sample_batch(ema, self.recipe, y, seed_generators(range(n), self.d.device))
         return save_grid(x, self.out_dir / SAMPLES_DIR / f"step_{self.global_step:08d}.png",
                          nrow=classes if 0 < classes <= 12 and n % classes == 0 else None)
 

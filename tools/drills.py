@@ -1,7 +1,7 @@
-"""Run-folder drills (issue 21): what happens to a run folder when two trainings start into it, when
+"""Run-folder drills: what happens to a run folder when two trainings start into it, when
 a checkpoint's bytes are damaged, when a training is killed, and when a file carries a payload.
 
-    python benchmarks/drills.py [--write docs/drills.md] [--fast]
+    python tools/drills.py [--write docs/drills.md] [--fast]
 
 Each drill runs the real `pixdiff` command line in subprocesses on a tiny emoji_tiny (2 blocks, 16 px)
 and reports one row: drill, expected, observed, pass. `--fast` skips the kill drills (two trainings
@@ -83,7 +83,7 @@ def rows_of(run_dir: Path) -> list[int]:
 
 # ------------------------------------------------------------------ fast drills
 def concurrent_writers(w: Work) -> Row:
-    """Issue 21 case 1: two trainings started together into one folder (the second with another lr)."""
+    """Two trainings started together into one folder (the second with another lr)."""
     out = w.root / "dup"
     procs = [subprocess.Popen(command(*w.train_args(out, "train.max_steps=40", "train.ckpt_every=20", *extra)),
                               cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -113,7 +113,7 @@ def trained(w: Work) -> Path:
 
 
 def bit_flip(w: Work) -> Row:
-    """Issue 21 case 2: 8 bytes overwritten in the middle of a checkpoint (as `dd conv=notrunc` does)."""
+    """8 bytes overwritten in the middle of a checkpoint (as `dd conv=notrunc` does)."""
     src = sorted((trained(w) / "checkpoints").glob("step_*.pt"))[-1]
     flip = w.root / "flip.pt"
     blob = bytearray(src.read_bytes())
@@ -157,7 +157,7 @@ class Payload:
 
 
 def foreign_checkpoint(w: Work) -> Row:
-    """Issue 21 case 4: the run folder's newest checkpoint belongs to another recipe."""
+    """The run folder's newest checkpoint belongs to another recipe."""
     import shutil
 
     run_dir = w.root / "foreign"
@@ -214,7 +214,7 @@ def _equal(a, b) -> bool:
 
 
 def kill_before_first_checkpoint(w: Work) -> Row:
-    """Issue 21 case 3: killed before its first checkpoint; a plain rerun must not append to the old log."""
+    """Killed before its first checkpoint; a plain rerun must not append to the old log."""
     out = w.root / "early"
     kill_when(w, out, ["train.max_steps=400", "train.ckpt_every=400"], rows=5)
     before = (out / "metrics.jsonl").read_text()
@@ -304,7 +304,7 @@ def main() -> None:
     if args.write:
         cost = digest_cost()
         print("\n" + cost)
-        args.write.write_text(f"# Run-folder drills\n\n`python benchmarks/drills.py --write {args.write}` "
+        args.write.write_text(f"# Run-folder drills\n\n`python tools/drills.py --write {args.write}` "
                               f"(tiny emoji_tiny, CPU; see the script's docstring).\n\n{table(rows)}\n\n"
                               f"## What verifying a checkpoint costs\n\n{cost}\n")
     sys.exit(0 if all(r.passed for r in rows) else 1)

@@ -7,7 +7,6 @@ settings, write PNGs, a grid and meta.json. Image i's noise comes from the seed 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from pixdiff.diffusion import editing
 from pixdiff.diffusion.objectives import prior_std, randn
 from pixdiff.diffusion.sampling import guided_velocity, inference_network
 from pixdiff.diffusion.solvers import SOLVERS, Velocity
+from pixdiff.eval.pixels import psnr
+from pixdiff.pipelines.generate import check_output
 from pixdiff.recipe import Recipe, with_sampler
 from pixdiff.runtime.atomic import atomic_write
 from pixdiff.runtime.rng import derive_seed, seed_generators
@@ -33,16 +34,26 @@ class EditError(ValueError):
 
 
 @dataclass(frozen=True)
-class Job:
-    """A loaded model with the sampler settings an edit uses (the recipe's unless overridden)."""
+class EditSession:
+    """A loaded model and its resolved recipe: the sampler settings an edit uses are `recipe.sample`
+    (with the command's overrides already applied by `open_session`)."""
 
     net: Any
     recipe: Recipe
     device: torch.device
-    steps: int
-    solver: str
-    cfg_scale: float
     seed: int = 0
+
+    @property
+    def steps(self) -> int:
+        return self.recipe.sample.steps
+
+    @property
+    def solver(self) -> str:
+        return self.recipe.sample.solver
+
+    @property
+    def cfg_scale(self) -> float:
+        return self.recipe.sample.cfg_scale
 
     @property
     def size(self) -> int:
@@ -80,11 +91,11 @@ class Job:
         return SOLVERS[name or self.solver]
 
 
-def open_job(model: torch.nn.Module, recipe: Recipe, *, steps: int | None, solver: str | None,
-             cfg_scale: float | None, seed: int, device: torch.device) -> Job:
-    """A job with the recipe's sampler settings, overridden through `with_sampler` as `pixdiff sample`'s are."""
-    sc = with_sampler(recipe, steps=steps, solver=solver, cfg_scale=cfg_scale).sample
-    return Job(inference_network(model), recipe, torch.device(device), sc.steps, sc.solver, sc.cfg_scale, seed)
+def open_session(model: torch.nn.Module, recipe: Recipe, *, steps: int | None = None, solver: str | None = None,
+                 cfg_scale: float | None = None, seed: int = 0, device: torch.device | str = "cpu") -> EditSession:
+    """A session with the recipe's sampler settings, overridden through `with_sampler` as `pixdiff sample`'s are."""
+    resolved = with_sampler(recipe, steps=steps, solver=solver, cfg_scale=cfg_scale)
+    return EditSession(inference_network(model), resolved, torch.device(device), seed)
 
 
 # ----------------------------------------------------------------------------- files
@@ -157,7 +168,7 @@ def _check_strength(strength: float) -> None:
 
 
 @torch.no_grad()
-def edit(job: Job, images: list[Path], out: Path, *, strength: float, cls: int | None,
+def edit(job: EditSession, images: list[Path], out: Path, *, strength: float, cls: int | None,
          from_class: int | None = None) -> Path:
     """SDEdit at `strength` towards class `cls`; with `from_class`, a class edit: invert with
     from_class to the strength's time, then regenerate with `cls` (deterministic, no new noise)."""
@@ -177,11 +188,11 @@ def edit(job: Job, images: list[Path], out: Path, *, strength: float, cls: int |
         y = editing.class_edit(f_src, editing.data_range(f, obj), x, ts, solver=job.solve(), schedule=obj)
     info = {"command": "edit", "images": [str(p) for p in images], "strength": strength, "class": cls,
             "from_class": from_class, **_settings(job)}
-    return write_results(out, [x, y.float().clamp(-1, 1)], ["input", "edit"], info, nrow=n)
+    return write_results(out, [x, _drawn(y, "edit")], ["input", "edit"], info, nrow=n)
 
 
 @torch.no_grad()
-def inpaint(job: Job, image: Path, mask: Path, out: Path, *, cls: int | None, num: int = 1, jumps: int = 0,
+def inpaint(job: EditSession, image: Path, mask: Path, out: Path, *, cls: int | None, num: int = 1, jumps: int = 0,
             jump_length: int = 1) -> Path:
     """`num` inpaintings of one image where the mask is white."""
     if job.solver == "odeint":
@@ -197,18 +208,11 @@ def inpaint(job: Job, image: Path, mask: Path, out: Path, *, cls: int | None, nu
     shown = torch.where(m, torch.ones_like(x[:1]), x[:1])  # the input with the masked region white
     info = {"command": "inpaint", "image": str(image), "mask": str(mask), "class": cls, "jumps": jumps,
             "jump_length": jump_length, **_settings(job)}
-    return write_results(out, [shown, y.float().clamp(-1, 1)], ["masked", "inpaint"], info, nrow=num + 1)
-
-
-def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float = 255.0) -> float:
-    """PSNR in dB between two images on one scale, `peak` its maximum (255 for uint8, 2 for [-1, 1]);
-    inf where they are equal."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+    return write_results(out, [shown, _drawn(y, "inpaint")], ["masked", "inpaint"], info, nrow=num + 1)
 
 
 @torch.no_grad()
-def invert(job: Job, images: list[Path], out: Path, *, cls: int | None, first_step: str = "mirror",
+def invert(job: EditSession, images: list[Path], out: Path, *, cls: int | None, first_step: str = "mirror",
            clip_x0: bool = True) -> dict:
     """Invert images to noise (out/noise.safetensors, key "noise", (N, C, H, W)) and map the noise
     back with the same solver and grid; returns meta.json's content with the round-trip PSNR.
@@ -224,7 +228,9 @@ def invert(job: Job, images: list[Path], out: Path, *, cls: int | None, first_st
     if clip_x0:
         f = editing.data_range(f, job.recipe.objective)
     z = editing.invert(f, x, ts, solver=step, schedule=job.recipe.objective, first_step=first_step)
-    back = step(f, z, ts, schedule=job.recipe.objective).float().clamp(-1, 1)
+    hint = "" if clip_x0 else "without --no-clip-x0 the x0 clamp keeps a trained model's inversion finite"
+    check_output(z / (3 * prior_std(job.recipe.objective)), "inversion (the noise)", hint)
+    back = _drawn(step(f, z, ts, schedule=job.recipe.objective), "inversion (the round trip)", hint)
     scores = [psnr(a, b) for a, b in zip(to_uint8(x), to_uint8(back))]
     info = {"command": "invert", "images": [str(p) for p in images], "class": cls, "first_step": first_step,
             "clip_x0": clip_x0,
@@ -239,7 +245,7 @@ def invert(job: Job, images: list[Path], out: Path, *, cls: int | None, first_st
 
 
 @torch.no_grad()
-def interpolate(job: Job, out: Path, *, frames: int, cls: int | None, seeds: tuple[int, int] | None = None,
+def interpolate(job: EditSession, out: Path, *, frames: int, cls: int | None, seeds: tuple[int, int] | None = None,
                 images: list[Path] | None = None) -> Path:
     """`frames` images along the slerp between two noises: seeds' draws, or two images' inversions."""
     if frames < 2:
@@ -250,7 +256,11 @@ def interpolate(job: Job, out: Path, *, frames: int, cls: int | None, seeds: tup
             raise EditError(f"interpolation takes two images, not {len(images)}")
         _deterministic(job.solver, "interpolating images (through their inversions)")
         x = read_images(images, job.size, job.recipe.model.backbone.channels).to(job.device)
-        ends = editing.invert(job.velocity(cls, 2), x, ts, solver=job.solve(), schedule=job.recipe.objective)
+        # x0 clamped to the data range, as `invert` does by default: unclamped, a trained model's
+        # inversion diverges to NaN (black frames)
+        f = editing.data_range(job.velocity(cls, 2), job.recipe.objective)
+        ends = editing.invert(f, x, ts, solver=job.solve(), schedule=job.recipe.objective)
+        check_output(ends / (3 * prior_std(job.recipe.objective)), "inverting the two images")
     else:
         a, b = seeds or (job.seed, job.seed + 1)
         # image 0 of `pixdiff sample --seed a` (and b) starts from this noise
@@ -260,7 +270,15 @@ def interpolate(job: Job, out: Path, *, frames: int, cls: int | None, seeds: tup
     y = job.solve()(job.velocity(cls, frames), z, ts, schedule=job.recipe.objective, generator=gens)
     info = {"command": "interpolate", "frames": frames, "class": cls, "seeds": list(seeds or ()),
             "images": [str(p) for p in images or ()], **_settings(job)}
-    return write_results(out, [y.float().clamp(-1, 1)], ["frame"], info, nrow=frames)
+    return write_results(out, [_drawn(y, "interpolation")], ["frame"], info, nrow=frames)
+
+
+def _drawn(y: Tensor, what: str, hint: str = "") -> Tensor:
+    """A result as written: checked (finite, not one flat colour), then clamped to [-1, 1]."""
+    try:
+        return check_output(y, what, hint).float().clamp(-1, 1)
+    except ValueError as e:
+        raise EditError(str(e)) from None
 
 
 def _deterministic(solver: str, what: str) -> None:
@@ -269,6 +287,6 @@ def _deterministic(solver: str, what: str) -> None:
                         f"choose euler, heun, ddim or odeint")
 
 
-def _settings(job: Job) -> dict:
+def _settings(job: EditSession) -> dict:
     return {"steps": job.steps, "solver": job.solver, "cfg_scale": job.cfg_scale, "seed": job.seed,
             "time_shift": job.recipe.sample.time_shift, "recipe": job.recipe.name}

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pixdiff.checkpoints.loader import load_model
 from pixdiff.diffusion.objectives import Objective
-from pixdiff.generate import load_model, sample_recipe
+from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe, SampleConfig
 from pixdiff.runtime.rng import derive_seed, seed_generators
 
@@ -39,8 +40,18 @@ class Pretrained:
     def sampler(self) -> SampleConfig:
         return self.recipe.sample
 
+    @torch.no_grad()
     def sample(self, labels: Sequence[int] | Tensor, *, seed: int = 0, **overrides: Any) -> Tensor:
-        return sample(self, labels, seed=seed, **overrides)
+        """(B,) class labels -> (B, C, H, W) float32 images in [-1, 1], with the run's objective and
+        sampler settings; `overrides` (steps, solver, cfg_scale, cfg_interval, time_shift) go through
+        `with_sampler`."""
+        device = next(self.model.parameters()).device
+        y = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+        classes = self.recipe.model.backbone.num_classes
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < classes):
+            raise ValueError(f"labels must lie in 0..{classes - 1} (the model's classes), got {y.tolist()}")
+        gens = seed_generators([derive_seed(seed, i) for i in range(len(y))], device)
+        return sample_batch(self.model, self.recipe, y, gens, **overrides)
 
 
 def load(path: str | Path, *, weights: str = "ema", ema: float | None = None, device: str | torch.device = "cpu",
@@ -48,19 +59,5 @@ def load(path: str | Path, *, weights: str = "ema", ema: float | None = None, de
     """The newest checkpoint of run folder `path` (or the checkpoint file `path`): its EMA weights by
     default (`weights="raw"` for the trained ones; `ema` picks a decay among train.ema_decays) and its
     recipe, with `overrides` ("sample.steps=25", ...) applied as `--set` does."""
-    model, recipe, file = load_model(Path(path), overrides=list(overrides), weights=weights, ema=ema,
-                                     device=torch.device(device))
+    model, recipe, file = load_model(Path(path), overrides=overrides, weights=weights, ema=ema, device=device)
     return Pretrained(model, recipe, file)
-
-
-@torch.no_grad()
-def sample(run: Pretrained, labels: Sequence[int] | Tensor, *, seed: int = 0, **overrides: Any) -> Tensor:
-    """(B,) class labels -> (B, C, H, W) float32 images in [-1, 1], with the run's objective and sampler
-    settings; `overrides` (steps, solver, cfg_scale, cfg_interval, time_shift) go through `with_sampler`."""
-    device = next(run.model.parameters()).device
-    y = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
-    classes = run.recipe.model.backbone.num_classes
-    if len(y) and not (0 <= int(y.min()) and int(y.max()) < classes):
-        raise ValueError(f"labels must lie in 0..{classes - 1} (the model's classes), got {y.tolist()}")
-    gens = seed_generators([derive_seed(seed, i) for i in range(len(y))], device)
-    return sample_recipe(run.model, run.recipe, y, gens, **overrides)

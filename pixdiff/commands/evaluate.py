@@ -1,0 +1,102 @@
+"""`pixdiff eval` (sample-set metrics against a reference) and `pixdiff eval-sanity` (the pixel
+metrics' sanity rows on real data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pixdiff.commands.options import BIG, SEED_MAX, CacheDirOpt, DeviceOpt, JsonOpt, finite, not_empty, reported
+
+
+def evaluate(
+    samples: Annotated[Path, typer.Argument(help="Samples: an .npz (arr_0 uint8 NHWC) or an image folder.")],
+    ref: Annotated[str, typer.Option(
+        callback=not_empty,
+        help="Reference: an .npz, an image folder, a cached statistics file, or training data decoded as "
+             "training decodes it, at the samples' resolution: 'emoji' (built in) or 'data:FOLDER'.")],
+    features: Annotated[str, typer.Option(callback=not_empty, help=(
+        "'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
+        "inception-2015-12-05.pt (reported as FID)."))] = "effnet",
+    batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.", min=1, max=BIG)] = 64,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """FID-style Frechet distance, KID, IS and precision/recall of a sample set against a reference."""
+    import warnings
+
+    from pixdiff.eval.metrics import SampleSizeWarning, evaluate
+    from pixdiff.runtime.distributed import pick_device
+
+    with reported(FileNotFoundError, ValueError), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SampleSizeWarning)
+        result = evaluate(samples, resolve_reference(ref, samples, cache_dir), features=features,
+                          batch_size=batch_size, device=str(pick_device(device)))
+    for w in caught:
+        if issubclass(w.category, SampleSizeWarning):
+            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for k, v in result.items():
+        typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+
+
+def resolve_reference(ref: str, samples: Path, cache_dir: Path | None) -> Path:
+    """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
+    becomes the data set's reference export at the samples' resolution; anything else is a path."""
+    if ref != "emoji" and not ref.startswith("data:"):
+        return Path(ref)
+    from pixdiff.data.npz import open_images
+    from pixdiff.data.reference import reference_file
+
+    height, width, _ = open_images(samples).shape
+    if height != width:
+        raise ValueError(f"{samples}: samples are {height}x{width}; training data are square")
+    return reference_file(ref.removeprefix("data:"), height, cache_dir=cache_dir)
+
+
+def sanity(
+    data: Annotated[str, typer.Argument(help="Training data, as for `data prepare`: 'openmoji', 'emoji', a folder.",
+                                        callback=not_empty)],
+    resolution: Annotated[int, typer.Option(help="Image size in pixels (square), as in training.", min=1, max=65536)],
+    n: Annotated[int, typer.Option("--n", help="Images per side: two disjoint random sets of N per split.",
+                                   min=2, max=10_000_000)],
+    patch: Annotated[int, typer.Option(help="Patch size P for the in-patch detail ratio and the seam score.",
+                                       min=1, max=65536)] = 8,
+    repeats: Annotated[int, typer.Option(help="Random splits; rows show mean [min, max] over them.",
+                                         min=1, max=1000)] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the noise.", min=0, max=SEED_MAX)] = 0,
+    blur: Annotated[float, typer.Option(help="Gaussian blur sigma in pixels.", min=0.0, max=1e3,
+                                        callback=finite)] = 1.0,
+    noise: Annotated[float, typer.Option(help="Gaussian noise std, as a fraction of the 0..255 range.", min=0.0,
+                                         max=1e3, callback=finite)] = 0.1,
+    seams: Annotated[float, typer.Option(help="Per-patch offset std, as a fraction of the range.", min=0.0, max=1e3,
+                                         callback=finite)] = 0.05,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
+                                                 max=10_000_000)] = None,
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sanity rows of the pixel metrics: data vs data (halves), vs blurred, noised and seamed data."""
+    from pixdiff.data import prepare
+    from pixdiff.eval.sanity import Degradations, format_table, run_sanity
+
+    with reported(ValueError):
+        degradations = Degradations(blur, noise, seams)
+        cache = prepare(data, cache_dir, resolution, limit=limit)
+        images = cache.images.numpy().transpose(0, 2, 3, 1)  # (M, H, W, 3)
+        results = run_sanity(images, cache.labels.numpy(), n, patch, repeats=repeats, seed=seed,
+                         degradations=degradations)
+    if as_json:
+        typer.echo(json.dumps([{"metric": r.metric, "better": r.better, "scores": r.scores, "detects":
+                                [row for row in r.scores if row != "halves" and r.detects(row)], "passes": r.passes}
+                               for r in results], indent=2))
+        return
+    typer.echo(f"{cache.info.source}, {resolution} px, N = {n} per side, P = {patch}, {repeats} splits; chance of "
+               f"the balanced layout accuracy 1/{cache.info.num_classes} = {1 / cache.info.num_classes:.3f}")
+    typer.echo(format_table(results))

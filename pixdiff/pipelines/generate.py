@@ -1,0 +1,157 @@
+"""Generate sample sets from a trained (or converted) model: PNG grid + ADM-evaluator `.npz`.
+
+Image i of a run is a function of (seed, i) alone: its label is fixed by the label policy, its
+noise comes from its own generator. So a set does not depend on the batch size or on how many
+processes (`torchrun`) produced it. Ranks take interleaved indices, write their part to disk, and
+rank 0 assembles exactly N samples in index order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pixdiff.config.validate import check_fields, positive
+from pixdiff.data.grid import save_class_grid, save_png, to_uint8
+from pixdiff.data.npz import save_samples
+from pixdiff.diffusion.objectives import Generators, Model
+from pixdiff.diffusion.sampling import inference_network, sample_images
+from pixdiff.diffusion.solvers import Callback
+from pixdiff.recipe import Recipe, with_sampler
+from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.distributed import Dist, barrier
+from pixdiff.runtime.precision import Dtype
+from pixdiff.runtime.rng import balanced_labels, derive_seed, seed_generators
+
+
+def sample_batch(model: Model, recipe: Recipe, labels: Tensor, generators: Generators, *,
+                 callback: Callback | None = None, **overrides: Any) -> Tensor:
+    """One batch of `diffusion.sampling.sample_images` with the recipe's objective, image shape,
+    class count and sampler settings (recipe.sample), any of which `overrides` replaces through
+    `with_sampler`, e.g. `sample_batch(net, recipe, y, gens, steps=25)`.
+    (B,) labels -> (B, C, H, W) in [-1, 1]."""
+    sc = with_sampler(recipe, **overrides).sample if overrides else recipe.sample
+    bb = recipe.model.backbone
+    return sample_images(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
+                         num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
+                         cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, last_step=sc.last_step,
+                         generators=generators, callback=callback)
+
+
+class OutputError(ValueError):
+    """A model drew NaN/inf or constant images: reported as a failure, never written as a success."""
+
+
+def check_output(x: Tensor, what: str, hint: str = "") -> Tensor:
+    """`x` (N, C, H, W) as drawn, after refusing non-finite values and images of one value (a
+    diverged model or sampler gives NaN, which writes as black)."""
+    flat = x.detach().float().flatten(1)
+    bad = int((~torch.isfinite(flat).all(1)).sum())
+    if bad:
+        raise OutputError(f"{what}: {bad} of {len(x)} images hold NaN or inf (the model or sampler diverged)"
+                          + (f"; {hint}" if hint else ""))
+    flat = flat.clamp(-1, 1)  # what is written: saturated images count as constant
+    constant = int(((flat.amax(1) - flat.amin(1)) == 0).sum())
+    if constant:
+        raise OutputError(f"{what}: {constant} of {len(x)} images are one flat colour (every pixel the same)"
+                          + (f"; {hint}" if hint else ""))
+    return x
+
+
+LabelPolicy = Literal["balanced", "random"]
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """What to draw, not how: the sampler settings live in the recipe (`with_sampler` overrides them)."""
+    num: int
+    seed: int = 0
+    labels: LabelPolicy = "balanced"
+    batch_size: int = 64
+    classes: tuple[int, ...] = ()  # draw only these classes (default: all, or the first --classes K)
+
+    def __post_init__(self) -> None:  # command-line values: refused before any image is drawn
+        check_fields(self)
+        positive(self, "num", "batch_size")
+
+
+def labels_for(n: int, num_classes: int, policy: LabelPolicy, seed: int, only: tuple[int, ...] = ()) -> torch.Tensor:
+    """(n,) labels by `policy` over classes 0..num_classes-1, or over the classes `only` names."""
+    pool = torch.tensor(only or range(num_classes), dtype=torch.long)
+    if policy == "balanced" or num_classes == 0:
+        return pool[balanced_labels(n, len(only))] if only else balanced_labels(n, num_classes)
+    if policy == "random":
+        g = torch.Generator().manual_seed(derive_seed(seed, -1))
+        return pool[torch.randint(len(pool), (n,), generator=g)]
+    raise ValueError(f"labels must be 'balanced' or 'random', not {policy!r}")
+
+
+def _check_classes(job: SampleJob, limit: int | None, model_classes: int) -> int:
+    """The class count labels are drawn from; one line for a class the model does not have."""
+    classes = model_classes if limit is None else limit
+    if model_classes and not 1 <= classes <= model_classes or not model_classes and classes:
+        raise ValueError(f"--classes {classes}: the model has {model_classes} classes")  # 0: unconditional
+    bad = [c for c in job.classes if not 0 <= c < model_classes]
+    if bad:
+        raise ValueError(f"--class {bad[0]}: the model has classes 0..{model_classes - 1}" if model_classes
+                         else "this model is unconditional: it takes no --class")
+    return classes
+
+
+@torch.no_grad()
+def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d: Dist = Dist(), *,
+                  num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
+                  meta: dict | None = None, png: bool = False) -> Path | None:
+    """Write out_dir/samples.npz (+ grid.png with a row per class, meta.json, and with `png`
+    images/NNNNNN_cK.png); returns the .npz path on rank 0.
+
+    `num_classes` limits the labels drawn (a model may have more rows than the data had classes).
+    `dtype` and `compile` go to `sampling.inference_network` (with "bf16" the model's weights are
+    converted in place), the path `pixdiff bench latency` times."""
+    bb = recipe.model.backbone
+    classes = _check_classes(job, num_classes, bb.num_classes)
+    s = job
+    labels = labels_for(s.num, classes, s.labels, s.seed, s.classes)  # (N,), identical on every rank
+    mine = list(range(d.rank, s.num, d.world))
+    net = inference_network(model, dtype=dtype, compile=compile)
+    chunks = []
+    for start in range(0, len(mine), s.batch_size):
+        idx = mine[start:start + s.batch_size]
+        y = labels[idx].to(d.device)
+        gens = seed_generators([derive_seed(s.seed, i) for i in idx], d.device)
+        x = check_output(sample_batch(net, recipe, y, gens), f"sampling images {idx[0]}..{idx[-1]}")
+        chunks.append(to_uint8(x))
+    parts = out_dir / ".parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    mine_images = np.concatenate(chunks) if chunks else np.zeros((0, bb.image_size, bb.image_size, bb.channels),
+                                                                  np.uint8)
+    with atomic_write(parts / f"rank{d.rank:05d}.npy") as f:  # a full disk leaves no half part behind
+        np.save(f, mine_images)
+    barrier(d)
+    if not d.main:
+        return None
+    images = np.empty((s.num, bb.image_size, bb.image_size, bb.channels), np.uint8)
+    for r in range(d.world):
+        images[r::d.world] = np.load(parts / f"rank{r:05d}.npy")
+    shutil.rmtree(parts)
+    sc = recipe.sample
+    info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": sc.steps,
+            "solver": sc.solver, "cfg_scale": sc.cfg_scale, "cfg_interval": list(sc.cfg_interval),
+            "time_shift": sc.time_shift, "last_step": sc.last_step, "dtype": dtype, "compile": compile,
+            "classes": list(s.classes), "world_size": d.world, "recipe": recipe.name, **(meta or {})}
+    npz = out_dir / "samples.npz"
+    save_samples(npz, images, labels.numpy(), info)
+    save_class_grid(images, labels.numpy(), out_dir / "grid.png", labelled=bool(bb.num_classes))
+    if png:  # one file per image, named for its index and class, ready for `pixdiff edit`
+        for i, (image, label) in enumerate(zip(images, labels.tolist())):
+            save_png(image, out_dir / "images" / f"{i:06d}_c{label}.png")
+    with atomic_write(out_dir / "meta.json", text=True) as f:
+        f.write(json.dumps(info, indent=2))
+    return npz
