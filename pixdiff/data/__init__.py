@@ -19,7 +19,7 @@ from .cache import (
 )
 from .emoji import EMOJI_CLASSES, emoji_source
 from .folder import IMAGE_SUFFIXES, folder_source
-from .images import DataError, Item, Source, center_crop, load_image, resize_square, to_rgb
+from .images import DataError, Item, Source, center_crop, load_image, open_image, resize_square, to_rgb
 from .openmoji import openmoji_source
 from .stream import BatchStream, MicroBatch, StreamError
 
@@ -41,6 +41,7 @@ __all__ = [
     "folder_source",
     "load_image",
     "open_cache",
+    "open_image",
     "openmoji_source",
     "prepare",
     "resize_square",
