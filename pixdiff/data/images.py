@@ -127,10 +127,9 @@ def render_svg(path: Path, size: int) -> np.ndarray:
     Rendering at the target size (not resizing a larger raster) gives resvg's own anti-aliasing at
     every resolution. System fonts are not loaded: the result cannot depend on the machine's fonts.
     """
-    try:
-        import resvg_py
-    except ImportError as err:
-        raise DataError("rendering SVG files needs `pip install resvg-py`") from err
+    from .demo import demo_module  # here: demo imports this module's DataError
+
+    resvg_py = demo_module("resvg_py", "openmoji")
     png = resvg_py.svg_to_bytes(svg_path=str(path), width=size, height=size, skip_system_fonts=True)
     with Image.open(io.BytesIO(png)) as img:
         return np.asarray(to_rgb(img)).copy()
