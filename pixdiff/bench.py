@@ -50,6 +50,7 @@ from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.model import ModelConfig
 from pixdiff.nn.summary import count_params, forward_flops
 from pixdiff.recipe import Recipe
+from pixdiff.runtime.distributed import check_device
 from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 from pixdiff.runtime.rng import balanced_labels, seed_generators
 
@@ -93,9 +94,8 @@ def device_name(device: torch.device) -> str:
 
 
 def _resolve(device: str | None, dtype: str | None) -> tuple[torch.device, Dtype]:
+    check_device(device)
     dev = torch.device(device or default_device())
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     dt = dtype or default_dtype(dev)

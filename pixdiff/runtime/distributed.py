@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,17 +26,38 @@ class Dist:
         return self.world > 1
 
 
+class DeviceError(ValueError):
+    """The --device asked for does not exist on this machine."""
+
+
+def check_device(name: str | None) -> None:
+    """Raise DeviceError (one line) when `name` ('cuda' or 'cuda:N'; None and 'cpu' always pass)
+    names a CUDA device this process cannot use."""
+    found = re.fullmatch(r"cuda(?::(\d+))?", str(name or ""))
+    if found is None:
+        return
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+        version = torch.__version__.split("+")[0]
+        raise DeviceError(f"--device {name}: no CUDA device is available (torch {version} built for {build}); "
+                          "use --device cpu")
+    count = torch.cuda.device_count()
+    if found[1] is not None and int(found[1]) >= count:
+        raise DeviceError(f"--device {name}: this machine has {count} CUDA device{'s' * (count != 1)} "
+                          f"(cuda:0 to cuda:{count - 1})")
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the process group torchrun describes through WORLD_SIZE/RANK/LOCAL_RANK.
 
     NCCL on CUDA, gloo on CPU. `device` forces "cpu" or "cuda"; by default CUDA when available.
+    A CUDA device that is not there is a DeviceError (`check_device`).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    check_device(device)
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
