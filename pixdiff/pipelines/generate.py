@@ -9,7 +9,6 @@ rank 0 assembles exactly N samples in index order.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from pixdiff.diffusion.objectives import Generators, Model
 from pixdiff.diffusion.sampling import inference_network, sample_images
 from pixdiff.diffusion.solvers import Callback
 from pixdiff.recipe import Recipe, with_sampler
-from pixdiff.runtime.atomic import atomic_write
+from pixdiff.runtime.atomic import atomic_write, scratch_folder
 from pixdiff.runtime.distributed import Dist, barrier
 from pixdiff.runtime.precision import Dtype
 from pixdiff.runtime.rng import balanced_labels, derive_seed, seed_generators
@@ -105,6 +104,33 @@ def _check_classes(job: SampleJob, limit: int | None, model_classes: int) -> int
     return classes
 
 
+def _draw(net: Any, recipe: Recipe, job: SampleJob, labels: Tensor, mine: list[int], d: Dist) -> np.ndarray:
+    """This rank's images (indices `mine`) as uint8 (n, H, W, C), each checked as drawn."""
+    bb = recipe.model.backbone
+    chunks = [np.zeros((0, bb.image_size, bb.image_size, bb.channels), np.uint8)]
+    for start in range(0, len(mine), job.batch_size):
+        idx = mine[start:start + job.batch_size]
+        gens = seed_generators([derive_seed(job.seed, i) for i in idx], d.device)
+        x = sample_batch(net, recipe, labels[idx].to(d.device), gens)
+        chunks.append(to_uint8(check_output(x, f"sampling images {idx[0]}..{idx[-1]}")))
+    return np.concatenate(chunks)
+
+
+def _gather(mine: np.ndarray, out_dir: Path, num: int, d: Dist) -> np.ndarray | None:
+    """Every rank's images in index order, on rank 0 (None elsewhere), through parts on disk that are
+    removed however the command ends."""
+    with scratch_folder(out_dir / ".parts", owner=d.main) as parts:
+        with atomic_write(parts / f"rank{d.rank:05d}.npy") as f:  # a full disk leaves no half part behind
+            np.save(f, mine)
+        barrier(d)
+        if not d.main:
+            return None
+        images = np.empty((num, *mine.shape[1:]), np.uint8)
+        for r in range(d.world):
+            images[r::d.world] = np.load(parts / f"rank{r:05d}.npy")
+        return images
+
+
 @torch.no_grad()
 def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d: Dist = Dist(), *,
                   num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
@@ -117,35 +143,16 @@ def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Pat
     converted in place), the path `pixdiff bench latency` times."""
     bb = recipe.model.backbone
     classes = _check_classes(job, num_classes, bb.num_classes)
-    s = job
-    labels = labels_for(s.num, classes, s.labels, s.seed, s.classes)  # (N,), identical on every rank
-    mine = list(range(d.rank, s.num, d.world))
+    labels = labels_for(job.num, classes, job.labels, job.seed, job.classes)  # (N,), identical on every rank
     net = inference_network(model, dtype=dtype, compile=compile)
-    chunks = []
-    for start in range(0, len(mine), s.batch_size):
-        idx = mine[start:start + s.batch_size]
-        y = labels[idx].to(d.device)
-        gens = seed_generators([derive_seed(s.seed, i) for i in idx], d.device)
-        x = check_output(sample_batch(net, recipe, y, gens), f"sampling images {idx[0]}..{idx[-1]}")
-        chunks.append(to_uint8(x))
-    parts = out_dir / ".parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    mine_images = np.concatenate(chunks) if chunks else np.zeros((0, bb.image_size, bb.image_size, bb.channels),
-                                                                  np.uint8)
-    with atomic_write(parts / f"rank{d.rank:05d}.npy") as f:  # a full disk leaves no half part behind
-        np.save(f, mine_images)
-    barrier(d)
-    if not d.main:
+    images = _gather(_draw(net, recipe, job, labels, list(range(d.rank, job.num, d.world)), d), out_dir, job.num, d)
+    if images is None:
         return None
-    images = np.empty((s.num, bb.image_size, bb.image_size, bb.channels), np.uint8)
-    for r in range(d.world):
-        images[r::d.world] = np.load(parts / f"rank{r:05d}.npy")
-    shutil.rmtree(parts)
     sc = recipe.sample
-    info = {"num": s.num, "labels": s.labels, "num_classes": classes, "seed": s.seed, "steps": sc.steps,
-            "solver": sc.solver, "cfg_scale": sc.cfg_scale, "cfg_interval": list(sc.cfg_interval),
-            "time_shift": sc.time_shift, "last_step": sc.last_step, "dtype": dtype, "compile": compile,
-            "classes": list(s.classes), "world_size": d.world, "recipe": recipe.name, **(meta or {})}
+    info = {"num": job.num, "labels": job.labels, "num_classes": classes, "classes": list(job.classes),
+            "seed": job.seed, "steps": sc.steps, "solver": sc.solver, "cfg_scale": sc.cfg_scale,
+            "cfg_interval": list(sc.cfg_interval), "time_shift": sc.time_shift, "last_step": sc.last_step,
+            "dtype": dtype, "compile": compile, "world_size": d.world, "recipe": recipe.name, **(meta or {})}
     npz = out_dir / "samples.npz"
     save_samples(npz, images, labels.numpy(), info)
     save_class_grid(images, labels.numpy(), out_dir / "grid.png", labelled=bool(bb.num_classes))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,27 +26,38 @@ class Dist:
         return self.world > 1
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """`device` ("cpu", "cuda", "cuda:N"), or by default CUDA when available; one line when absent."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device}: no CUDA device is available (torch {torch.__version__}); "
-                          "use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 class DeviceError(ValueError):
-    pass
+    """The --device asked for does not exist on this machine."""
+
+
+def check_device(name: str | None) -> None:
+    """Raise DeviceError (one line) when `name` ('cuda' or 'cuda:N'; None and 'cpu' always pass)
+    names a CUDA device this process cannot use."""
+    found = re.fullmatch(r"cuda(?::(\d+))?", str(name or ""))
+    if found is None:
+        return
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+        version = torch.__version__.split("+")[0]
+        raise DeviceError(f"--device {name}: no CUDA device is available (torch {version} built for {build}); "
+                          "use --device cpu")
+    count = torch.cuda.device_count()
+    if found[1] is not None and int(found[1]) >= count:
+        raise DeviceError(f"--device {name}: this machine has {count} CUDA device{'s' * (count != 1)} "
+                          f"(cuda:0 to cuda:{count - 1})")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`device` ("cpu", "cuda", "cuda:N") once checked, or by default CUDA when available."""
+    check_device(device)
+    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def setup(device: str | None = None) -> Dist:
     """Join the process group torchrun describes through WORLD_SIZE/RANK/LOCAL_RANK.
 
     NCCL on CUDA, gloo on CPU. `device` forces "cpu" or "cuda"; by default CUDA when available.
+    A CUDA device that is not there is a DeviceError (`check_device`).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
