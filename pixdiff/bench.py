@@ -2,9 +2,8 @@
 
 Weights are random: speed does not depend on their values. Every figure comes from the real code
 paths: `pixdiff.diffusion.sampling.inference_network` + `pixdiff.pipelines.generate.sample_batch`,
-exactly what `pixdiff sample`
-runs (solver, guidance interval, per-sample generators, final clamp, --dtype, --compile), and
-`pixdiff.train.TrainingLoss` with AdamW.
+exactly what `pixdiff sample` runs (solver, guidance interval, per-sample generators, final clamp,
+--dtype, --compile), and `pixdiff.train.TrainingLoss` with AdamW.
 
 Timing. Each timed call is one whole sampling call (or one training step). On CUDA it is bracketed
 by CUDA events after a `torch.cuda.synchronize()`; on the CPU by `time.perf_counter`. Warm-up calls

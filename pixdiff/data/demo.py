@@ -8,7 +8,7 @@ import importlib
 from importlib import metadata
 from types import ModuleType
 
-from .images import DataError
+from .errors import DataError
 
 
 def _missing(data: str) -> DataError:

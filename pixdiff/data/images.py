@@ -15,12 +15,10 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from .errors import DataError
+
 SmallPolicy = Literal["upscale", "reject"]
 Fit = Literal["center_crop", "resize", "render"]
-
-
-class DataError(ValueError):
-    """Bad training data or a bad cache; the message names the offending path."""
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixdiff.train.errors import TrainingError
+
 
 def load_encoder(spec: str) -> nn.Module:
-    """The frozen encoder named by `spec`, in eval mode, its parameters excluded from autograd."""
-    if Path(spec).suffix == ".pt2" and Path(spec).is_file():
-        encoder = torch.export.load(spec).module()
-    elif Path(spec).is_file():
-        encoder = torch.jit.load(spec, map_location="cpu")
-    else:
-        module, sep, attr = spec.partition(":")
-        if not sep:
-            raise FileNotFoundError(f"REPA encoder {spec!r} is neither a file nor `module:factory`")
-        # `spec` only ever comes from the recipe the user names on the command line (train builds the
-        # REPA loss from it); recipes read back from checkpoints and run folders never reach here
-        encoder = getattr(importlib.import_module(module), attr)()
+    """The frozen encoder named by `spec`, in eval mode, its parameters excluded from autograd. A file
+    that is not an exported program (.pt2) or TorchScript, or a factory that fails, is one TrainingError line."""
+    try:
+        encoder = _open_encoder(spec)
+    except TrainingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch explains on many lines; the first says what broke
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise TrainingError(f"train.repa.encoder={spec!r} cannot be loaded ({type(e).__name__}: {reason}); "
+                            "it takes a TorchScript file, a torch.export .pt2 file or module:factory") from None
     for p in encoder.parameters():
         p.requires_grad_(False)
     return encoder
+
+
+def _open_encoder(spec: str) -> nn.Module:
+    if Path(spec).suffix == ".pt2" and Path(spec).is_file():
+        return torch.export.load(spec).module()
+    if Path(spec).is_file():
+        return torch.jit.load(spec, map_location="cpu")
+    module, sep, attr = spec.partition(":")
+    if not sep:
+        raise TrainingError(f"train.repa.encoder={spec!r} is neither a file nor `module:factory`")
+    # `spec` only ever comes from the recipe the user names on the command line (train builds the
+    # REPA loss from it); recipes read back from checkpoints and run folders never reach here
+    return getattr(importlib.import_module(module), attr)()
 
 
 def projector(dim: int, out_dim: int) -> nn.Sequential:
