@@ -245,8 +245,11 @@ def train(
     except (WriteFailed, OSError) as e:
         os_failure(e)
     if not result.main:
-        return
+        raise typer.Exit(result.exit_code)
     typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.last_loss:.4f}")
+    if result.stopped_by:
+        typer.echo(result.stop_line())
+        raise typer.Exit(result.exit_code)
     typer.echo(f"checkpoint: {result.checkpoint}")
     if result.sample_grid:
         typer.echo(f"samples: {result.sample_grid}")

@@ -61,3 +61,20 @@ def mean_across(d: Dist, value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)  # SUM: gloo has no AVG
         value /= d.world
     return value
+
+
+def host_group(d: Dist) -> dist.ProcessGroup | None:
+    """A gloo group for agreeing on host-side flags without a device sync (None: the default
+    group is gloo already, or there is one process). Every rank must call it."""
+    if not d.enabled or dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo")
+
+
+def max_across(d: Dist, value: int, group: dist.ProcessGroup | None = None) -> int:
+    """The largest of each rank's `value` (a collective over CPU tensors; the value itself on one process)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return int(t.item())

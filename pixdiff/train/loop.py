@@ -26,7 +26,7 @@ from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
-from pixdiff.runtime.distributed import Dist, barrier, mean_across
+from pixdiff.runtime.distributed import Dist, barrier, host_group, max_across, mean_across
 from pixdiff.runtime.lock import rank0_lock
 from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, finetune, parallel
@@ -35,6 +35,7 @@ from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
 from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, is_log_step, plot_loss
 from pixdiff.train.schedule import lr_at
+from pixdiff.train.signals import EXIT_CODES, StopSignals, signal_name
 
 SAMPLES_DIR = "samples"
 
@@ -65,6 +66,20 @@ class TrainResult:
     checkpoint: Path | None
     sample_grid: Path | None
     main: bool  # whether this process is rank 0 (the one that reports)
+    stopped_by: int = 0  # the signal that stopped the run early (see pixdiff.train.signals); 0: none
+
+    @property
+    def exit_code(self) -> int:
+        """What the command exits with: 130 after SIGINT, 143 after SIGTERM, else 0 (SIGUSR1 is a requeue)."""
+        return EXIT_CODES.get(self.stopped_by, 0)
+
+    def stop_line(self) -> str:
+        """One line on a signal stop: which signal, at which step, the checkpoint, what to do next."""
+        name = signal_name(self.stopped_by)
+        if self.exit_code == 0:
+            return (f"stopped by {name} at step {self.step}: checkpoint {self.checkpoint}; "
+                    f"requeue the job with --resume to continue")
+        return f"interrupted by {name} at step {self.step}: checkpoint {self.checkpoint}; continue with --resume"
 
 
 def open_data(recipe: Recipe, d: Dist) -> Any:
@@ -108,6 +123,7 @@ class Trainer:
         self._bar: ProgressBar | None = None
         self._t0 = time.perf_counter()
         self._stop_requested = False
+        self._host_group = host_group(d)  # where the ranks agree on a signal stop
         self.last_grid: Path | None = None
         self._lock = ExitStack()  # held until close(): one writer per run folder, before anything is written
         self._lock.enter_context(rank0_lock(self.out_dir, d))
@@ -274,19 +290,22 @@ class Trainer:
         then save a final checkpoint and grid; the data workers and logs are closed on the way out."""
         target = self.recipe.train.max_steps if max_steps is None else max_steps
         try:
-            if self._log is None:
-                self._open_logs()
-            while self.global_step < target and not self._stop_requested:
-                self.step(callbacks)
-            return self._finish(callbacks)
+            with StopSignals() as signals:
+                if self._log is None:
+                    self._open_logs()
+                stopped_by = 0
+                while self.global_step < target and not self._stop_requested and not stopped_by:
+                    self.step(callbacks)
+                    stopped_by = max_across(self.d, signals.received, self._host_group)  # the same on every rank
+                return self._finish(callbacks, stopped_by)
         finally:
             self.close()
 
-    def _finish(self, callbacks: Sequence[Callback]) -> TrainResult:
+    def _finish(self, callbacks: Sequence[Callback], stopped_by: int = 0) -> TrainResult:
         self._stop_if_nonfinite()
         if checkpointing.checkpoint_step(self.last_ckpt) != self.global_step:
             self.save_checkpoint()
-        if self.recipe.train.sample_every > 0:
+        if self.recipe.train.sample_every > 0 and not stopped_by:  # a stop is in a hurry: no grid
             self.last_grid = self.sample_grid()
         self.close()
         if self.d.main:
@@ -294,7 +313,7 @@ class Trainer:
         barrier(self.d)
         self._emit(callbacks, Event("end", self.global_step, path=self.last_ckpt))
         return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0, self.last_ckpt,
-                           self.last_grid, self.d.main)
+                           self.last_grid, self.d.main, stopped_by)
 
     def _open_logs(self) -> None:
         tc, d = self.recipe.train, self.d
