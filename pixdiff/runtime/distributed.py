@@ -1,9 +1,14 @@
-"""torch.distributed setup for commands launched by `torchrun` (or as one plain process)."""
+"""torch.distributed setup for commands launched by `torchrun` (or as one plain process).
+
+Collectives time out: a rank that stalls (a hung GPU, a dead node) ends the job after
+PIXDIFF_DIST_TIMEOUT seconds (default 600) instead of leaving the others waiting forever.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -25,22 +30,44 @@ class Dist:
         return self.world > 1
 
 
+DEFAULT_TIMEOUT_S = 600
+
+
+class DistError(RuntimeError):
+    """The process group cannot be set up as asked (no CUDA device, a bad PIXDIFF_DIST_TIMEOUT)."""
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective may wait for the other ranks: $PIXDIFF_DIST_TIMEOUT seconds, default 600."""
+    text = os.environ.get("PIXDIFF_DIST_TIMEOUT", "").strip() or str(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise DistError(f"PIXDIFF_DIST_TIMEOUT={text!r} must be a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the process group torchrun describes through WORLD_SIZE/RANK/LOCAL_RANK.
 
     NCCL on CUDA, gloo on CPU. `device` forces "cpu" or "cuda"; by default CUDA when available.
+    Collectives time out after `collective_timeout()`.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        raise DistError("--device cuda was asked for but no CUDA device is available")
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
+    timeout = collective_timeout()  # checked on one process too: a typo fails before a 64-GPU launch
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
+                                timeout=timeout)
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 

@@ -26,7 +26,7 @@ from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
-from pixdiff.runtime.distributed import Dist, barrier, host_group, max_across, mean_across
+from pixdiff.runtime.distributed import Dist, DistError, barrier, host_group, max_across, mean_across
 from pixdiff.runtime.lock import rank0_lock
 from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, finetune, parallel
@@ -344,7 +344,10 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
     `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`)."""
     from pixdiff.runtime.distributed import setup, teardown
 
-    d = setup(device)
+    try:
+        d = setup(device)
+    except DistError as e:
+        raise TrainingError(str(e)) from None
     trainer = None
     try:
         trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress, init_from=init_from,
