@@ -246,7 +246,7 @@ def train(
         os_failure(e)
     if not result.main:
         raise typer.Exit(result.exit_code)
-    typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.last_loss:.4f}")
+    typer.echo(result.summary())
     if result.stopped_by:
         typer.echo(result.stop_line())
         raise typer.Exit(result.exit_code)

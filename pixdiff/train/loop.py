@@ -11,6 +11,8 @@ reads the flag, saves a checkpoint of the last good step and stops, naming the b
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -33,7 +35,7 @@ from pixdiff.train import checkpointing, finetune, parallel
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
-from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, is_log_step, plot_loss
+from pixdiff.train.metrics import MetricsLog, Progress, Window, accumulate, is_log_step, plot_loss
 from pixdiff.train.schedule import lr_at
 from pixdiff.train.signals import EXIT_CODES, StopSignals, signal_name
 
@@ -60,13 +62,20 @@ Callback = Callable[["Trainer", Event], Any]
 @dataclass(frozen=True)
 class TrainResult:
     out_dir: Path
-    step: int
+    step: int  # the step the run is at now
     last_loss: float
     seconds: float
     checkpoint: Path | None
     sample_grid: Path | None
     main: bool  # whether this process is rank 0 (the one that reports)
     stopped_by: int = 0  # the signal that stopped the run early (see pixdiff.train.signals); 0: none
+    start_step: int = 0  # the step this session started from (0 for a new run)
+
+    def summary(self) -> str:
+        """E.g. "trained steps 400-1200 (800 this session) in 61.2 s, final loss 0.0712"."""
+        loss = f"final loss {self.last_loss:.4f}" if math.isfinite(self.last_loss) else "no loss logged this session"
+        return (f"trained steps {self.start_step}-{self.step} ({self.step - self.start_step} this session) "
+                f"in {self.seconds:.1f} s, {loss}")
 
     @property
     def exit_code(self) -> int:
@@ -112,15 +121,18 @@ class Trainer:
         stats = trainer.step()                             # or drive it step by step
 
     Every path goes through `step`, so the LR schedule, EMA, non-finite stop, metrics rows,
-    checkpoints and grids apply to everyone. `global_step` counts the optimizer steps taken."""
+    checkpoints and grids apply to everyone. `global_step` counts the optimizer steps taken.
+
+    `progress` (rank 0): True, a live bar on a terminal and plain lines otherwise (a log file);
+    "lines", plain lines always; False, nothing. Shown, a session opens with a header line."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, d: Dist | None = None, *, resume: bool = False,
-                 progress: bool = True, console: Any = None, init_from: str | Path | None = None,
+                 progress: bool | Literal["lines"] = True, console: Any = None, init_from: str | Path | None = None,
                  keep_classes: bool = True):
         d = d or Dist()
         self.recipe, self.out_dir, self.d, self.progress, self.console = recipe, Path(out_dir), d, progress, console
         self._log: MetricsLog | None = None
-        self._bar: ProgressBar | None = None
+        self._progress: Progress | None = None
         self._t0 = time.perf_counter()
         self._stop_requested = False
         self._host_group = host_group(d)  # where the ranks agree on a signal stop
@@ -154,6 +166,7 @@ class Trainer:
             with atomic_write(self.out_dir / "recipe.json", text=True) as f:
                 f.write(json.dumps(to_dict(recipe), indent=2))
         self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
+        self.start_step = self.global_step
 
     def _resume(self) -> None:
         self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
@@ -272,7 +285,7 @@ class Trainer:
             self._stop_if_nonfinite()
             row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - self._t0, 3)}
             self._log.write(row)
-            self._bar.update(s, row["loss"], row["img_per_s"])
+            self._progress.update(s, row)
             self.last_loss = row["loss"]
             self._emit(callbacks, Event("log", s, row=row))
         if s % tc.ckpt_every == 0 and s != tc.max_steps:
@@ -313,15 +326,30 @@ class Trainer:
         barrier(self.d)
         self._emit(callbacks, Event("end", self.global_step, path=self.last_ckpt))
         return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0, self.last_ckpt,
-                           self.last_grid, self.d.main, stopped_by)
+                           self.last_grid, self.d.main, stopped_by, self.start_step)
 
     def _open_logs(self) -> None:
         tc, d = self.recipe.train, self.d
         self._t0 = time.perf_counter()
         self._log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
                                resumed_at=self.global_step + 1 if self.global_step else None).__enter__()
-        self._bar = ProgressBar(tc.max_steps, self.global_step, enabled=self.progress and d.main,
-                                console=self.console).__enter__()
+        self._progress = Progress(tc.max_steps, self.global_step, mode=self._progress_mode(), console=self.console)
+        self._progress.say(self.header())
+        self._progress.__enter__()
+
+    def _progress_mode(self) -> str:
+        if not self.d.main or self.progress is False:
+            return "off"
+        return "bar" if self.progress is True and sys.stdout.isatty() else "lines"
+
+    def header(self) -> str:
+        """One line on what is about to train: where, from which step, on what, with how much."""
+        r, info = self.recipe, self.cache.info
+        start = f"resumed from step {self.global_step}" if self.global_step else "new run"
+        dtype = "bf16 autocast" if self.d.device.type == "cuda" and r.train.precision == "bf16" else "fp32"
+        params = sum(p.numel() for p in self.net.model.parameters())
+        return (f"train {self.out_dir} ({start}, to step {r.train.max_steps}): {self.d.device} x {self.d.world}, "
+                f"{dtype}, {params:,} parameters, data {r.data.source} ({info.count:,} images, {r.resolution} px)")
 
     def _emit(self, callbacks: Sequence[Callback], event: Event) -> None:
         for cb in callbacks:
@@ -332,7 +360,7 @@ class Trainer:
         """Stop the data stream's workers, close the logs and release the folder (idempotent)."""
         self.stream.close()
         if self._log is not None:
-            self._bar.__exit__(None, None, None)
+            self._progress.__exit__(None, None, None)
             self._log.__exit__(None, None, None)
             self._log = None
         self._lock.close()
@@ -341,7 +369,8 @@ class Trainer:
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
           progress: bool = True, init_from: str | Path | None = None, keep_classes: bool = True) -> TrainResult:
     """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group.
-    `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`)."""
+    `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`). `progress=False`
+    (the CLI's --no-progress) prints plain lines instead of the live bar."""
     from pixdiff.runtime.distributed import setup, teardown
 
     try:
@@ -350,7 +379,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
         raise TrainingError(str(e)) from None
     trainer = None
     try:
-        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress, init_from=init_from,
+        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress or "lines", init_from=init_from,
                           keep_classes=keep_classes)
         return trainer.fit()
     except OSError as e:
