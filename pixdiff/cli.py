@@ -235,9 +235,13 @@ def train(
     from pixdiff.runtime.atomic import WriteFailed
     from pixdiff.train import TrainingError
     from pixdiff.train import train as run_training
+    from pixdiff.train.resume import resume_recipe
 
     try:
-        r = load(recipe, set_)
+        if resume:  # the run's own recipe.json, changed only by --set
+            r, out = resume_recipe(recipe, set_ or [], out)
+        else:
+            r = load(recipe, set_)
         result = run_training(r, out or Path("runs") / r.name, resume=resume, device=device, progress=progress,
                               init_from=init_from, keep_classes=keep_class_rows)
     except (*user_errors(), DataError, TrainingError) as e:

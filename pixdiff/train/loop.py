@@ -32,10 +32,12 @@ from pixdiff.runtime.distributed import Dist, DistError, barrier, host_group, ma
 from pixdiff.runtime.lock import rank0_lock
 from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, finetune, parallel
+from pixdiff.train.checkpointing import show_change
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
 from pixdiff.train.metrics import MetricsLog, Progress, Window, accumulate, is_log_step, plot_loss
+from pixdiff.train.resume import append_history, check_unfinished
 from pixdiff.train.schedule import lr_at
 from pixdiff.train.signals import EXIT_CODES, StopSignals, signal_name
 
@@ -154,6 +156,7 @@ class Trainer:
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
+        self.resumed, self.changes = resume, {}
         if d.main:  # the folder is locked: temp files are what a killed writer left
             checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         if resume:
@@ -162,9 +165,6 @@ class Trainer:
             checkpointing.check_fresh(self.out_dir)
             if init_from is not None:  # a fresh run only: a resumed one continues from its own checkpoint
                 finetune.initialise(self.parts, Path(init_from), keep_classes=keep_classes)
-        if d.main:
-            with atomic_write(self.out_dir / "recipe.json", text=True) as f:
-                f.write(json.dumps(to_dict(recipe), indent=2))
         self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
         self.start_step = self.global_step
 
@@ -172,8 +172,19 @@ class Trainer:
         self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
         self.global_step = int(ckpt["step"])
         self.window.load(ckpt.get("metrics_window"))
-        if self.d.main:
-            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.global_step)
+        self.changes = checkpointing.recipe_changes(checkpoint.run_recipe(self.out_dir), self.recipe)
+
+    def _begin_session(self) -> None:
+        """The session's first writes (rank 0), made when training starts, so that a Trainer only
+        opened (a resume refused as finished, say) changes nothing in the folder."""
+        if not self.d.main:
+            return
+        if self.resumed:
+            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.global_step)  # about to redo them
+            if self.changes:
+                append_history(self.out_dir, self.global_step, self.changes)
+        with atomic_write(self.out_dir / "recipe.json", text=True) as f:
+            f.write(json.dumps(to_dict(self.recipe), indent=2))
 
     # ------------------------------------------------------------------ data
     def _open_stream(self) -> BatchStream:
@@ -330,11 +341,14 @@ class Trainer:
 
     def _open_logs(self) -> None:
         tc, d = self.recipe.train, self.d
+        self._begin_session()
         self._t0 = time.perf_counter()
         self._log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
                                resumed_at=self.global_step + 1 if self.global_step else None).__enter__()
         self._progress = Progress(tc.max_steps, self.global_step, mode=self._progress_mode(), console=self.console)
         self._progress.say(self.header())
+        for key, (old, new) in self.changes.items():
+            self._progress.say(f"resume: {show_change(key, old, new)}")
         self._progress.__enter__()
 
     def _progress_mode(self) -> str:
@@ -381,7 +395,10 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: 
     try:
         trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress or "lines", init_from=init_from,
                           keep_classes=keep_classes)
-        return trainer.fit()
+        with trainer:
+            if resume:
+                check_unfinished(trainer.global_step, recipe)
+            return trainer.fit()
     except OSError as e:
         step = trainer.global_step if trainer else 0
         raise WriteFailed(f"{describe(e)} at step {step}; {checkpointing.last_good(Path(out_dir))}") from None
