@@ -108,14 +108,22 @@ def run_state(recipe: Recipe, parts: Parts, step: int, dataset_size: int, window
 
 
 def save(out_dir: Path, state: dict[str, Any], d: Dist) -> Path:
-    """Write step_XXXXXXXX.pt (rank 0) and delete all but the newest KEEP_CHECKPOINTS."""
+    """Write step_XXXXXXXX.pt (rank 0) and delete all but the newest KEEP_CHECKPOINTS up to it."""
     path = out_dir / CKPT_DIR / f"step_{state['step']:08d}.pt"
     if d.main:
         checkpoint.save(state, path)
-        for old in sorted((out_dir / CKPT_DIR).glob("step_*.pt"))[:-KEEP_CHECKPOINTS]:
+        for old in prunable(out_dir, state["step"]):
             old.unlink()
     barrier(d)
     return path
+
+
+def prunable(out_dir: Path, step: int) -> list[Path]:
+    """The checkpoints a save at `step` retires: all but the newest KEEP_CHECKPOINTS at or before it.
+    Files named after `step` (a damaged one a resume skipped, those of steps a non-finite stop
+    undid) are left alone, so they can never push out the one just written, the last good one."""
+    upto = [p for p in sorted((out_dir / CKPT_DIR).glob("step_*.pt")) if checkpoint_step(p) <= step]
+    return upto[:-KEEP_CHECKPOINTS]
 
 
 def check_fresh(out_dir: Path) -> None:

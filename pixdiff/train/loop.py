@@ -5,7 +5,9 @@ be a host sync every step). Instead each step records on the device whether its 
 norm is non-finite; from the first such step on, the fused AdamW skips its update (the
 `found_inf` tensor GradScaler uses) and the EMAs stand still, so the weights stay those of the
 last good step. The next step that syncs anyway (a log row, a checkpoint, a sample grid, the end)
-reads the flag, saves a checkpoint of the last good step and stops, naming the bad step.
+reads the flag, saves a checkpoint of the last good step and stops, naming the bad step. A
+checkpoint asked for in between (`save_checkpoint`, e.g. by a callback) runs the same check first,
+so no file is ever named after a step whose update was skipped.
 """
 
 from __future__ import annotations
@@ -247,13 +249,19 @@ class Trainer:
         self.global_step = int(bad_step) - 1  # no update was applied since: the state is that of this step
         self.window = Window(self.d)  # its sums hold the bad values
         if self.global_step > 0 and checkpointing.checkpoint_step(self.last_ckpt) != self.global_step:
-            self.save_checkpoint()
+            self._save()
         raise TrainingError(f"loss is {bad_loss} at step {int(bad_step)} (or its gradient is not finite); "
                             f"stopped without applying it. Last good checkpoint: "
                             f"{self.last_ckpt or 'none (failed before the first step)'}")
 
     # ------------------------------------------------------------------ checkpoints and samples
     def save_checkpoint(self) -> Path:
+        """Save the current step, after the non-finite check: a step whose update was skipped is
+        never saved under its own number (nor can its file push out the last good one)."""
+        self._stop_if_nonfinite()
+        return self._save()
+
+    def _save(self) -> Path:
         state = checkpointing.run_state(self.recipe, self.parts, self.global_step, self.cache.info.count,
                                         self.window.state())  # collective under FSDP: every rank takes part
         self.last_ckpt = checkpointing.save(self.out_dir, state, self.d)
@@ -300,7 +308,6 @@ class Trainer:
             self.last_loss = row["loss"]
             self._emit(callbacks, Event("log", s, row=row))
         if s % tc.ckpt_every == 0 and s != tc.max_steps:
-            self._stop_if_nonfinite()
             self._emit(callbacks, Event("checkpoint", s, path=self.save_checkpoint()))
         if tc.sample_every > 0 and s % tc.sample_every == 0 and s != tc.max_steps:
             self._stop_if_nonfinite()
@@ -336,8 +343,8 @@ class Trainer:
             plot_loss(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         barrier(self.d)
         self._emit(callbacks, Event("end", self.global_step, path=self.last_ckpt))
-        return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0, self.last_ckpt,
-                           self.last_grid, self.d.main, stopped_by, self.start_step)
+        return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0,
+                           self.last_ckpt, self.last_grid, self.d.main, stopped_by, self.start_step)
 
     def _open_logs(self) -> None:
         tc, d = self.recipe.train, self.d

@@ -46,7 +46,8 @@ def check_unfinished(step: int, recipe: Recipe) -> None:
     """A resume that has nothing left to train is refused, so that it changes nothing."""
     max_steps = recipe.train.max_steps
     if step >= max_steps:
-        where = f"step {step} = train.max_steps" if step == max_steps else f"step {step}, past train.max_steps={max_steps}"
+        where = (f"step {step} = train.max_steps" if step == max_steps
+                 else f"step {step}, past train.max_steps={max_steps}")
         raise TrainingError(f"the run is already at {where}; raise it with --set train.max_steps=M (M > {step})")
 
 
