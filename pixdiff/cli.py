@@ -222,7 +222,9 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<recipe name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's newest checkpoint.")] = False,
     device: DeviceOpt = None,
-    progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help=(
+        "Show the live progress bar on a terminal (--no-progress, or no terminal: one plain line per log row)."))]
+    = True,
     init_from: Annotated[Optional[Path], typer.Option(help=(
         "Fine-tune: start from this checkpoint's (or run folder's) EMA weights, the label table fitted to "
         "model.backbone.num_classes; ignored by --resume, which continues from the run's own checkpoint."))] = None,
