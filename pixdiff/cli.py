@@ -24,8 +24,8 @@ class OneLineErrors(TyperGroup):
                 f"warning: {message}", fg=typer.colors.YELLOW, err=True)
             try:
                 code = super().main(*args, standalone_mode=False, **kwargs)
-            except typer.Abort:
-                code = 1
+            except typer.Abort:  # click's word for a KeyboardInterrupt: the second Ctrl-C, or one outside training
+                code = 130
             except typer.TyperException as e:  # click's UsageError / BadParameter
                 if type(e).__name__ != "NoArgsIsHelpError":  # the help text was the answer
                     typer.secho(f"error: {' '.join(e.format_message().split())}", fg=typer.colors.RED, err=True)

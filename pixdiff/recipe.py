@@ -5,19 +5,22 @@
     path/to/file.py[:function]        a recipe file (function defaults to `build`)
     name[:function]                   a built-in recipe, recipes/<name>.py
     plugin:name                       a recipe registered by a plugin (see pixdiff.config.plugins)
+    runs/x or runs/x/recipe.json      a run's stored recipe (decoded into known config classes only:
+                                      nothing in it is executed)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pixdiff.config.bundled import bundled_dir
 from pixdiff.config.pyfile import import_file
-from pixdiff.config.tree import apply_overrides
+from pixdiff.config.tree import DecodeError, apply_overrides, from_dict
 from pixdiff.config.validate import ConfigError, check_fields, positive, require
 from pixdiff.data.openmoji import LABELS as OPENMOJI_LABELS
 from pixdiff.diffusion.objectives import FlowMatching, Objective
@@ -208,8 +211,37 @@ def _resolve_path(file_part: str) -> Path:
     raise RecipeError(f"no recipe file {file_part!r} (not a path; built-in recipes: {names})")
 
 
+def stored_recipe_file(spec: str) -> Path | None:
+    """The recipe.json a spec names (the file, or a run folder holding one); None for other specs."""
+    path = Path(spec)
+    if path.suffix == ".json":
+        return path
+    return path / "recipe.json" if path.is_dir() else None
+
+
+def load_stored_recipe(path: Path) -> Recipe:
+    """A stored recipe (a run's recipe.json), decoded like a checkpoint's: JSON into known config
+    dataclasses, never a file executed or a class imported from outside pixdiff and its plugins."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecipeError(f"{path} is unreadable or not JSON ({type(e).__name__})") from None
+    try:
+        recipe = from_dict(data, str(path))
+    except DecodeError as e:
+        raise RecipeError(str(e)) from None
+    if not isinstance(recipe, Recipe):
+        raise RecipeError(f"{path} does not hold a pixdiff Recipe")
+    return recipe
+
+
 def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
     """Build the recipe named by `spec` and apply `key=value` overrides (type-checked)."""
+    stored = stored_recipe_file(spec)
+    if stored is not None:
+        return apply_overrides(load_stored_recipe(stored), list(overrides))
     if spec.startswith("plugin:"):
         from pixdiff.config.plugins import discover
 

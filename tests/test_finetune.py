@@ -89,7 +89,7 @@ def test_fine_tune_cli_runs_and_resumes(source, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     res = cli("train", "emoji_tiny", *sets, "--set", "train.max_steps=3", "--init-from", str(source), "--out", out,
               "--resume", "--no-progress")
-    assert res.returncode == 0 and "trained 3 steps" in res.stdout, res.stderr[-2000:]
+    assert res.returncode == 0 and "trained steps 2-3 (1 this session)" in res.stdout, res.stderr[-2000:]
     bad = cli("train", "emoji_tiny", *sets, "--set", "model.backbone.dim=64", "--init-from", str(source),
               "--out", str(tmp_path / "bad"), "--no-progress")
     assert bad.returncode == 2 and "shape mismatch" in bad.stderr and "Traceback" not in bad.stderr

@@ -156,3 +156,25 @@ def test_every_override_key_is_settable_from_its_own_value(spec):
 def test_replace_validates_the_final_combination():
     r = load_recipe("dip_xl32")
     assert dataclasses.asdict(r.model.backbone)["image_size"] == 512
+
+
+def test_a_run_folder_and_its_recipe_json_load_as_recipes(tmp_path):
+    """`pixdiff.load_recipe("runs/x/recipe.json")` (or "runs/x") decodes the JSON into known config
+    classes only: a stored `_type` naming anything else is refused before it runs."""
+    recipe = load_recipe("emoji_tiny", ["model.backbone.dim=32"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
+    assert load_recipe(str(tmp_path / "run" / "recipe.json")) == recipe
+    assert load_recipe(str(tmp_path / "run"), ["train.lr=1e-3"]) == dataclasses.replace(
+        recipe, train=dataclasses.replace(recipe.train, lr=1e-3))
+    marker = tmp_path / "MARKER"
+    (tmp_path / "bad.json").write_text(json.dumps({"_type": "subprocess:run", "args": ["touch", str(marker)]}))
+    with pytest.raises(RecipeError, match="refusing _type 'subprocess:run'"):
+        load_recipe(str(tmp_path / "bad.json"))
+    assert not marker.exists()
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(RecipeError, match="not JSON"):
+        load_recipe(str(tmp_path / "junk.json"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecipeError, match="recipe file not found: .*empty/recipe.json"):
+        load_recipe(str(tmp_path / "empty"))  # a folder that holds no run

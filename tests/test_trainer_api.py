@@ -76,3 +76,40 @@ def test_the_root_package_exports_load_sample_and_trainer_lazily(recipe, tmp_pat
         run.sample([9])
     with pytest.raises(pixdiff.recipe.RecipeError, match="sample.steps=0: must be > 0"):
         run.sample([0], steps=0)
+
+
+def test_a_checkpoint_saved_by_a_callback_after_a_non_finite_step_stops_and_keeps_the_last_good(
+        recipe, tmp_path, monkeypatch):
+    recipe = pixdiff.recipe.replace(recipe, **{"train.log_every": 4, "train.ckpt_every": 100})
+    real_loss = type(recipe.objective).loss
+    calls = {"n": 0}
+
+    def nan_at_2(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, stats = real_loss(self, *args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 2 else loss), stats
+
+    monkeypatch.setattr(type(recipe.objective), "loss", nan_at_2)
+    def save_every_step(trainer, event):
+        if event.kind == "step":
+            trainer.save_checkpoint()
+
+    with pytest.raises(TrainingError, match=r"loss is nan at step 2 .* Last good checkpoint: .*step_00000001.pt"):
+        Trainer(recipe, tmp_path / "run", progress=False).fit([save_every_step])
+    files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert files == ["step_00000001.pt"]  # not step 2 (its update was skipped), and step 1 kept
+    last_good = checkpoint.load(tmp_path / "run" / "checkpoints" / files[0])
+    assert last_good["step"] == 1 and all(torch.isfinite(v).all() for v in last_good["model"].values())
+
+
+def test_pruning_keeps_the_checkpoint_just_written_whatever_newer_names_lie_around(tmp_path):
+    from pixdiff.runtime.distributed import Dist
+    from pixdiff.train import checkpointing
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (1, 2, 7, 8):  # 7 and 8: files of steps a stop undid, or damaged ones a resume skipped
+        (folder / f"step_{step:08d}.pt").write_bytes(b"x")
+    checkpointing.save(tmp_path, {"step": 3, "model": {}}, Dist())
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000002.pt", "step_00000003.pt", "step_00000007.pt",
+                                                         "step_00000008.pt"]

@@ -1,10 +1,15 @@
-"""torch.distributed setup for commands launched by `torchrun` (or as one plain process)."""
+"""torch.distributed setup for commands launched by `torchrun` (or as one plain process).
+
+Collectives time out: a rank that stalls (a hung GPU, a dead node) ends the job after
+PIXDIFF_DIST_TIMEOUT seconds (default 600) instead of leaving the others waiting forever.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -53,11 +58,31 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DEFAULT_TIMEOUT_S = 600
+
+
+class DistError(RuntimeError):
+    """The process group cannot be set up as asked (a bad PIXDIFF_DIST_TIMEOUT)."""
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective may wait for the other ranks: $PIXDIFF_DIST_TIMEOUT seconds, default 600."""
+    text = os.environ.get("PIXDIFF_DIST_TIMEOUT", "").strip() or str(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise DistError(f"PIXDIFF_DIST_TIMEOUT={text!r} must be a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the process group torchrun describes through WORLD_SIZE/RANK/LOCAL_RANK.
 
     NCCL on CUDA, gloo on CPU. `device` forces "cpu" or "cuda"; by default CUDA when available.
     A CUDA device that is not there is a DeviceError (`check_device`).
+    Collectives time out after `collective_timeout()`.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -66,8 +91,10 @@ def setup(device: str | None = None) -> Dist:
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
+    timeout = collective_timeout()  # checked on one process too: a typo fails before a 64-GPU launch
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
+                                timeout=timeout)
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
@@ -88,3 +115,20 @@ def mean_across(d: Dist, value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)  # SUM: gloo has no AVG
         value /= d.world
     return value
+
+
+def host_group(d: Dist) -> dist.ProcessGroup | None:
+    """A gloo group for agreeing on host-side flags without a device sync (None: the default
+    group is gloo already, or there is one process). Every rank must call it."""
+    if not d.enabled or dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo")
+
+
+def max_across(d: Dist, value: int, group: dist.ProcessGroup | None = None) -> int:
+    """The largest of each rank's `value` (a collective over CPU tensors; the value itself on one process)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return int(t.item())

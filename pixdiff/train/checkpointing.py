@@ -46,18 +46,41 @@ def checkpoint_step(path: Path | None) -> int:
     return int(path.stem.split("_")[1]) if path else -1
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A `to_dict` tree as {dotted key: leaf value}; a section's class is its `KEY._type` leaf."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def recipe_changes(old: Recipe, new: Recipe) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} of every field that differs, as JSON values."""
+    a, b = flatten(to_dict(old)), flatten(to_dict(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def show_change(key: str, old: Any, new: Any) -> str:
+    return f"{key} {json.dumps(old)} -> {json.dumps(new)}"
+
+
+def changes_what_is_trained(key: str) -> bool:
+    """What a resume may not change: the model, the objective, the data (where its decoded cache
+    is kept aside), and the batch and seed that fix the data order and the noise."""
+    if key == "data.cache_dir":
+        return False
+    return key.split(".")[0] in ("model", "objective", "data") or key in ("train.global_batch", "train.seed")
+
+
 def check_resume_compatible(saved: Recipe, given: Recipe, what: str = "the run's recipe.json") -> None:
     """Resuming may change how long and how often (train.*, sample.*), never what is trained."""
-    for section in ("model", "objective", "data"):
-        a, b = to_dict(getattr(saved, section)), to_dict(getattr(given, section))
-        if section == "data":  # where the decoded cache is kept does not change what is trained
-            a, b = ({**x, "cache_dir": None} for x in (a, b))
-        if a != b:
-            raise TrainingError(
-                f"--resume: the recipe's {section!r} section differs from {what}; "
-                f"resume with the same recipe or start a new --out folder")
-    if (saved.train.global_batch, saved.train.seed) != (given.train.global_batch, given.train.seed):
-        raise TrainingError(f"--resume: train.global_batch and train.seed must stay as in {what}")
+    refused = [show_change(k, *v) for k, v in recipe_changes(saved, given).items() if changes_what_is_trained(k)]
+    if refused:
+        raise TrainingError(f"--resume cannot change {', '.join(refused)} (from {what}): "
+                            f"that would change what the run trains; start a new --out folder")
 
 
 def split_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -85,14 +108,22 @@ def run_state(recipe: Recipe, parts: Parts, step: int, dataset_size: int, window
 
 
 def save(out_dir: Path, state: dict[str, Any], d: Dist) -> Path:
-    """Write step_XXXXXXXX.pt (rank 0) and delete all but the newest KEEP_CHECKPOINTS."""
+    """Write step_XXXXXXXX.pt (rank 0) and delete all but the newest KEEP_CHECKPOINTS up to it."""
     path = out_dir / CKPT_DIR / f"step_{state['step']:08d}.pt"
     if d.main:
         checkpoint.save(state, path)
-        for old in sorted((out_dir / CKPT_DIR).glob("step_*.pt"))[:-KEEP_CHECKPOINTS]:
+        for old in prunable(out_dir, state["step"]):
             old.unlink()
     barrier(d)
     return path
+
+
+def prunable(out_dir: Path, step: int) -> list[Path]:
+    """The checkpoints a save at `step` retires: all but the newest KEEP_CHECKPOINTS at or before it.
+    Files named after `step` (a damaged one a resume skipped, those of steps a non-finite stop
+    undid) are left alone, so they can never push out the one just written, the last good one."""
+    upto = [p for p in sorted((out_dir / CKPT_DIR).glob("step_*.pt")) if checkpoint_step(p) <= step]
+    return upto[:-KEEP_CHECKPOINTS]
 
 
 def check_fresh(out_dir: Path) -> None:
@@ -121,17 +152,20 @@ def newest_verified(out_dir: Path) -> tuple[Path, dict[str, Any], list[str]]:
 
 def restore(out_dir: Path, recipe: Recipe, parts: Parts) -> tuple[Path, dict[str, Any]]:
     """Load the newest checkpoint that verifies into `parts`, after checking that both the run's
-    recipe.json and the checkpoint's own recipe fit `recipe`; returns its path and its contents."""
+    recipe.json and the checkpoint's own recipe fit `recipe`; returns its path and its contents.
+    What the checkpoint holds is read by its own recipe (which EMA is which), never by recipe.json
+    or `recipe`: a session that changed them may have ended before it wrote a checkpoint."""
     path, ckpt, skipped = newest_verified(out_dir)
     run = checkpoint.run_recipe(out_dir)  # decoded safely, like everything read from a run folder
     check_resume_compatible(run, recipe)
-    check_resume_compatible(checkpoint.recipe_of(ckpt, path), recipe, f"the recipe stored in {path}")
+    stored = checkpoint.recipe_of(ckpt, path)
+    check_resume_compatible(stored, recipe, f"the recipe stored in {path}")
     for note in skipped:
         warnings.warn(f"--resume skipped {note}", checkpoint.UnverifiedCheckpoint, stacklevel=2)
     net = {f"model.{k}": v for k, v in ckpt["model"].items()}
     net.update({f"repa_projector.{k}": v for k, v in ckpt.get("repa_projector", {}).items()})
     parallel.load_full_state_dict(parts.net, net, parts.fsdp)
-    saved = checkpoint.ema_weights(ckpt, run.train.ema_decays)
+    saved = checkpoint.ema_weights(ckpt, stored.train.ema_decays)
     for i, decay in enumerate(recipe.train.ema_decays):
         if decay not in saved:
             raise TrainingError(f"--resume: the checkpoint has no EMA with decay {decay} "

@@ -5,12 +5,16 @@ be a host sync every step). Instead each step records on the device whether its 
 norm is non-finite; from the first such step on, the fused AdamW skips its update (the
 `found_inf` tensor GradScaler uses) and the EMAs stand still, so the weights stay those of the
 last good step. The next step that syncs anyway (a log row, a checkpoint, a sample grid, the end)
-reads the flag, saves a checkpoint of the last good step and stops, naming the bad step.
+reads the flag, saves a checkpoint of the last good step and stops, naming the bad step. A
+checkpoint asked for in between (`save_checkpoint`, e.g. by a callback) runs the same check first,
+so no file is ever named after a step whose update was skipped.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -28,15 +32,18 @@ from pixdiff.data.stream import BatchStream
 from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
-from pixdiff.runtime.distributed import Dist, barrier, mean_across
+from pixdiff.runtime.distributed import Dist, DistError, barrier, host_group, max_across, mean_across
 from pixdiff.runtime.lock import rank0_lock
 from pixdiff.runtime.precision import autocast
 from pixdiff.train import checkpointing, finetune, parallel
+from pixdiff.train.checkpointing import show_change
 from pixdiff.train.ema import ema_update
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loss import step_generators
-from pixdiff.train.metrics import MetricsLog, ProgressBar, Window, accumulate, is_log_step, plot_loss
+from pixdiff.train.metrics import MetricsLog, Progress, Window, accumulate, is_log_step, plot_loss
+from pixdiff.train.resume import append_history, check_unfinished
 from pixdiff.train.schedule import lr_at
+from pixdiff.train.signals import EXIT_CODES, StopSignals, signal_name
 
 SAMPLES_DIR = "samples"
 
@@ -61,12 +68,33 @@ Callback = Callable[["Trainer", Event], Any]
 @dataclass(frozen=True)
 class TrainResult:
     out_dir: Path
-    step: int
+    step: int  # the step the run is at now
     last_loss: float
     seconds: float
     checkpoint: Path | None
     sample_grid: Path | None
     main: bool  # whether this process is rank 0 (the one that reports)
+    stopped_by: int = 0  # the signal that stopped the run early (see pixdiff.train.signals); 0: none
+    start_step: int = 0  # the step this session started from (0 for a new run)
+
+    def summary(self) -> str:
+        """E.g. "trained steps 400-1200 (800 this session) in 61.2 s, final loss 0.0712"."""
+        loss = f"final loss {self.last_loss:.4f}" if math.isfinite(self.last_loss) else "no loss logged this session"
+        return (f"trained steps {self.start_step}-{self.step} ({self.step - self.start_step} this session) "
+                f"in {self.seconds:.1f} s, {loss}")
+
+    @property
+    def exit_code(self) -> int:
+        """What the command exits with: 130 after SIGINT, 143 after SIGTERM, else 0 (SIGUSR1 is a requeue)."""
+        return EXIT_CODES.get(self.stopped_by, 0)
+
+    def stop_line(self) -> str:
+        """One line on a signal stop: which signal, at which step, the checkpoint, what to do next."""
+        name = signal_name(self.stopped_by)
+        if self.exit_code == 0:
+            return (f"stopped by {name} at step {self.step}: checkpoint {self.checkpoint}; "
+                    f"requeue the job with --resume to continue")
+        return f"interrupted by {name} at step {self.step}: checkpoint {self.checkpoint}; continue with --resume"
 
 
 def open_data(recipe: Recipe, d: Dist) -> Any:
@@ -99,17 +127,21 @@ class Trainer:
         stats = trainer.step()                             # or drive it step by step
 
     Every path goes through `step`, so the LR schedule, EMA, non-finite stop, metrics rows,
-    checkpoints and grids apply to everyone. `global_step` counts the optimizer steps taken."""
+    checkpoints and grids apply to everyone. `global_step` counts the optimizer steps taken.
+
+    `progress` (rank 0): True, a live bar on a terminal and plain lines otherwise (a log file);
+    "lines", plain lines always; False, nothing. Shown, a session opens with a header line."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, d: Dist | None = None, *, resume: bool = False,
-                 progress: bool = True, console: Any = None, init_from: str | Path | None = None,
+                 progress: bool | Literal["lines"] = True, console: Any = None, init_from: str | Path | None = None,
                  keep_classes: bool = True):
         d = d or Dist()
         self.recipe, self.out_dir, self.d, self.progress, self.console = recipe, Path(out_dir), d, progress, console
         self._log: MetricsLog | None = None
-        self._bar: ProgressBar | None = None
+        self._progress: Progress | None = None
         self._t0 = time.perf_counter()
         self._stop_requested = False
+        self._host_group = host_group(d)  # where the ranks agree on a signal stop
         self.last_grid: Path | None = None
         self._lock = ExitStack()  # held until close(): one writer per run folder, before anything is written
         self._lock.enter_context(rank0_lock(self.out_dir, d))
@@ -128,6 +160,7 @@ class Trainer:
         self.window = Window(d)
         self.halted = torch.zeros((), device=d.device)  # 1 from the first non-finite step on
         self.bad = torch.full((2,), float("nan"), device=d.device)  # (its step, its loss)
+        self.resumed, self.changes = resume, {}
         if d.main:  # the folder is locked: temp files are what a killed writer left
             checkpoint.remove_stale_temps(self.out_dir / checkpointing.CKPT_DIR)
         if resume:
@@ -136,17 +169,26 @@ class Trainer:
             checkpointing.check_fresh(self.out_dir)
             if init_from is not None:  # a fresh run only: a resumed one continues from its own checkpoint
                 finetune.initialise(self.parts, Path(init_from), keep_classes=keep_classes)
-        if d.main:
-            with atomic_write(self.out_dir / "recipe.json", text=True) as f:
-                f.write(json.dumps(to_dict(recipe), indent=2))
         self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
+        self.start_step = self.global_step
 
     def _resume(self) -> None:
         self.last_ckpt, ckpt = checkpointing.restore(self.out_dir, self.recipe, self.parts)
         self.global_step = int(ckpt["step"])
         self.window.load(ckpt.get("metrics_window"))
-        if self.d.main:
-            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.global_step)
+        self.changes = checkpointing.recipe_changes(checkpoint.run_recipe(self.out_dir), self.recipe)
+
+    def _begin_session(self) -> None:
+        """The session's first writes (rank 0), made when training starts, so that a Trainer only
+        opened (a resume refused as finished, say) changes nothing in the folder."""
+        if not self.d.main:
+            return
+        if self.resumed:
+            checkpointing.forget_metrics_after(self.out_dir / "metrics.jsonl", self.global_step)  # about to redo them
+            if self.changes:
+                append_history(self.out_dir, self.global_step, self.changes)
+        with atomic_write(self.out_dir / "recipe.json", text=True) as f:
+            f.write(json.dumps(to_dict(self.recipe), indent=2))
 
     # ------------------------------------------------------------------ data
     def _open_stream(self) -> BatchStream:
@@ -209,13 +251,19 @@ class Trainer:
         self.global_step = int(bad_step) - 1  # no update was applied since: the state is that of this step
         self.window = Window(self.d)  # its sums hold the bad values
         if self.global_step > 0 and checkpointing.checkpoint_step(self.last_ckpt) != self.global_step:
-            self.save_checkpoint()
+            self._save()
         raise TrainingError(f"loss is {bad_loss} at step {int(bad_step)} (or its gradient is not finite); "
                             f"stopped without applying it. Last good checkpoint: "
                             f"{self.last_ckpt or 'none (failed before the first step)'}")
 
     # ------------------------------------------------------------------ checkpoints and samples
     def save_checkpoint(self) -> Path:
+        """Save the current step, after the non-finite check: a step whose update was skipped is
+        never saved under its own number (nor can its file push out the last good one)."""
+        self._stop_if_nonfinite()
+        return self._save()
+
+    def _save(self) -> Path:
         state = checkpointing.run_state(self.recipe, self.parts, self.global_step, self.cache.info.count,
                                         self.window.state())  # collective under FSDP: every rank takes part
         self.last_ckpt = checkpointing.save(self.out_dir, state, self.d)
@@ -257,11 +305,10 @@ class Trainer:
             self._stop_if_nonfinite()
             row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - self._t0, 3)}
             self._log.write(row)
-            self._bar.update(s, row["loss"], row["img_per_s"])
+            self._progress.update(s, row)
             self.last_loss = row["loss"]
             self._emit(callbacks, Event("log", s, row=row))
         if s % tc.ckpt_every == 0 and s != tc.max_steps:
-            self._stop_if_nonfinite()
             self._emit(callbacks, Event("checkpoint", s, path=self.save_checkpoint()))
         if tc.sample_every > 0 and s % tc.sample_every == 0 and s != tc.max_steps:
             self._stop_if_nonfinite()
@@ -275,35 +322,56 @@ class Trainer:
         then save a final checkpoint and grid; the data workers and logs are closed on the way out."""
         target = self.recipe.train.max_steps if max_steps is None else max_steps
         try:
-            if self._log is None:
-                self._open_logs()
-            while self.global_step < target and not self._stop_requested:
-                self.step(callbacks)
-            return self._finish(callbacks)
+            with StopSignals() as signals:
+                if self._log is None:
+                    self._open_logs()
+                stopped_by = 0
+                while self.global_step < target and not self._stop_requested and not stopped_by:
+                    self.step(callbacks)
+                    stopped_by = max_across(self.d, signals.received, self._host_group)  # the same on every rank
+                return self._finish(callbacks, stopped_by)
         finally:
             self.close()
 
-    def _finish(self, callbacks: Sequence[Callback]) -> TrainResult:
+    def _finish(self, callbacks: Sequence[Callback], stopped_by: int = 0) -> TrainResult:
         self._stop_if_nonfinite()
         if checkpointing.checkpoint_step(self.last_ckpt) != self.global_step:
             self.save_checkpoint()
-        if self.recipe.train.sample_every > 0:
+        if self.recipe.train.sample_every > 0 and not stopped_by:  # a stop is in a hurry: no grid
             self.last_grid = self.sample_grid()
         self.close()
         if self.d.main:
             plot_loss(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         barrier(self.d)
         self._emit(callbacks, Event("end", self.global_step, path=self.last_ckpt))
-        return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0, self.last_ckpt,
-                           self.last_grid, self.d.main)
+        return TrainResult(self.out_dir, self.global_step, self.last_loss, time.perf_counter() - self._t0,
+                           self.last_ckpt, self.last_grid, self.d.main, stopped_by, self.start_step)
 
     def _open_logs(self) -> None:
         tc, d = self.recipe.train, self.d
+        self._begin_session()
         self._t0 = time.perf_counter()
         self._log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
                                resumed_at=self.global_step + 1 if self.global_step else None).__enter__()
-        self._bar = ProgressBar(tc.max_steps, self.global_step, enabled=self.progress and d.main,
-                                console=self.console).__enter__()
+        self._progress = Progress(tc.max_steps, self.global_step, mode=self._progress_mode(), console=self.console)
+        self._progress.say(self.header())
+        for key, (old, new) in self.changes.items():
+            self._progress.say(f"resume: {show_change(key, old, new)}")
+        self._progress.__enter__()
+
+    def _progress_mode(self) -> str:
+        if not self.d.main or self.progress is False:
+            return "off"
+        return "bar" if self.progress is True and sys.stdout.isatty() else "lines"
+
+    def header(self) -> str:
+        """One line on what is about to train: where, from which step, on what, with how much."""
+        r, info = self.recipe, self.cache.info
+        start = f"resumed from step {self.global_step}" if self.global_step else "new run"
+        dtype = "bf16 autocast" if self.d.device.type == "cuda" and r.train.precision == "bf16" else "fp32"
+        params = sum(p.numel() for p in self.net.model.parameters())
+        return (f"train {self.out_dir} ({start}, to step {r.train.max_steps}): {self.d.device} x {self.d.world}, "
+                f"{dtype}, {params:,} parameters, data {r.data.source} ({info.count:,} images, {r.resolution} px)")
 
     def _emit(self, callbacks: Sequence[Callback], event: Event) -> None:
         for cb in callbacks:
@@ -314,7 +382,7 @@ class Trainer:
         """Stop the data stream's workers, close the logs and release the folder (idempotent)."""
         self.stream.close()
         if self._log is not None:
-            self._bar.__exit__(None, None, None)
+            self._progress.__exit__(None, None, None)
             self._log.__exit__(None, None, None)
             self._log = None
         self._lock.close()
@@ -323,15 +391,22 @@ class Trainer:
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, device: str | None = None,
           progress: bool = True, init_from: str | Path | None = None, keep_classes: bool = True) -> TrainResult:
     """Train `recipe` into `out_dir` (see `pixdiff.train`); joins torchrun's process group.
-    `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`)."""
+    `init_from`: start from that checkpoint's weights (`pixdiff.train.finetune`). `progress=False`
+    (the CLI's --no-progress) prints plain lines instead of the live bar."""
     from pixdiff.runtime.distributed import setup, teardown
 
-    d = setup(device)
+    try:
+        d = setup(device)
+    except DistError as e:
+        raise TrainingError(str(e)) from None
     trainer = None
     try:
-        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress, init_from=init_from,
+        trainer = Trainer(recipe, Path(out_dir), d, resume=resume, progress=progress or "lines", init_from=init_from,
                           keep_classes=keep_classes)
-        return trainer.fit()
+        with trainer:
+            if resume:
+                check_unfinished(trainer.global_step, recipe)
+            return trainer.fit()
     except OSError as e:
         step = trainer.global_step if trainer else 0
         raise WriteFailed(f"{describe(e)} at step {step}; {checkpointing.last_good(Path(out_dir))}") from None

@@ -8,9 +8,11 @@ so that logging costs one host sync per row, not per step.
 from __future__ import annotations
 
 import json
+import math
 import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -106,33 +108,53 @@ class MetricsLog:
             self.writer.close()
 
 
-class ProgressBar:
-    """rich progress: step, loss, img/s, ETA (rank 0 only)."""
+class Progress:
+    """What rank 0 shows while training: "bar", a live rich bar (for a terminal); "lines", one plain
+    flushed line per metrics row (for a log file or a pipe); "off", nothing."""
 
-    def __init__(self, total: int, done: int, *, enabled: bool, console: Any = None):
-        self.enabled = enabled
-        if enabled:
+    def __init__(self, total: int, done: int, *, mode: Literal["bar", "lines", "off"], console: Any = None):
+        self.mode, self.total, self.done, self.t0 = mode, total, done, time.perf_counter()
+        if mode == "bar":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
                 TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[ips]:.1f} img/s"),
                 TimeRemainingColumn(), console=console, transient=False,
             )
-            self.task = self.progress.add_task("train", total=total, completed=done, loss=float("nan"), ips=0.0)
+            # "-" until the first row: a loss of nan before any step would look like a diverged run
+            self.task = self.progress.add_task("train", total=total, completed=done, loss="-", ips=0.0)
 
-    def __enter__(self) -> ProgressBar:
-        if self.enabled:
+    def say(self, line: str) -> None:
+        """A line before the bar starts (the run's header)."""
+        if self.mode != "off":
+            print(line, flush=True)
+
+    def __enter__(self) -> Progress:
+        if self.mode == "bar":
             self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
+        if self.mode == "bar":
             self.progress.__exit__(*exc)
 
-    def update(self, step: int, loss: float, ips: float) -> None:
-        if self.enabled:
-            self.progress.update(self.task, completed=step, loss=loss, ips=ips)
+    def update(self, step: int, row: dict[str, Any]) -> None:
+        if self.mode == "bar":
+            self.progress.update(self.task, completed=step, loss=f"{row['loss']:.4f}", ips=row["img_per_s"])
+        elif self.mode == "lines":
+            print(progress_line(step, self.total, row, self.eta(step)), flush=True)
+
+    def eta(self, step: int) -> float:
+        """Seconds to `total` at this session's pace so far."""
+        done = step - self.done
+        return (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else float("nan")
+
+
+def progress_line(step: int, total: int, row: dict[str, Any], eta_s: float) -> str:
+    eta = str(timedelta(seconds=round(eta_s))) if math.isfinite(eta_s) else "?"
+    return (f"step {step}/{total}  loss {row['loss']:.4f}  lr {row['lr']:.3g}  {row['img_per_s']:.1f} img/s  "
+            f"ETA {eta}")
 
 
 def plot_loss(log_path: Path, out: Path) -> Path | None:
