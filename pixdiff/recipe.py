@@ -74,7 +74,9 @@ class TrainConfig:
     ckpt_every: int = 5000
     sample_every: int = 10000  # 0 disables sample grids during training
     repa: RepaConfig | None = None
-    tensorboard: bool = False  # also write metrics as TensorBoard events under <run>/tensorboard
+    tensorboard: bool = False  # also write metrics and sample grids as TensorBoard events under <run>/tensorboard
+    wandb: bool = False  # also log them to Weights & Biases (pixdiff[wandb]; WANDB_MODE=offline works offline)
+    wandb_project: str = "pixdiff"
 
     def __post_init__(self) -> None:
         require(self, "precision", self.precision != "fp16",

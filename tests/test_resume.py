@@ -96,12 +96,12 @@ def test_emas_are_read_by_the_checkpoints_own_recipe(cache, tmp_path):
     out = tmp_path / "run"
     Trainer(recipe, out, progress=False).fit()
     ckpt = checkpoint.load(out / "checkpoints" / "step_00000002.pt")
-    swapped = pixdiff.recipe.replace(recipe, **{"train.ema_decays": (0.99, 0.9), "train.max_steps": 3})
+    swapped = pixdiff.replace(recipe, **{"train.ema_decays": (0.99, 0.9), "train.max_steps": 3})
     with Trainer(swapped, out, resume=True, progress=False) as trainer:  # writes recipe.json, then dies
         trainer.step()                                                  # before its next checkpoint
     assert load_recipe(str(out)).train.ema_decays == (0.99, 0.9)
     for decays in ((0.9, 0.99), (0.99, 0.9)):  # neither order wedges the run
-        again = pixdiff.recipe.replace(recipe, **{"train.ema_decays": decays, "train.max_steps": 3})
+        again = pixdiff.replace(recipe, **{"train.ema_decays": decays, "train.max_steps": 3})
         with Trainer(again, out, resume=True, progress=False) as trainer:
             for i, decay in enumerate(decays):
                 expected = ckpt["ema"] if decay == 0.9 else ckpt["ema_extra"]["0.99"]

@@ -80,7 +80,7 @@ def test_the_root_package_exports_load_sample_and_trainer_lazily(recipe, tmp_pat
 
 def test_a_checkpoint_saved_by_a_callback_after_a_non_finite_step_stops_and_keeps_the_last_good(
         recipe, tmp_path, monkeypatch):
-    recipe = pixdiff.recipe.replace(recipe, **{"train.log_every": 4, "train.ckpt_every": 100})
+    recipe = pixdiff.replace(recipe, **{"train.log_every": 4, "train.ckpt_every": 100})
     real_loss = type(recipe.objective).loss
     calls = {"n": 0}
 

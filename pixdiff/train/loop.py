@@ -288,8 +288,11 @@ class Trainer:
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
             x = sample_batch(ema, self.recipe, y, seed_generators(range(n), self.d.device))
-        return save_grid(x, self.out_dir / SAMPLES_DIR / f"step_{self.global_step:08d}.png",
+        grid = save_grid(x, self.out_dir / SAMPLES_DIR / f"step_{self.global_step:08d}.png",
                          nrow=classes if 0 < classes <= 12 and n % classes == 0 else None)
+        if self._log is not None:
+            self._log.image(self.global_step, grid)
+        return grid
 
     # ------------------------------------------------------------------ driver
     def step(self, callbacks: Sequence[Callback] = ()) -> dict[str, torch.Tensor]:
@@ -351,7 +354,7 @@ class Trainer:
         tc, d = self.recipe.train, self.d
         self._begin_session()
         self._t0 = time.perf_counter()
-        self._log = MetricsLog(self.out_dir, main=d.main, tensorboard=tc.tensorboard,
+        self._log = MetricsLog(self.out_dir, main=d.main, tc=tc, config=to_dict(self.recipe),
                                resumed_at=self.global_step + 1 if self.global_step else None).__enter__()
         self._progress = Progress(tc.max_steps, self.global_step, mode=self._progress_mode(), console=self.console)
         self._progress.say(self.header())

@@ -77,28 +77,43 @@ class Window:
 
 
 class MetricsLog:
-    """metrics.jsonl rows (rank 0), mirrored as TensorBoard scalars under <run>/tensorboard."""
+    """metrics.jsonl rows (rank 0), mirrored as TensorBoard scalars under <run>/tensorboard and/or a
+    Weights & Biases run (train.wandb; offline with WANDB_MODE=offline), sample grids as images."""
 
-    def __init__(self, out_dir: Path, *, main: bool, tensorboard: bool, resumed_at: int | None):
-        self.path, self.main, self.writer = out_dir / "metrics.jsonl", main, None
-        if main and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise TrainingError("train.tensorboard=true needs the tensorboard package: "
-                                    "pip install 'pixdiff[tensorboard]'") from e
+    def __init__(self, out_dir: Path, *, main: bool, tc: Any, resumed_at: int | None, config: dict | None = None):
+        self.path, self.main, self.writer, self.wandb = out_dir / "metrics.jsonl", main, None, None
+        if main and tc.tensorboard:
+            SummaryWriter = _extra("torch.utils.tensorboard", "tensorboard").SummaryWriter
             # purge_step: a resumed run overwrites the events logged after its checkpoint
             self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resumed_at)
+        if main and tc.wandb:
+            self.wandb = open_wandb(out_dir, tc.wandb_project, config, resumed_at)
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.main:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        scalars = {k: v for k, v in row.items() if k not in ("step", "time_s")}
         if self.writer is not None:
-            for k, v in row.items():
-                if k not in ("step", "time_s"):
-                    self.writer.add_scalar(k, v, row["step"])
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, row["step"])
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=row["step"])
+
+    def image(self, step: int, path: Path) -> None:
+        """A sample grid (a PNG written by rank 0) as an image at `step`."""
+        if not self.main or path is None:
+            return
+        if self.writer is not None:
+            import numpy as np
+            from PIL import Image
+
+            self.writer.add_image("samples", np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({"samples": wandb.Image(str(path))}, step=step)
 
     def __enter__(self) -> MetricsLog:
         return self
@@ -106,6 +121,36 @@ class MetricsLog:
     def __exit__(self, *exc: Any) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _extra(module: str, extra: str) -> Any:
+    """An optional logger's module, or one line naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise TrainingError(f"train.{extra}=true needs the {extra} package: pip install 'pixdiff[{extra}]'") from None
+
+
+def open_wandb(out_dir: Path, project: str, config: dict | None, resumed_at: int | None) -> Any:
+    """A W&B run for this run folder: its id is kept in <run>/wandb_id, so a resumed run continues the
+    same W&B run (W&B drops rows at steps it already has); its files go under <run>/wandb."""
+    import secrets
+
+    wandb = _extra("wandb", "wandb")
+    id_file = out_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if resumed_at and id_file.is_file() else secrets.token_hex(8)
+    id_file.write_text(run_id)
+    try:
+        return wandb.init(project=project, id=run_id, name=out_dir.name, dir=str(out_dir), config=config,
+                          resume="allow")
+    except Exception as e:  # noqa: BLE001 - no account, no network, a bad project name: one line
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise TrainingError(f"train.wandb: W&B could not start ({type(e).__name__}: {reason}); "
+                            "WANDB_MODE=offline logs without an account") from None
 
 
 class Progress:
