@@ -70,10 +70,10 @@ class Lines:
         self.last = Snapshot(done, total, now - self.start)
         step = max(1.0, self.fraction * total)
         crossed = done // step > (self.shown.done if self.shown else 0) // step  # into the next 10%
-        if done < total and (crossed or now - self.printed_at >= self.seconds):
+        if done >= total or crossed or now - self.printed_at >= self.seconds:
             self._print(self.last, now)
 
-    def close(self) -> None:
+    def close(self) -> None:  # where the work stopped, if that line is not out yet (an error, Ctrl-C)
         if self.last is not None and self.last != self.shown:
             self._print(self.last, time.monotonic())
 
