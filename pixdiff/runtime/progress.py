@@ -83,7 +83,9 @@ class Lines:
 
 
 class Bar:
-    """rich's bar on a terminal, in the look of the training bar; started at the first report."""
+    """rich's bar on a terminal, in the look of the training bar; started at the first report.
+    Redrawn at each report, not by rich's refresh thread, which would take the GIL from the work
+    (from `bench`'s timed calls)."""
 
     def __init__(self, what: str, unit: str, stream: TextIO):
         self.what, self.unit, self.stream = what, unit, stream
@@ -97,11 +99,11 @@ class Bar:
 
             self.bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit),
                                 TextColumn(f"{{task.fields[rate]:.1f}} {self.unit}/s"), TimeRemainingColumn(),
-                                console=Console(file=self.stream), transient=False)
+                                console=Console(file=self.stream), transient=False, auto_refresh=False)
             self.task = self.bar.add_task(self.what, total=total, rate=0.0)
             self.bar.start()
         rate = Snapshot(done, total, time.monotonic() - self.start).rate
-        self.bar.update(self.task, completed=done, total=total, rate=rate)
+        self.bar.update(self.task, completed=done, total=total, rate=rate, refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
