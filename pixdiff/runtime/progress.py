@@ -69,7 +69,7 @@ class Lines:
         now = time.monotonic()
         self.last = Snapshot(done, total, now - self.start)
         step = max(1.0, self.fraction * total)
-        crossed = done // step > (self.shown.done if self.shown else 0) // step  # into the next 10%
+        crossed = done // step > (self.shown.done if self.shown else 0) // step  # into the next `fraction` of the total
         if done >= total or crossed or now - self.printed_at >= self.seconds:
             self._print(self.last, now)
 
