@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import platform
 import statistics
 import tempfile
@@ -52,6 +53,7 @@ from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.distributed import pick_device
 from pixdiff.runtime.precision import DTYPES, Dtype, autocast
+from pixdiff.runtime.progress import OnProgress
 from pixdiff.runtime.rng import balanced_labels, seed_generators
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by device-name substring, checked in
@@ -117,9 +119,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_each(fn: Callable[[int], object], n: int, device: torch.device) -> list[float]:
+Tick = Callable[[], None]  # called once per call, outside its timing
+
+
+def _untracked() -> None:
+    """The tick of a benchmark nobody follows."""
+
+
+def _ticker(total: int, on_progress: OnProgress | None) -> Tick:
+    """A tick per call of a benchmark, reported as on_progress(calls done, total)."""
+    if on_progress is None:
+        return _untracked
+    done = itertools.count(1)
+    return lambda: on_progress(next(done), total)
+
+
+def _time_each(fn: Callable[[int], object], n: int, device: torch.device, tick: Tick = _untracked) -> list[float]:
     """Seconds of each of n back-to-back calls fn(0..n-1). On CUDA, events between the calls
-    (no host sync added between them); one synchronize before and after."""
+    (no host sync added between them); one synchronize before and after. `tick` (progress: a
+    counter, a line or a redraw now and then) runs between calls: outside the timing on the CPU;
+    on CUDA it delays the next launch only if the GPU's queue has run dry."""
     _sync(device)
     if device.type == "cuda":
         events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
@@ -127,6 +146,7 @@ def _time_each(fn: Callable[[int], object], n: int, device: torch.device) -> lis
         for i in range(n):
             fn(i)
             events[i + 1].record()
+            tick()
         events[-1].synchronize()
         return [a.elapsed_time(b) / 1e3 for a, b in zip(events, events[1:])]
     times = []
@@ -134,6 +154,7 @@ def _time_each(fn: Callable[[int], object], n: int, device: torch.device) -> lis
         start = time.perf_counter()
         fn(i)
         times.append(time.perf_counter() - start)
+        tick()
     return times
 
 
@@ -213,7 +234,7 @@ def _sizes(model: torch.nn.Module) -> dict[str, int]:
 
 def _measure_sampling(
     config: ModelConfig, recipe: Recipe, *, steps: int, cfg_scale: float, batch: int, dtype: Dtype,
-    compile: bool, compile_mode: str, device: torch.device, warmup: int, repeats: int,
+    compile: bool, compile_mode: str, device: torch.device, warmup: int, repeats: int, tick: Tick = _untracked,
 ) -> dict[str, Any]:
     """Time whole sampling calls of one model; figures for one model (no environment keys)."""
     gflops = _forward_gflops(config)
@@ -229,9 +250,9 @@ def _measure_sampling(
         sample_batch(network, as_built, y, seed_generators(range(i * batch, (i + 1) * batch), device), steps=steps,
                       cfg_scale=cfg_scale)
 
-    first = _time_each(call, 1, device)[0]
-    _time_each(call, max(warmup - 1, 0), device)
-    times = _time_each(call, repeats, device)
+    first = _time_each(call, 1, device, tick)[0]
+    _time_each(call, max(warmup - 1, 0), device, tick)
+    times = _time_each(call, repeats, device, tick)
     stats = _stats(times)
     batches = list(network.batches)  # of the last timed call; every call runs the same grid
     guided = sum(b == 2 * batch for b in batches)
@@ -261,7 +282,7 @@ def latency(
     recipe: Recipe, *, steps: int = 100, cfg_scale: float | None = None, batch: int = 1,
     dtype: Dtype | None = None, compile: bool = False, compile_mode: str | None = None,
     device: str | None = None, warmup: int = 2, repeats: int = 5, baseline: bool = True,
-    peak_tflops: float | None = None,
+    peak_tflops: float | None = None, on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
     """The paper's latency protocol: one whole sampling call (default: 1 image, 100 steps of the
     recipe's solver, the recipe's CFG scale and interval), `warmup` untimed calls then `repeats`
@@ -270,7 +291,8 @@ def latency(
 
     Defaults: device cuda if available else cpu; dtype bf16 on cuda, fp32 on cpu; compile_mode
     "reduce-overhead" on cuda, "default" on cpu. MFU against `peak_tflops` (default: the device's
-    dense bf16 peak; None on CPU)."""
+    dense bf16 peak; None on CPU). `on_progress(calls done, total)` counts the calls, untimed ones
+    included."""
     dev, dt = _resolve(device, dtype)
     compile_mode = compile_mode or default_compile_mode(dev)
     if warmup < 1 or repeats < 1:
@@ -279,7 +301,8 @@ def latency(
     env = _environment(dev, dt)
     peak = peak_tflops if peak_tflops is not None else default_peak_tflops(env["device"], dt)
     common = dict(steps=steps, cfg_scale=scale, batch=batch, dtype=dt, compile=compile,
-                  compile_mode=compile_mode, device=dev, warmup=warmup, repeats=repeats)
+                  compile_mode=compile_mode, device=dev, warmup=warmup, repeats=repeats,
+                  tick=_ticker((warmup + repeats) * (2 if baseline else 1), on_progress))
 
     def with_mfu(r: dict[str, Any]) -> dict[str, Any]:
         return {**r, "mfu": r["tflops"] / peak if peak else None}
@@ -312,7 +335,7 @@ def latency(
 
 def _measure_training(
     recipe: Recipe, *, batch: int, dtype: Dtype, compile: bool, compile_mode: str, device: torch.device,
-    warmup: int, iters: int,
+    warmup: int, iters: int, tick: Tick = _untracked,
 ) -> dict[str, Any]:
     """forward + backward + AdamW step of `pixdiff.train.TrainingLoss` on random data in [-1, 1]
     (REPA off, no EMA update, no gradient clipping)."""
@@ -340,9 +363,9 @@ def _measure_training(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    first = _time_each(step, 1, device)[0]
-    _time_each(step, max(warmup - 1, 0), device)
-    stats = _stats(_time_each(step, iters, device))
+    first = _time_each(step, 1, device, tick)[0]
+    _time_each(step, max(warmup - 1, 0), device, tick)
+    stats = _stats(_time_each(step, iters, device, tick))
     flops = 3 * gflops * 1e9 * batch
     out = {
         **stats,
@@ -364,7 +387,7 @@ def throughput(
     recipe: Recipe, *, mode: Literal["sample", "train"] = "sample", batch: int = 64, dtype: Dtype | None = None,
     compile: bool = False, compile_mode: str = "default", device: str | None = None, steps: int | None = None,
     cfg_scale: float | None = None, iters: int | None = None, warmup: int | None = None,
-    peak_tflops: float | None = None,
+    peak_tflops: float | None = None, on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
     """Images per second at a large batch.
 
@@ -374,7 +397,8 @@ def throughput(
     mode "train": forward + backward + AdamW steps of TrainingLoss on `batch` random images (bf16
     autocast with fp32 master weights, or fp32); images/s = batch / median step time, FLOPs
     3x forward per image. Defaults iters 10, warmup 3.
-    MFU = achieved TFLOP/s / `peak_tflops` (default: the device's dense bf16 peak; None on CPU)."""
+    MFU = achieved TFLOP/s / `peak_tflops` (default: the device's dense bf16 peak; None on CPU).
+    `on_progress(calls done, total)` counts the calls or steps, untimed ones included."""
     if mode not in ("sample", "train"):
         raise ValueError(f"mode must be 'sample' or 'train', not {mode!r}")
     dev, dt = _resolve(device, dtype)
@@ -384,6 +408,7 @@ def throughput(
         raise ValueError("warmup and iters must be at least 1 (the first call is never timed)")
     env = _environment(dev, dt)
     peak = peak_tflops if peak_tflops is not None else default_peak_tflops(env["device"], dt)
+    tick = _ticker(warmup + iters, on_progress)
     result: dict[str, Any] = {
         "kind": "throughput",
         "mode": mode,
@@ -403,10 +428,10 @@ def throughput(
                       cfg_interval=list(recipe.sample.cfg_interval))
         measured = _measure_sampling(recipe.model, recipe, steps=n_steps, cfg_scale=scale, batch=batch, dtype=dt,
                                      compile=compile, compile_mode=compile_mode, device=dev, warmup=warmup,
-                                     repeats=iters)
+                                     repeats=iters, tick=tick)
     else:
         measured = _measure_training(recipe, batch=batch, dtype=dt, compile=compile, compile_mode=compile_mode,
-                                     device=dev, warmup=warmup, iters=iters)
+                                     device=dev, warmup=warmup, iters=iters, tick=tick)
     result.update(measured)
     result.update(
         images_per_s=batch / measured["median_s"],
@@ -472,12 +497,14 @@ def _index_cost(seed: int, global_batch: int, dataset_size: int, num_classes: in
 
 def data_feed(recipe: Recipe, *, num_workers: int | None = None, batch: int = 256, images: int = 20_000,
               steps: int = 50, warmup: int = 5, resolution: int = 256, prefetch: int = 2,
-              index_sizes: tuple[int, ...] = (20_000, 1_281_167), device: str | None = None) -> dict[str, Any]:
+              index_sizes: tuple[int, ...] = (20_000, 1_281_167), device: str | None = None,
+              on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Images/s that `BatchStream` delivers to a training step (float32 x on the device) from a
     synthetic `resolution` px memory-mapped cache of `images` random images written to a temporary
     directory (so in the page cache: this times the feed, not the disk), with the recipe's flips
     and class balancing, one process, batch = global batch; plus the per-step index cost at each
-    of `index_sizes` images. num_workers defaults to the recipe's train.num_workers."""
+    of `index_sizes` images. num_workers defaults to the recipe's train.num_workers.
+    `on_progress(steps done, total)` counts the steps, warm-up ones included."""
     from pixdiff.data.stream import BatchStream
 
     if min(batch, images, steps, resolution) < 1 or warmup < 0 or any(n < 1 for n in index_sizes):
@@ -499,15 +526,17 @@ def data_feed(recipe: Recipe, *, num_workers: int | None = None, batch: int = 25
         with BatchStream(cache.images, cache.labels, seed=tc.seed, global_batch=batch, grad_accum=1, rank=0, world=1,
                          flip=dc.flip, balance_classes=dc.balance_classes, device=dev, num_workers=workers,
                          prefetch=prefetch) as stream:
+            tick = _ticker(warmup + steps, on_progress)
             for _ in range(warmup):
                 next(stream)
+                tick()
             delivered = 0
 
             def take(_: int) -> None:
                 nonlocal delivered
                 delivered += next(stream).x.shape[0]
 
-            times = _time_each(take, steps, dev)
+            times = _time_each(take, steps, dev, tick)
     seconds = sum(times)
     result.update(_stats(times), images_delivered=delivered, seconds=seconds, images_per_s=delivered / seconds)
     result["index"] = [_index_cost(tc.seed, batch, n, classes, dc.balance_classes) for n in index_sizes]

@@ -99,6 +99,13 @@ def test_throughput(recipe, mode):
     assert result_table(r).row_count > 5
 
 
+def test_progress_counts_every_call_untimed_ones_included(recipe):
+    reports = []
+    latency(recipe, steps=2, cfg_scale=3.0, device="cpu", warmup=2, repeats=2, baseline=False,
+            on_progress=lambda done, total: reports.append((done, total)))
+    assert reports == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
 def test_peak_and_printing(lat):
     assert default_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0
     assert default_peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
@@ -126,7 +133,8 @@ def test_bench_data_cli_delivers_steps_times_batch_images(tmp_path):
             "--device", "cpu", "--set", "data.flip=true"]
     res = subprocess.run([*args, "--json"], capture_output=True, text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stderr
-    r = json.loads(res.stdout)
+    r = json.loads(res.stdout)  # progress goes to stderr: stdout stays JSON
+    assert "bench data: 6/6 steps (100%)" in res.stderr  # warm-up steps included
     assert (r["kind"], r["batch"], r["steps"], r["num_workers"], r["resolution"]) == ("data", 4, 5, 2, 8)
     assert r["images_delivered"] == 5 * 4 and len(r["times_s"]) == 5 and all(t > 0 for t in r["times_s"])
     assert r["seconds"] == pytest.approx(sum(r["times_s"]))

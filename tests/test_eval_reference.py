@@ -1,6 +1,7 @@
 """Evaluation scores what the model learned: references decoded exactly as training data are."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,24 @@ def test_eval_ref_data_builds_the_reference_from_the_training_cache(halves, tmp_
                           np.sort(cache.images.numpy().transpose(0, 2, 3, 1), axis=0))
     bad = cli("eval", str(tmp_path / "s.npz"), "--ref", "data:/no/such/folder", "--cache-dir", str(tmp_path))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_eval_json_stays_clean_with_progress_on_stderr(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("s", "r"):
+        np.savez(tmp_path / f"{name}.npz", arr_0=rng.integers(0, 256, (8, 16, 16, 3), np.uint8))
+    env = {**os.environ, "PIXDIFF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+    def run() -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, "-m", "pixdiff.cli", "eval", str(tmp_path / "s.npz"), "--ref",
+                              str(tmp_path / "r.npz"), "--batch-size", "4", "--json", "--device", "cpu"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["num_samples"] == 8  # stdout is the JSON alone
+        return res
+
+    first = run()
+    assert "eval reference: 4/8 images (50%)" in first.stderr and "eval reference: 8/8 images (100%)" in first.stderr
+    assert "eval samples: 8/8 images (100%)" in first.stderr
+    again = run()  # the reference's statistics are cached now: no extraction, no line for it
+    assert "eval reference" not in again.stderr and "eval samples: 8/8 images" in again.stderr

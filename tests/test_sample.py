@@ -53,6 +53,18 @@ def test_sample_npz_round_trip_and_balanced_labels(ckpt, tmp_path):
     assert len({im.tobytes() for im in images}) == 10  # no duplicates
 
 
+def test_sample_shows_progress_on_stderr_and_quiet_turns_it_off(ckpt, tmp_path):
+    args = ["--num", "4", "--batch-size", "1", "--steps", "2", "--device", "cpu"]
+    res = cli("sample", str(ckpt), "--out", str(tmp_path / "shown"), *args)  # stderr is a pipe, not a TTY
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.splitlines()[-1].startswith("wrote ") and "images/s" not in res.stdout
+    lines = [line for line in res.stderr.splitlines() if line.startswith("sample: ")]
+    assert lines[0].startswith("sample: 1/4 images (25%)") and lines[-1].startswith("sample: 4/4 images (100%)")
+    assert "\r" not in res.stderr
+    quiet = cli("sample", str(ckpt), "--out", str(tmp_path / "quiet"), *args, "--quiet")
+    assert quiet.returncode == 0 and "sample: " not in quiet.stderr and quiet.stdout.startswith("wrote ")
+
+
 def test_a_checkpoint_samples_with_either_head_scope(ckpt, tmp_path):
     # same weights, same keys: the strict load succeeds, and convolving across borders changes the samples
     per_patch = sample(ckpt, tmp_path / "patch", "--num", "2", "--set", "model.head.scope=patch")

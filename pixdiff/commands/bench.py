@@ -12,6 +12,7 @@ from pixdiff.commands.options import (
     CfgOpt,
     DeviceOpt,
     JsonOpt,
+    QuietOpt,
     RecipeArg,
     SetOpt,
     StepsOpt,
@@ -56,15 +57,17 @@ def latency(
     baseline: Annotated[bool, typer.Option(help="Also time the DiT-only counterpart.")] = True,
     peak_tflops: PeakOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Seconds to sample images with random weights, as the paper measures (1 image, 100 Euler
     steps, CFG), for the recipe and its DiT-only counterpart, with NFE, GFLOPs and peak memory."""
     from pixdiff.bench import latency
+    from pixdiff.runtime.progress import progress
 
-    with reported(ValueError):
+    with reported(ValueError), progress("bench latency", "calls", enabled=not quiet) as on_progress:
         result = latency(load(recipe, set_), steps=steps, cfg_scale=cfg, batch=batch, dtype=dtype,
                          compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
-                         repeats=repeats, baseline=baseline, peak_tflops=peak_tflops)
+                         repeats=repeats, baseline=baseline, peak_tflops=peak_tflops, on_progress=on_progress)
     report(result, as_json)
 
 
@@ -86,14 +89,17 @@ def throughput(
                                                  max=BIG)] = None,
     peak_tflops: PeakOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Images per second for sampling or training, with achieved TFLOP/s and MFU against a stated peak."""
     from pixdiff.bench import throughput
+    from pixdiff.runtime.progress import progress
 
-    with reported(ValueError):
+    unit = "calls" if mode == "sample" else "steps"
+    with reported(ValueError), progress("bench throughput", unit, enabled=not quiet) as on_progress:
         result = throughput(load(recipe, set_), mode=mode, batch=batch, steps=steps, cfg_scale=cfg, dtype=dtype,
                             compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
-                            iters=iters, peak_tflops=peak_tflops)
+                            iters=iters, peak_tflops=peak_tflops, on_progress=on_progress)
     report(result, as_json)
 
 
@@ -113,17 +119,19 @@ def data_feed(
     = "20000,1281167",
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Images per second the data stream delivers to a training step (float images on the device)
     from a synthetic memory-mapped cache, and the per-step index cost at two data set sizes."""
     from pixdiff.bench import data_feed
+    from pixdiff.runtime.progress import progress
 
     try:
         sizes = tuple(int(n) for n in index_sizes.split(","))
     except ValueError:
         fail(f"--index-sizes takes comma-separated integers, got {index_sizes!r}")
-    with reported(ValueError):
+    with reported(ValueError), progress("bench data", "steps", enabled=not quiet) as on_progress:
         result = data_feed(load(recipe, set_), num_workers=num_workers, batch=batch, images=images, steps=steps,
                            warmup=warmup, resolution=resolution, prefetch=prefetch, index_sizes=sizes,
-                           device=device)
+                           device=device, on_progress=on_progress)
     report(result, as_json)

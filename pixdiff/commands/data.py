@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from pixdiff.commands.options import BIG, CacheDirOpt, not_empty, reported
+from pixdiff.commands.options import BIG, CacheDirOpt, QuietOpt, not_empty, reported
 
 
 def prepare(
@@ -25,13 +25,16 @@ def prepare(
                                                    max=1024)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                  max=10_000_000)] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Decode images once into a memory-mapped uint8 cache (training never decodes JPEGs)."""
     from pixdiff.data import prepare
+    from pixdiff.runtime.progress import progress
 
-    with reported(ValueError):  # ValueError: a bad resolution, limit or policy
+    # ValueError: a bad resolution, limit or policy; progress shows only if the cache is built
+    with reported(ValueError), progress("data prepare", enabled=not quiet) as on_progress:
         cache = prepare(source, cache_dir, resolution, on_error=on_error, small=small, rebuild=rebuild,
-                        workers=workers, limit=limit)
+                        workers=workers, limit=limit, on_progress=on_progress)
     typer.echo(cache.info.summary())
 
 

@@ -9,7 +9,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from pixdiff.commands.options import BIG, SEED_MAX, CacheDirOpt, DeviceOpt, JsonOpt, finite, not_empty, reported
+from pixdiff.commands.options import (
+    BIG,
+    SEED_MAX,
+    CacheDirOpt,
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    finite,
+    not_empty,
+    reported,
+)
+from pixdiff.runtime.progress import OnProgress  # torch-free
 
 
 def evaluate(
@@ -25,17 +36,17 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """FID-style Frechet distance, KID, IS and precision/recall of a sample set against a reference."""
     import warnings
 
-    from pixdiff.eval.metrics import SampleSizeWarning, evaluate
-    from pixdiff.runtime.distributed import pick_device
+    from pixdiff.eval.metrics import SampleSizeWarning
 
     with reported(FileNotFoundError, ValueError), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SampleSizeWarning)
-        result = evaluate(samples, resolve_reference(ref, samples, cache_dir), features=features,
-                          batch_size=batch_size, device=str(pick_device(device)))
+        result = score(samples, ref, features, batch_size=batch_size, cache_dir=cache_dir, device=device,
+                       shown=not quiet)
     for w in caught:
         if issubclass(w.category, SampleSizeWarning):
             typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
@@ -46,9 +57,30 @@ def evaluate(
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
 
 
-def resolve_reference(ref: str, samples: Path, cache_dir: Path | None) -> Path:
+def score(samples: Path, ref: str, features: str, *, batch_size: int, cache_dir: Path | None, device: str | None,
+          shown: bool) -> dict:
+    """`eval.metrics.evaluate` in its three long steps, each with its own progress on stderr when
+    `shown`: decoding training data into a reference (when not cached), the reference's features
+    (when not cached), the samples' features."""
+    from pixdiff.eval.features import load_extractor
+    from pixdiff.eval.metrics import evaluate, reference_stats
+    from pixdiff.runtime.distributed import pick_device
+    from pixdiff.runtime.progress import progress
+
+    dev, extractor = str(pick_device(device)), load_extractor(features)
+    with progress("eval data", enabled=shown) as on_progress:
+        reference = resolve_reference(ref, samples, cache_dir, on_progress)
+    with progress("eval reference", enabled=shown) as on_progress:
+        stats = reference_stats(reference, extractor, batch_size=batch_size, device=dev, on_progress=on_progress)
+    with progress("eval samples", enabled=shown) as on_progress:
+        return evaluate(samples, stats, features=extractor, batch_size=batch_size, device=dev,
+                        on_progress=on_progress)
+
+
+def resolve_reference(ref: str, samples: Path, cache_dir: Path | None, on_progress: OnProgress | None) -> Path:
     """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
-    becomes the data set's reference export at the samples' resolution; anything else is a path."""
+    becomes the data set's reference export at the samples' resolution (`on_progress` follows its
+    decoding when its cache is built); anything else is a path."""
     if ref != "emoji" and not ref.startswith("data:"):
         return Path(ref)
     from pixdiff.data.npz import open_images
@@ -57,7 +89,7 @@ def resolve_reference(ref: str, samples: Path, cache_dir: Path | None) -> Path:
     height, width, _ = open_images(samples).shape
     if height != width:
         raise ValueError(f"{samples}: samples are {height}x{width}; training data are square")
-    return reference_file(ref.removeprefix("data:"), height, cache_dir=cache_dir)
+    return reference_file(ref.removeprefix("data:"), height, cache_dir=cache_dir, on_progress=on_progress)
 
 
 def sanity(

@@ -86,6 +86,7 @@ CacheDirOpt = Annotated[Optional[Path], typer.Option(
     help="Where caches are kept (default: the cache home, $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff "
          "or ~/.cache/pixdiff).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the result as JSON.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress on stderr (stdout is unchanged).")]
 
 
 def fail(message: str) -> NoReturn:

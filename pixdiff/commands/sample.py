@@ -12,6 +12,7 @@ from pixdiff.commands.options import (
     CfgOpt,
     DeviceOpt,
     LayoutOpt,
+    QuietOpt,
     SeedOpt,
     SetOpt,
     SolverOpt,
@@ -55,6 +56,7 @@ def sample(
     compile_: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network (the path bench latency times).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the samples already in --out.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Sample images to an ADM-evaluator .npz and a PNG grid; under torchrun the ranks split the work."""
     from pixdiff.checkpoints.loader import load_model
@@ -62,6 +64,7 @@ def sample(
     from pixdiff.recipe import with_sampler
     from pixdiff.runtime.distributed import setup, teardown
     from pixdiff.runtime.lock import rank0_lock
+    from pixdiff.runtime.progress import progress
 
     if not overwrite and any((out / name).exists() for name in ("samples.npz", "meta.json")):
         fail(f"{out} already holds samples (samples.npz, meta.json): choose another --out or pass --overwrite")
@@ -74,8 +77,10 @@ def sample(
                                             else None, weights=weights, ema=ema, device=d.device)
                 r = with_sampler(r, steps=steps, solver=solver, cfg_scale=cfg)
                 job = SampleJob(num=num, seed=seed, labels=labels, batch_size=batch_size, classes=tuple(class_ or ()))
-                npz = write_samples(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,
-                               meta={"checkpoint": str(file), "weights": weights, "ema": ema}, png=png)
+                with progress("sample", "images", enabled=d.main and not quiet) as on_progress:  # rank 0's share
+                    npz = write_samples(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,
+                                        meta={"checkpoint": str(file), "weights": weights, "ema": ema}, png=png,
+                                        on_progress=on_progress)
         finally:
             teardown()
     if npz is not None:

@@ -33,6 +33,7 @@ import torch
 from tensordict import MemoryMappedTensor
 
 from pixdiff.runtime.paths import CacheHomeError, cache_home
+from pixdiff.runtime.progress import OnProgress
 
 from .emoji import emoji_description, emoji_source
 from .folder import folder_source
@@ -181,7 +182,7 @@ def build_cache(
     limit: int | None = None,
     workers: int | None = None,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> CacheInfo:
     """Decode every image of `source` once into a memory-mappable cache at `out_dir`.
 
@@ -189,7 +190,7 @@ def build_cache(
     in the result and meta.json; "stop" raises DataError naming the first such file.
     small: see `center_crop`. limit: first n images per class. workers: decoding threads
     (default: one per CPU core).
-    progress(done, total) is called as images are processed. The build writes into a temporary
+    on_progress(done, total) is called as images are decoded. The build writes into a temporary
     sibling directory and renames it into place; an existing `out_dir` is replaced only if
     `overwrite`. Raises DataError if no image could be used.
     """
@@ -221,8 +222,8 @@ def build_cache(
                 else:
                     f.write(result.transpose(2, 0, 1).tobytes())  # HWC -> CHW
                     labels.append(item.label)
-                if progress is not None:
-                    progress(done, len(source.items))
+                if on_progress is not None:
+                    on_progress(done, len(source.items))
             f.flush()
             os.fsync(f.fileno())
         if not labels:
@@ -371,7 +372,7 @@ def prepare(
     limit: int | None = None,
     workers: int | None = None,
     rebuild: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> Cache:
     """Open the cache for (source, resolution, small, limit) under `cache_root`, building it if needed.
 
@@ -380,7 +381,8 @@ def prepare(
     folder of that name). A folder is not re-listed when its cache exists: pass rebuild=True
     after changing its files. With on_error="stop", a reused cache that skipped files raises.
     Build on one process (e.g. rank 0) and let the others call it after a barrier. `cache_root`
-    None: the cache home (`pixdiff.runtime.paths.cache_home`).
+    None: the cache home (`pixdiff.runtime.paths.cache_home`). `on_progress`: see `build_cache`
+    (called only when the cache is built).
     """
     try:
         root = cache_home() if cache_root is None else Path(cache_root).expanduser().absolute()
@@ -403,6 +405,6 @@ def prepare(
             return cache
     build_cache(
         listing(), out_dir, resolution, on_error=on_error, small=small, limit=limit, workers=workers,
-        overwrite=True, progress=progress,
+        overwrite=True, on_progress=on_progress,
     )
     return open_cache(out_dir, resolution=resolution)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pixdiff.data.npz import save_samples
+from pixdiff.runtime.progress import OnProgress
 
 from .cache import Cache, prepare
 from .images import DataError
@@ -63,12 +64,14 @@ def export(source: str, out: str | Path, resolution: int, *, cache_dir: str | Pa
     return Path(out)
 
 
-def reference_file(source: str, resolution: int, *, cache_dir: str | Path | None = None) -> Path:
+def reference_file(source: str, resolution: int, *, cache_dir: str | Path | None = None,
+                   on_progress: OnProgress | None = None) -> Path:
     """The whole of `source` at `resolution` as a reference `.npz`, exported once per cache.
 
     Kept beside the cache it came from, so `pixdiff eval`'s statistics cache (keyed by file path,
-    size and mtime) reuses the extracted features on the next evaluation."""
-    cache = prepare(source, cache_dir, resolution)
+    size and mtime) reuses the extracted features on the next evaluation. `on_progress` follows
+    the decoding when the cache is built (see `build_cache`)."""
+    cache = prepare(source, cache_dir, resolution, on_progress=on_progress)
     path = cache.info.path / REFERENCE_FILE
     if not path.is_file():
         images, labels = cache_images(cache)

@@ -32,6 +32,7 @@ import torch
 from pixdiff.data.npz import ImageSource, open_images, savez_atomic
 from pixdiff.eval.features import Extractor, ExtractorSpec, load_extractor
 from pixdiff.runtime.paths import cache_home
+from pixdiff.runtime.progress import OnProgress
 
 __all__ = [
     "STATS_FORMAT",
@@ -209,12 +210,15 @@ def compute_stats(
     device: str | torch.device = "cpu",
     max_features: int | None = None,
     seed: int = 0,
+    on_progress: OnProgress | None = None,
 ) -> FeatureStats:
     """Run ``extractor`` over images (array, ``.npz``, folder) -> mu, sigma and kept feature rows.
 
     ``max_features``: keep at most this many feature rows (a seeded random subset); None keeps all.
+    ``on_progress(done, total)`` is called with the images extracted after each batch.
     """
-    stats, _ = _extract(images, extractor, batch_size, device, max_features, seed, want_logits=False)
+    stats, _ = _extract(images, extractor, batch_size, device, max_features, seed, want_logits=False,
+                        on_progress=on_progress)
     return stats
 
 
@@ -283,16 +287,19 @@ def reference_stats(
     use_cache: bool = True,
     max_features: int = 20_000,
     seed: int = 0,
+    on_progress: OnProgress | None = None,
 ) -> FeatureStats:
     """Statistics of a reference: a statistics ``.npz``, an images ``.npz``/folder (cached), or an array.
 
     Raises ``ValueError`` when the statistics were made by a different extractor or weights.
+    ``on_progress`` as in ``compute_stats``, called only when features are extracted (not cached).
     """
     if isinstance(ref, FeatureStats):
         stats, where = ref, "the given reference statistics"
     elif isinstance(ref, np.ndarray):
         stats, where = compute_stats(ref, extractor, batch_size=batch_size, device=device,
-                                     max_features=max_features, seed=seed), "the reference array"
+                                     max_features=max_features, seed=seed, on_progress=on_progress
+                                     ), "the reference array"
     elif not isinstance(ref, ImageSource) and is_stats_file(ref):
         stats, where = load_stats(ref), str(ref)
     else:
@@ -307,7 +314,7 @@ def reference_stats(
             log.info("extracting %s features of %d reference images from %s",
                      extractor.name, source.count, where)
             stats = compute_stats(source, extractor, batch_size=batch_size, device=device,
-                                  max_features=max_features, seed=seed)
+                                  max_features=max_features, seed=seed, on_progress=on_progress)
             if cache_file is not None:
                 save_stats(cache_file, stats)
                 log.info("cached reference statistics in %s", cache_file)
@@ -336,6 +343,7 @@ def evaluate(
     is_splits: int = 10,
     pr_k: int = 3,
     seed: int = 0,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, float | int | str]:
     """Score samples against a reference; keys carry the extractor (``fd_effnet`` ... or ``fid`` ...).
 
@@ -343,12 +351,14 @@ def evaluate(
     ``precision*``, ``recall*`` (KID and precision/recall need reference feature rows, i.e.
     ``max_ref_features > 0``), plus ``extractor``, ``metric`` (its display name), ``num_samples``,
     ``num_ref`` and ``num_ref_features`` (rows used for KID and precision/recall).
+    ``on_progress(done, total)`` follows the samples' feature extraction; to follow the reference's
+    too, pass ``reference_stats(..., on_progress=...)`` as ``ref``.
     """
     extractor = features if isinstance(features, Extractor) else load_extractor(features)
     ref_stats = reference_stats(ref, extractor, batch_size=batch_size, device=device, cache_dir=cache_dir,
                                 use_cache=use_cache, max_features=max_ref_features, seed=seed)
     sample_stats, logits = _extract(samples, extractor, batch_size, device, None, seed,
-                                    want_logits=extractor.has_logits)
+                                    want_logits=extractor.has_logits, on_progress=on_progress)
     spec, sfx = extractor.spec, extractor.spec.key_suffix
     warn_if_too_few(spec.metric_name, sample_stats.count, ref_stats.count, len(sample_stats.mu))
     ref_rows = 0 if ref_stats.features is None else len(ref_stats.features)
@@ -400,6 +410,7 @@ def _extract(
     seed: int,
     *,
     want_logits: bool,
+    on_progress: OnProgress | None = None,
 ) -> tuple[FeatureStats, np.ndarray | None]:
     """Stream images through the extractor, accumulating mean/covariance in float64 on ``device``."""
     count, chunks = _image_chunks(images, batch_size)
@@ -425,6 +436,8 @@ def _extract(
         if batch_logits is not None:
             logits.append(batch_logits.double().cpu().numpy())
         start += len(feats)
+        if on_progress is not None:
+            on_progress(start, count)
     mean = total / count
     sigma = (outer - count * torch.outer(mean, mean)) / (count - 1)
     stats = FeatureStats(

@@ -27,6 +27,7 @@ from pixdiff.recipe import Recipe, with_sampler
 from pixdiff.runtime.atomic import atomic_write, scratch_folder
 from pixdiff.runtime.distributed import Dist, barrier
 from pixdiff.runtime.precision import Dtype
+from pixdiff.runtime.progress import OnProgress
 from pixdiff.runtime.rng import balanced_labels, derive_seed, seed_generators
 
 
@@ -104,8 +105,10 @@ def _check_classes(job: SampleJob, limit: int | None, model_classes: int) -> int
     return classes
 
 
-def _draw(net: Any, recipe: Recipe, job: SampleJob, labels: Tensor, mine: list[int], d: Dist) -> np.ndarray:
-    """This rank's images (indices `mine`) as uint8 (n, H, W, C), each checked as drawn."""
+def _draw(net: Any, recipe: Recipe, job: SampleJob, labels: Tensor, mine: list[int], d: Dist,
+          on_progress: OnProgress | None = None) -> np.ndarray:
+    """This rank's images (indices `mine`) as uint8 (n, H, W, C), each checked as drawn;
+    on_progress(drawn, len(mine)) after each batch."""
     bb = recipe.model.backbone
     chunks = [np.zeros((0, bb.image_size, bb.image_size, bb.channels), np.uint8)]
     for start in range(0, len(mine), job.batch_size):
@@ -113,6 +116,8 @@ def _draw(net: Any, recipe: Recipe, job: SampleJob, labels: Tensor, mine: list[i
         gens = seed_generators([derive_seed(job.seed, i) for i in idx], d.device)
         x = sample_batch(net, recipe, labels[idx].to(d.device), gens)
         chunks.append(to_uint8(check_output(x, f"sampling images {idx[0]}..{idx[-1]}")))
+        if on_progress is not None:
+            on_progress(start + len(idx), len(mine))
     return np.concatenate(chunks)
 
 
@@ -134,18 +139,21 @@ def _gather(mine: np.ndarray, out_dir: Path, num: int, d: Dist) -> np.ndarray | 
 @torch.no_grad()
 def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d: Dist = Dist(), *,
                   num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
-                  meta: dict | None = None, png: bool = False) -> Path | None:
+                  meta: dict | None = None, png: bool = False, on_progress: OnProgress | None = None
+                  ) -> Path | None:
     """Write out_dir/samples.npz (+ grid.png with a row per class, meta.json, and with `png`
     images/NNNNNN_cK.png); returns the .npz path on rank 0.
 
     `num_classes` limits the labels drawn (a model may have more rows than the data had classes).
     `dtype` and `compile` go to `sampling.inference_network` (with "bf16" the model's weights are
-    converted in place), the path `pixdiff bench latency` times."""
+    converted in place), the path `pixdiff bench latency` times. `on_progress(drawn, total)` follows
+    this rank's share of the images (all of them on one process)."""
     bb = recipe.model.backbone
     classes = _check_classes(job, num_classes, bb.num_classes)
     labels = labels_for(job.num, classes, job.labels, job.seed, job.classes)  # (N,), identical on every rank
     net = inference_network(model, dtype=dtype, compile=compile)
-    images = _gather(_draw(net, recipe, job, labels, list(range(d.rank, job.num, d.world)), d), out_dir, job.num, d)
+    mine = _draw(net, recipe, job, labels, list(range(d.rank, job.num, d.world)), d, on_progress)
+    images = _gather(mine, out_dir, job.num, d)
     if images is None:
         return None
     sc = recipe.sample
