@@ -172,7 +172,7 @@ def test_a_file_from_before_digests_loads_with_a_one_line_warning(good, tmp_path
     torch.save(data, old)
     with pytest.warns(checkpoint.UnverifiedCheckpoint, match="no digest"):
         checkpoint.load(old)
-    res = CliRunner().invoke(app, ["sample", str(old), "--out", str(tmp_path / "o"), "--num", "2", "--steps", "1",
+    res = CliRunner().invoke(app, ["sample", str(old), "--quiet", "--out", str(tmp_path / "o"), "--num", "2", "--steps", "1",
                                    "--device", "cpu"])
     assert res.exit_code == 0, res.stderr
     assert res.stderr.strip().splitlines() == [f"warning: {old} has no digest (written before pixdiff checked "
@@ -286,7 +286,7 @@ def test_an_output_path_that_is_a_file_is_one_line(cache, good, tmp_path):
 def test_a_full_disk_in_sample_removes_its_temp_files(good, tmp_path, monkeypatch):
     full_disk_at(monkeypatch, "samples.npz")
     out = tmp_path / "o"
-    res = CliRunner().invoke(app, ["sample", str(good), "--out", str(out), "--num", "2", "--steps", "1",
+    res = CliRunner().invoke(app, ["sample", str(good), "--quiet", "--out", str(out), "--num", "2", "--steps", "1",
                                    "--device", "cpu"])
     assert f"{out / 'samples.npz'}: disk full (No space left on device)" in one_error_line(res, code=1)
     assert not list(out.glob(".*.tmp"))

@@ -1,5 +1,6 @@
 """Run-folder drills: what happens to a run folder when two trainings start into it, when
-a checkpoint's bytes are damaged, when a training is killed, and when a file carries a payload.
+a checkpoint's bytes are damaged, when a training is killed or preempted (SIGTERM), when a finished
+run is resumed, when samples would be overwritten or come out NaN, and when a file carries a payload.
 
     python tools/drills.py [--write docs/drills.md] [--fast]
 
@@ -172,6 +173,44 @@ def foreign_checkpoint(w: Work) -> Row:
                "before loading", one_line(res), ok)
 
 
+def finished_run_resumed(w: Work) -> Row:
+    """--resume of a run already at train.max_steps: one line, the run folder unchanged."""
+    out = trained(w)
+    before = {f: f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file() and f.name != ".lock"}
+    res = run(*w.train_args(out, "train.max_steps=2", resume=True))
+    after = {f: f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file() and f.name != ".lock"}
+    ok = refused_in_one_line(res) and before == after
+    return Row("resume a finished run", "--resume at or past train.max_steps: refused in one line, nothing in the "
+               "run folder changes", f"{one_line(res)}; folder {'unchanged' if before == after else 'CHANGED'}", ok)
+
+
+def sample_twice(w: Work) -> Row:
+    """`sample` into a folder that already holds samples."""
+    out = w.root / "samples"
+    first = run("sample", str(trained(w)), "-n", "2", "--steps", "2", "--out", str(out), "--device", "cpu", "--quiet")
+    before = (out / "samples.npz").read_bytes() if first.returncode == 0 else b""
+    res = run("sample", str(trained(w)), "-n", "3", "--steps", "2", "--out", str(out), "--device", "cpu", "--quiet")
+    ok = first.returncode == 0 and refused_in_one_line(res) and (out / "samples.npz").read_bytes() == before
+    return Row("sample into a full folder", "refused in one line unless --overwrite; the samples there are kept",
+               one_line(res), ok)
+
+
+def diverged_model(w: Work) -> Row:
+    """Sampling a model whose weights give NaN: a failure, never black images and exit 0."""
+    import torch
+
+    ckpt = torch.load(next((trained(w) / "checkpoints").glob("step_*.pt")), weights_only=True)
+    blown = {k: v * 1e30 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    bad = w.root / "diverged.pt"
+    from pixdiff.checkpoints import store
+
+    store.save({**ckpt, "ema": blown, "model": blown, "ema_extra": {}}, bad)
+    out = w.root / "diverged"
+    res = run("sample", str(bad), "-n", "2", "--steps", "2", "--out", str(out), "--device", "cpu", "--quiet")
+    ok = refused_in_one_line(res) and not (out / "samples.npz").exists()
+    return Row("diverged model", "`sample` of NaN outputs: refused in one line, no samples written", one_line(res), ok)
+
+
 # ------------------------------------------------------------------ kill drills (two trainings each)
 def kill_when(w: Work, out: Path, extra: list[str], rows: int) -> None:
     proc = subprocess.Popen(command(*w.train_args(out, *extra)), cwd=ROOT, env=env(),
@@ -203,6 +242,32 @@ def kill_and_resume(w: Work) -> Row:
                f"rows {'equal' if rows_of(killed) == rows_of(full) else 'differ'}; bit-equal: {', '.join(same)}", ok)
 
 
+def sigterm_and_resume(w: Work) -> Row:
+    """SIGTERM mid-run (a preemption), then --resume: a checkpoint at the step it stopped, the same end."""
+    import torch
+
+    args = ["train.max_steps=14", "train.ckpt_every=100"]
+    full, cut = w.root / "full_term", w.root / "cut"
+    assert run(*w.train_args(full, *args)).returncode == 0
+    proc = subprocess.Popen(command(*w.train_args(cut, *args)), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(rows_of(cut)) < 6 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate()
+    stopped = [line for line in out.splitlines() if line.startswith("interrupted by SIGTERM")]
+    res = run(*w.train_args(cut, *args, resume=True))
+    a = torch.load(cut / "checkpoints" / "step_00000014.pt", weights_only=True) if res.returncode == 0 else {}
+    b = torch.load(full / "checkpoints" / "step_00000014.pt", weights_only=True)
+    same = [k for k in ("model", "ema", "optimizer") if k in a and _equal(a[k], b[k])]
+    ok = proc.returncode == 143 and len(stopped) == 1 and len(same) == 3 and rows_of(cut) == rows_of(full)
+    return Row("SIGTERM and resume", "SIGTERM at ~step 6: exit 143, one line naming the checkpoint; --resume: model, "
+               "EMA and optimizer at step 14 bit-identical to an uninterrupted run, no duplicated rows",
+               f"exit {proc.returncode}, {stopped[0] if stopped else 'no line'}; identical: {', '.join(same) or 'none'}",
+               ok)
+
+
 def _equal(a, b) -> bool:
     import torch
 
@@ -227,8 +292,9 @@ def kill_before_first_checkpoint(w: Work) -> Row:
                f"log {'unchanged' if (out / 'metrics.jsonl').read_text() == before else 'CHANGED'}", ok)
 
 
-FAST: list[Callable[[Work], Row]] = [concurrent_writers, bit_flip, payloads, foreign_checkpoint]
-SLOW: list[Callable[[Work], Row]] = [kill_and_resume, kill_before_first_checkpoint]
+FAST: list[Callable[[Work], Row]] = [concurrent_writers, bit_flip, payloads, foreign_checkpoint, finished_run_resumed,
+                                     sample_twice, diverged_model]
+SLOW: list[Callable[[Work], Row]] = [kill_and_resume, kill_before_first_checkpoint, sigterm_and_resume]
 
 
 def table(rows: list[Row]) -> str:
