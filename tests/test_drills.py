@@ -15,7 +15,8 @@ def work(tmp_path_factory):
     return drills.Work(tmp_path_factory.mktemp("drills"))
 
 
-@pytest.mark.parametrize("drill", [drills.concurrent_writers, drills.bit_flip, drills.finished_run_resumed,
+@pytest.mark.parametrize("drill", [drills.concurrent_writers, drills.bit_flip, drills.foreign_checkpoint,
+                                   drills.finished_run_resumed,
                                    drills.sample_twice, drills.diverged_model],
                          ids=lambda d: d.__name__)
 def test_drill_passes(work, drill):

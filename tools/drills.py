@@ -168,7 +168,7 @@ def foreign_checkpoint(w: Work) -> Row:
     assert res.returncode == 0, res.stderr
     shutil.copy(other / "checkpoints" / "step_00000001.pt", run_dir / "checkpoints" / "step_00000099.pt")
     res = run(*w.train_args(run_dir, "train.max_steps=6", "train.ckpt_every=2", resume=True))
-    ok = refused_in_one_line(res) and "differs from the recipe stored in" in res.stderr
+    ok = refused_in_one_line(res) and "cannot change model.backbone.depth" in res.stderr
     return Row("foreign checkpoint", "--resume whose newest checkpoint is another recipe's: refused in one line "
                "before loading", one_line(res), ok)
 

@@ -265,7 +265,12 @@ def interpolate(job: EditSession, out: Path, *, frames: int, cls: int | None, se
         ends = prior_std(job.recipe.objective) * torch.cat([replace(job, seed=s).noise(1)[0] for s in (a, b)])
     z = editing.slerp(ends[0], ends[1], torch.linspace(0, 1, frames, device=job.device))
     gens = seed_generators([derive_seed(job.seed, i) for i in range(frames)], job.device)
-    y = job.solve()(job.velocity(cls, frames), z, ts, schedule=job.recipe.objective, generator=gens)
+    f = job.velocity(cls, frames)
+    if images:
+        # back with the clamp as well, as `invert`'s round trip: an image far from the training data
+        # inverts to noise several prior stds wide, from which the unclamped ODE diverges to NaN
+        f = editing.data_range(f, job.recipe.objective)
+    y = job.solve()(f, z, ts, schedule=job.recipe.objective, generator=gens)
     info = {"command": "interpolate", "frames": frames, "class": cls, "seeds": list(seeds or ()),
             "images": [str(p) for p in images or ()], **_settings(job)}
     return write_results(out, [_drawn(y, "interpolation")], ["frame"], info, nrow=frames)
