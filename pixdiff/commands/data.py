@@ -50,10 +50,13 @@ def export(
     per_class: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                      max=BIG)] = None,
     cache_dir: CacheDirOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write training data, decoded exactly as training decodes it, as a reference batch for `pixdiff eval`."""
     from pixdiff.data.reference import export, parse_part
+    from pixdiff.runtime.progress import progress
 
-    with reported(ValueError):
-        path = export(source, out, resolution, cache_dir=cache_dir, part=parse_part(part), per_class=per_class)
+    with reported(ValueError), progress("data export", enabled=not quiet) as on_progress:
+        path = export(source, out, resolution, cache_dir=cache_dir, part=parse_part(part), per_class=per_class,
+                      on_progress=on_progress)
     typer.echo(f"wrote {path}")

@@ -54,9 +54,11 @@ def cache_images(cache: Cache, part: tuple[int, int] | None = None) -> tuple[np.
 
 
 def export(source: str, out: str | Path, resolution: int, *, cache_dir: str | Path | None = None,
-           part: tuple[int, int] | None = None, per_class: int | None = None) -> Path:
-    """Write `source` (built-in name or class-folder path) at `resolution` as an ADM-layout `.npz`."""
-    cache = prepare(source, cache_dir, resolution, limit=per_class)
+           part: tuple[int, int] | None = None, per_class: int | None = None,
+           on_progress: OnProgress | None = None) -> Path:
+    """Write `source` (built-in name or class-folder path) at `resolution` as an ADM-layout `.npz`;
+    `on_progress` reports the decoding, if the cache has to be built."""
+    cache = prepare(source, cache_dir, resolution, limit=per_class, on_progress=on_progress)
     images, labels = cache_images(cache, part)
     meta = {"source": cache.info.source, "resolution": resolution, "part": part, "per_class": per_class,
             "class_names": list(cache.info.class_names)}
