@@ -165,3 +165,19 @@ def test_under_torchrun_a_signal_to_one_rank_stops_both_at_the_same_step(cache_d
     m = re.search(r"stopped by SIGUSR1 at step (\d+): checkpoint (\S+);", out)
     assert m and out.count("stopped by SIGUSR1") == 1, out
     assert checkpoint.load(Path(m[2]))["step"] == int(m[1])
+
+
+def test_sigterm_to_torchrun_itself_reaches_both_ranks_and_leaves_a_checkpoint(cache_dir, tmp_path):
+    """What a scheduler does: signal the launcher. torchrun forwards SIGTERM to its workers and waits
+    for them (30 s by default) before SIGKILL; the ranks stop at one step well within that."""
+    run = tmp_path / "run"
+    proc = start([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                  *train_cmd(run, cache_dir, "train.max_steps=100000")[1:]])
+    wait_for_rows(run, 2, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "a SIGTERM is a stop, not a success"
+    m = re.search(r"interrupted by SIGTERM at step (\d+): checkpoint (\S+);", out)
+    assert m and out.count("interrupted by SIGTERM") == 1, out + err[-3000:]
+    assert checkpoint.load(Path(m[2]))["step"] == int(m[1])
+    assert rows(run)[-1]["step"] <= int(m[1])
