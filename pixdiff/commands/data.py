@@ -12,7 +12,8 @@ from pixdiff.commands.options import BIG, CacheDirOpt, QuietOpt, not_empty, repo
 
 def prepare(
     source: Annotated[str, typer.Argument(
-        help="Built in: 'emoji' (Twemoji), 'openmoji' (OpenMoji SVGs by Unicode group) or 'openmoji:subgroup'; "
+        help="Built in: 'emoji' (Twemoji), 'emoji:picked' (9 look-alike classes), 'openmoji' (OpenMoji SVGs by "
+             "Unicode group) or 'openmoji:subgroup'; "
              "or an image folder with one sub-folder per class.", callback=not_empty)],
     resolution: Annotated[int, typer.Option(help="Image size in pixels (square).", min=1, max=65536)],
     cache_dir: CacheDirOpt = None,

@@ -35,6 +35,7 @@ from tensordict import MemoryMappedTensor
 from pixdiff.runtime.paths import CacheHomeError, cache_home
 from pixdiff.runtime.progress import OnProgress
 
+from .emoji import LABELS as EMOJI_LABELS
 from .emoji import emoji_description, emoji_source
 from .folder import folder_source
 from .images import DataError, Item, SmallPolicy, Source, load_image
@@ -333,16 +334,17 @@ def open_cache(path: str | Path, *, resolution: int | None = None) -> Cache:
 
 
 def _builtin(spec: str) -> tuple[Callable[[], str], Callable[[], Source]] | None:
-    """(identity, listing) of a built-in source spec: 'emoji', 'openmoji' or 'openmoji:LABELS'; else None."""
-    if spec == "emoji":
-        return emoji_description, emoji_source
+    """(identity, listing) of a built-in source spec, 'emoji[:LABELS]' or 'openmoji[:LABELS]'; else None."""
     name, colon, labels = spec.partition(":")
-    if name != "openmoji":
+    builtins = {"emoji": (EMOJI_LABELS, "emoji:picked", emoji_description, emoji_source),
+                "openmoji": (LABELS, "openmoji:subgroup", openmoji_description, openmoji_source)}
+    if name not in builtins:
         return None
+    known, example, describe, listing = builtins[name]
     labels = labels if colon else "group"
-    if labels not in LABELS:
-        raise DataError(f"unknown source {spec!r}: openmoji labels are {', '.join(LABELS)} (e.g. openmoji:subgroup)")
-    return partial(openmoji_description, labels), partial(openmoji_source, labels)
+    if labels not in known:
+        raise DataError(f"unknown source {spec!r}: {name} labels are {', '.join(known)} (e.g. {example})")
+    return partial(describe, labels), partial(listing, labels)
 
 
 def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small: str, limit: int | None
@@ -376,8 +378,9 @@ def prepare(
 ) -> Cache:
     """Open the cache for (source, resolution, small, limit) under `cache_root`, building it if needed.
 
-    `source_spec` is a built-in source, "emoji" (Twemoji PNGs), "openmoji" (OpenMoji SVGs by
-    Unicode group) or "openmoji:subgroup", or else an image-folder path (write "./emoji" for a
+    `source_spec` is a built-in source, "emoji" (Twemoji PNGs by Unicode group), "emoji:picked"
+    (nine look-alike classes), "openmoji" (OpenMoji SVGs by Unicode group) or "openmoji:subgroup",
+    or else an image-folder path (write "./emoji" for a
     folder of that name). A folder is not re-listed when its cache exists: pass rebuild=True
     after changing its files. With on_error="stop", a reused cache that skipped files raises.
     Build on one process (e.g. rank 0) and let the others call it after a barrier. `cache_root`
