@@ -74,7 +74,8 @@ def test_balanced_epochs_give_every_class_an_equal_share(counts, seed, epoch):
 @pytest.mark.parametrize("balance", [False, True])
 def test_trainer_draws_classes_as_the_recipe_says(cache_dir, tmp_path, balance):
     # global batch 7 divides the 3,773 emoji, so these steps are exactly one epoch
-    recipe = load_recipe("emoji_tiny", tiny(cache_dir, "train.global_batch=7", f"data.balance_classes={balance}"))
+    recipe = load_recipe("emoji_tiny", tiny(cache_dir, "train.global_batch=7", "data.source=emoji",
+                                            f"data.balance_classes={balance}"))
     trainer = Trainer(recipe, tmp_path / "run", Dist(), progress=False)
     n, info = trainer.cache.info.count, trainer.cache.info
     assert n % 7 == 0
