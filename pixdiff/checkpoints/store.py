@@ -17,8 +17,10 @@ pixdiff's config dataclasses (see `config.tree.from_dict`).
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,13 @@ from pixdiff.runtime.atomic import atomic_write
 
 FORMAT = "pixdiff-1"
 SAFETENSORS = ".safetensors"
+
+
+# The only non-builtin types the authors' files hold beside tensors: JiT's main_jit.py saves its
+# argparse.Namespace as "args". Lightning checkpoints (DiP's, PixNerd's, DeCo's, PixelDiT's) hold only
+# dicts, lists, numbers and strings beside tensors (PixNerd's and DeCo's CheckpointHook drops
+# "callbacks"; none calls save_hyperparameters), which weights_only reads without help.
+SAFE_TYPES = (argparse.Namespace,)
 
 
 class CheckpointError(ValueError):
@@ -104,6 +113,26 @@ def unverified(data: dict[str, Any], path: Path) -> None:
                   UnverifiedCheckpoint, stacklevel=3)
 
 
+def refused_type(error: pickle.UnpicklingError) -> str | None:
+    """The type torch's weights-only unpickler refused, read off its message ("Unsupported global:
+    GLOBAL numpy.dtype was not an allowed global"), or None when it names none."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return found.group(1) if found else None
+
+
+def torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True and SAFE_TYPES allowed; anything else pickled is one error line."""
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(SAFE_TYPES)):
+            warnings.simplefilter("ignore")  # e.g. torch's note on a plain pickle's protocol: the error says it all
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = refused_type(e)
+        what = f"holds a pickled {name} (refused: only tensors, builtins and argparse.Namespace load" if name \
+            else "is corrupt, not a torch file, or holds pickled objects (refused"
+        raise CheckpointError(f"{path} {what}, since loading other objects could run code)") from None
+
+
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Any weights file, safely: a torch file (weights only) or a .safetensors file. Missing,
     truncated, foreign or pickled-code files raise CheckpointError with one line."""
@@ -111,17 +140,9 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == SAFETENSORS:
-            data = _read_safetensors(path)
-        else:
-            with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
-                warnings.simplefilter("ignore")
-                data = torch.load(path, map_location=map_location, weights_only=True)
+        data = _read_safetensors(path) if path.suffix == SAFETENSORS else torch_load(path, map_location)
     except CheckpointError:
         raise
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} is not a plain-tensor checkpoint: corrupt, not a torch file, or it holds "
-                              "pickled objects (refused: loading them could run code)") from None
     except Exception as e:  # torch and safetensors explain on many lines; the first says what broke
         reason = (str(e).strip().splitlines() or [""])[0][:120]
         raise CheckpointError(f"{path} is unreadable or truncated ({type(e).__name__}: {reason})") from None
