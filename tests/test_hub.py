@@ -266,3 +266,12 @@ def test_convert_edit_and_init_from_take_hub_sources(cache, tmp_path):
     assert done.returncode == 0, done.stderr
     state = loader.pick_weights(loader.open_checkpoint("hf-hub:org/mine")[0], load_recipe("jit:tiny"))
     assert all(torch.equal(state[k], ckpt["ema"][k]) for k in state)
+
+
+def test_file_digest_is_the_sha256_read_off_a_blob_or_computed(cache, tmp_path):
+    data = b"weights"
+    plain = tmp_path / "w.pt"
+    plain.write_bytes(data)
+    publish(cache, "org/w", {"w.pt": data})
+    linked = next(cache.glob("models--org--w/snapshots/*/w.pt"))
+    assert hub.file_digest(plain) == hub.file_digest(linked) == hashlib.sha256(data).hexdigest()

@@ -36,10 +36,10 @@ FORMAT = "pixdiff-1"
 SAFETENSORS = ".safetensors"
 
 
-# The only non-builtin types the authors' files hold beside tensors: JiT's main_jit.py saves its
-# argparse.Namespace as "args". Lightning checkpoints (DiP's, PixNerd's, DeCo's, PixelDiT's) hold only
-# dicts, lists, numbers and strings beside tensors (PixNerd's and DeCo's CheckpointHook drops
-# "callbacks"; none calls save_hyperparameters), which weights_only reads without help.
+# The non-builtin types the authors' files hold beside tensors: JiT's main_jit.py saves its
+# argparse.Namespace as "args". PixNerd's and DeCo's Lightning checkpoints (MCG-NJU/PixNerd @ 6da060b,
+# Zehong-Ma/DeCo @ 9e0a349) hold only dicts, lists, numbers and strings beside tensors: their
+# CheckpointHook drops "callbacks", and neither calls save_hyperparameters.
 SAFE_TYPES = (argparse.Namespace,)
 
 
@@ -128,9 +128,10 @@ def torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         name = refused_type(e)
-        what = f"holds a pickled {name} (refused: only tensors, builtins and argparse.Namespace load" if name \
-            else "is corrupt, not a torch file, or holds pickled objects (refused"
-        raise CheckpointError(f"{path} {what}, since loading other objects could run code)") from None
+        what = (f"holds a pickled {name} (refused: beside tensors and builtins only argparse.Namespace loads"
+                if name else "is not a plain-tensor checkpoint: corrupt, not a torch file, or it holds pickled "
+                "objects (refused")
+        raise CheckpointError(f"{path} {what}: loading other objects could run code)") from None
 
 
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
