@@ -1,5 +1,5 @@
 """Weights on disk: pixdiff's own checkpoints (`store`), the one loader that turns any source into a
-model (`loader`), and the official layouts (`layouts`: one table over the converters `dip`, `jit`,
+model (`loader`; Hugging Face Hub sources in `hub`, their conversions kept by `converted`), and the official layouts (`layouts`: one table over the converters `dip`, `jit`,
 `pixeldit`, `pixnerd`, `deco`, which share `interop` and the rule engine `keymap`)."""
 
 from pixdiff.config.exports import exports, lazy_exports

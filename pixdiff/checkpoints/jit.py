@@ -16,8 +16,6 @@ and adaLN_modulation.1 (after an nn.SiLU) -> adaLN_modulation.0, since pixdiff's
 
 from __future__ import annotations
 
-import argparse
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +25,7 @@ from torch import Tensor
 
 from pixdiff.checkpoints.interop import InteropError, check_state
 from pixdiff.checkpoints.keymap import Rule, convert, own_shapes, renamed
-from pixdiff.checkpoints.store import ema_weights
+from pixdiff.checkpoints.store import ema_weights, read
 from pixdiff.config.tree import to_dict
 from pixdiff.nn.backbone import DiTConfig
 
@@ -103,16 +101,9 @@ def to_official(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor
 
 
 def read_official(path: Path) -> dict:
-    """An official checkpoint file, read weights_only (its argparse.Namespace is the one extra type)."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # torch's text goes on to suggest weights_only=False: not an option
-            raise InteropError(f"{path} holds pickled objects beyond plain tensors (refused: loading them could "
-                               "run code), or is not a torch file") from None
-        except Exception as e:  # noqa: BLE001 - any unreadable or unsafe file is one user error
-            reason = (str(e).strip().splitlines() or [""])[0][:120]  # torch explains on many lines
-            raise InteropError(f"{path} is not a readable JiT checkpoint: {type(e).__name__}: {reason}") from None
+    """An official checkpoint file, read weights_only (`store.read`: its argparse.Namespace "args" is
+    the one extra type allowed)."""
+    ckpt = read(path)
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in WEIGHTS.values()):
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise InteropError(f"{path} is not an official JiT checkpoint (needs {sorted(WEIGHTS.values())}; has {keys})")

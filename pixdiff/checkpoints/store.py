@@ -17,8 +17,10 @@ pixdiff's config dataclasses (see `config.tree.from_dict`).
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,13 @@ from pixdiff.runtime.atomic import atomic_write
 
 FORMAT = "pixdiff-1"
 SAFETENSORS = ".safetensors"
+
+
+# The non-builtin types the authors' files hold beside tensors: JiT's main_jit.py saves its
+# argparse.Namespace as "args". PixNerd's and DeCo's Lightning checkpoints (MCG-NJU/PixNerd @ 6da060b,
+# Zehong-Ma/DeCo @ 9e0a349) hold only dicts, lists, numbers and strings beside tensors: their
+# CheckpointHook drops "callbacks", and neither calls save_hyperparameters.
+SAFE_TYPES = (argparse.Namespace,)
 
 
 class CheckpointError(ValueError):
@@ -104,6 +113,27 @@ def unverified(data: dict[str, Any], path: Path) -> None:
                   UnverifiedCheckpoint, stacklevel=3)
 
 
+def refused_type(error: pickle.UnpicklingError) -> str | None:
+    """The type torch's weights-only unpickler refused, read off its message ("Unsupported global:
+    GLOBAL numpy.dtype was not an allowed global"), or None when it names none."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return found.group(1) if found else None
+
+
+def torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True and SAFE_TYPES allowed; anything else pickled is one error line."""
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(SAFE_TYPES)):
+            warnings.simplefilter("ignore")  # e.g. torch's note on a plain pickle's protocol: the error says it all
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = refused_type(e)
+        what = (f"holds a pickled {name} (refused: beside tensors and builtins only argparse.Namespace loads"
+                if name else "is not a plain-tensor checkpoint: corrupt, not a torch file, or it holds pickled "
+                "objects (refused")
+        raise CheckpointError(f"{path} {what}: loading other objects could run code)") from None
+
+
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Any weights file, safely: a torch file (weights only) or a .safetensors file. Missing,
     truncated, foreign or pickled-code files raise CheckpointError with one line."""
@@ -111,17 +141,9 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == SAFETENSORS:
-            data = _read_safetensors(path)
-        else:
-            with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
-                warnings.simplefilter("ignore")
-                data = torch.load(path, map_location=map_location, weights_only=True)
+        data = _read_safetensors(path) if path.suffix == SAFETENSORS else torch_load(path, map_location)
     except CheckpointError:
         raise
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} is not a plain-tensor checkpoint: corrupt, not a torch file, or it holds "
-                              "pickled objects (refused: loading them could run code)") from None
     except Exception as e:  # torch and safetensors explain on many lines; the first says what broke
         reason = (str(e).strip().splitlines() or [""])[0][:120]
         raise CheckpointError(f"{path} is unreadable or truncated ({type(e).__name__}: {reason})") from None

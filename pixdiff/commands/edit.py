@@ -26,7 +26,7 @@ from pixdiff.commands.options import (
 ImagesArg = Annotated[list[Path], typer.Argument(help="Image files (fitted to the model's resolution).")]
 
 
-def run_edit(out: Path, source: Path, set_: list[str] | None, device: str | None, settings: dict[str, Any],
+def run_edit(out: Path, source: str, set_: list[str] | None, device: str | None, settings: dict[str, Any],
              action: Callable[[Any], Any]) -> Any:
     """Open an edit session (the model, its recipe with the command's sampler settings) and run
     `action` on it under the --out lock, errors in one line."""

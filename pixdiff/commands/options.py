@@ -70,7 +70,9 @@ RecipeArg = Annotated[str, typer.Argument(
     help="Recipe: FILE.py[:function], a built-in name such as dip_xl16[:function], or plugin:NAME.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a recipe field, e.g. --set train.lr=2e-4 (repeatable; type-checked).")]
-SourceArg = Annotated[Path, typer.Argument(help="A run folder (newest checkpoint) or a checkpoint file.")]
+SourceArg = Annotated[str, typer.Argument(callback=not_empty, help=(
+    "A run folder (newest checkpoint), a checkpoint file, or hf-hub:ORG/REPO[@REVISION][:FILE] on the Hugging "
+    "Face Hub (pip install 'pixdiff[hub]')."))]
 ClassOpt = Annotated[Optional[int], typer.Option("--class", help="Target class (default: none, unconditional).",
                                                   min=0, max=BIG)]
 StepsOpt = Annotated[Optional[int], typer.Option(help="Steps of the sampling grid (default: the recipe's).",
@@ -81,7 +83,8 @@ CfgOpt = Annotated[Optional[float], typer.Option(help="Guidance scale (default: 
                                                  callback=finite)]
 SeedOpt = Annotated[int, typer.Option(help="Image i's noise comes from the seed derived from (seed, i).",
                                       min=0, max=SEED_MAX)]
-LayoutOpt = Annotated[LayoutName, typer.Option(help=f"The authors' layout: {LAYOUT_HELP}.")]
+LayoutOpt = Annotated[Optional[LayoutName], typer.Option(
+    help=f"The authors' layout (default: the one the file's keys say): {LAYOUT_HELP}.")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option(
     help="Where caches are kept (default: the cache home, $PIXDIFF_CACHE_DIR, $XDG_CACHE_HOME/pixdiff "
          "or ~/.cache/pixdiff).")]

@@ -32,7 +32,7 @@ def sample(
         "--num as an abbreviation of its --numa-binding."))] = 64,
     recipe: Annotated[Optional[str], typer.Option(
         help="Recipe of the model; needed for the authors' reference checkpoints.", callback=not_empty)] = None,
-    layout: LayoutOpt = "dip",
+    layout: LayoutOpt = None,
     set_: SetOpt = None,
     cfg: CfgOpt = None,
     steps: StepsOpt = None,

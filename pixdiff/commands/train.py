@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pixdiff.commands.options import DeviceOpt, RecipeArg, SetOpt, load, reported
+from pixdiff.commands.options import DeviceOpt, RecipeArg, SetOpt, load, not_empty, reported
 
 
 def train(
@@ -19,8 +19,8 @@ def train(
     progress: Annotated[bool, typer.Option(help=(
         "Show the live progress bar on a terminal (--no-progress, or no terminal: one plain line per log row)."))]
     = True,
-    init_from: Annotated[Optional[Path], typer.Option(help=(
-        "Fine-tune: start from this checkpoint's (or run folder's) EMA weights, the label table fitted to "
+    init_from: Annotated[Optional[str], typer.Option(callback=not_empty, help=(
+        "Fine-tune: start from this checkpoint's (or run folder's, or hf-hub:ORG/REPO[@REVISION][:FILE]'s) EMA weights, the label table fitted to "
         "model.backbone.num_classes; ignored by --resume, which continues from the run's own checkpoint."))] = None,
     keep_class_rows: Annotated[bool, typer.Option(help=(
         "With --init-from: classes 0..K-1 that both models have keep their label rows (else all start fresh)."))]

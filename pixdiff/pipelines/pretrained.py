@@ -56,8 +56,9 @@ class Pretrained:
 
 def load(path: str | Path, *, weights: str = "ema", ema: float | None = None, device: str | torch.device = "cpu",
          overrides: Sequence[str] = ()) -> Pretrained:
-    """The newest checkpoint of run folder `path` (or the checkpoint file `path`): its EMA weights by
+    """The newest checkpoint of run folder `path` (or the checkpoint file `path`, or the hub source
+    "hf-hub:ORG/REPO[@REVISION][:FILE]", a pixdiff export there): its EMA weights by
     default (`weights="raw"` for the trained ones; `ema` picks a decay among train.ema_decays) and its
     recipe, with `overrides` ("sample.steps=25", ...) applied as `--set` does."""
-    model, recipe, file = load_model(Path(path), overrides=overrides, weights=weights, ema=ema, device=device)
+    model, recipe, file = load_model(path, overrides=overrides, weights=weights, ema=ema, device=device)
     return Pretrained(model, recipe, file)

@@ -40,7 +40,7 @@ def transfer(source: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], *,
     return {**{k: source[k] for k in others}, LABEL_TABLE: new}
 
 
-def initialise(parts: parallel.Parts, path: Path, *, keep_classes: bool = True) -> None:
+def initialise(parts: parallel.Parts, path: str | Path, *, keep_classes: bool = True) -> None:
     """Load a pixdiff checkpoint's first EMA (or a run folder's newest one) into the model and
     all its EMAs, transferred by `transfer`."""
     ckpt, saved, file = open_checkpoint(path)

@@ -168,7 +168,7 @@ class Trainer:
         else:
             checkpointing.check_fresh(self.out_dir)
             if init_from is not None:  # a fresh run only: a resumed one continues from its own checkpoint
-                finetune.initialise(self.parts, Path(init_from), keep_classes=keep_classes)
+                finetune.initialise(self.parts, init_from, keep_classes=keep_classes)
         self.stream = self._open_stream()  # after a resume: it starts at the step the run continues from
         self.start_step = self.global_step
 
