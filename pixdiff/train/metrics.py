@@ -198,8 +198,9 @@ class Progress:
 
 def progress_line(step: int, total: int, row: dict[str, Any], eta_s: float) -> str:
     eta = str(timedelta(seconds=round(eta_s))) if math.isfinite(eta_s) else "?"
+    scores = f"  eval FD {row['eval/fd']:.2f} KID {row['eval/kid']:.4f}" if "eval/fd" in row else ""
     return (f"step {step}/{total}  loss {row['loss']:.4f}  lr {row['lr']:.3g}  {row['img_per_s']:.1f} img/s  "
-            f"ETA {eta}")
+            f"ETA {eta}{scores}")
 
 
 def plot_loss(log_path: Path, out: Path) -> Path | None:
