@@ -327,6 +327,7 @@ class Trainer:
             row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - self._t0, 3)}
             if self.scores is not None and self.scores.due(s):  # eval_every is a multiple of log_every
                 row.update(self.eval_scores())
+                self.window.restart_clock()
             self._log.write(row)
             self._progress.update(s, row)
             self.last_loss = row["loss"]

@@ -66,6 +66,11 @@ class Window:
         self.sums, self.steps, self.timed_steps, self.t0 = {}, 0, 0, now
         return row
 
+    def restart_clock(self) -> None:
+        """Start the window's throughput clock now (right after a row): the time the scores took
+        between two steps is not training throughput."""
+        self.t0 = time.perf_counter()
+
     def state(self) -> dict[str, Any]:
         """The unfinished window for a checkpoint (a collective, and a host sync)."""
         return {"steps": self.steps, "sums": {k: v.item() for k, v in self._global_sums().items()}}
