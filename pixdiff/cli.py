@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from pixdiff.about import DESCRIPTION
-from pixdiff.commands import bench, convert, data, edit, evaluate, recipes, sample, train
+from pixdiff.commands import bench, convert, data, edit, evaluate, recipes, sample, sweep, train
 
 
 class OneLineErrors(TyperGroup):
@@ -50,6 +50,7 @@ for command in (edit.edit, edit.inpaint, edit.invert, edit.interpolate):
     app.command()(command)
 app.command("eval")(evaluate.evaluate)
 app.command("eval-sanity")(evaluate.sanity)
+app.command()(sweep.sweep)
 
 bench_app = group("Speed: sampling latency, sampling/training throughput, data feed.")
 bench_app.command()(bench.latency)

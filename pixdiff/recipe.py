@@ -73,6 +73,12 @@ class TrainConfig:
     log_every: int = 100
     ckpt_every: int = 5000
     sample_every: int = 10000  # 0 disables sample grids during training
+    # FD and KID of eval_num samples of the first EMA against eval_ref ('emoji', 'data:SOURCE' or a
+    # file, as `pixdiff eval --ref`) in the metrics rows (eval/fd, eval/kid); 0 disables them
+    eval_every: int = 0
+    eval_num: int = 256
+    eval_ref: str = ""
+    eval_features: str = "effnet"  # as `pixdiff eval --features`
     repa: RepaConfig | None = None
     tensorboard: bool = False  # also write metrics and sample grids as TensorBoard events under <run>/tensorboard
     wandb: bool = False  # also log them to Weights & Biases (pixdiff[wandb]; WANDB_MODE=offline works offline)
@@ -86,8 +92,14 @@ class TrainConfig:
         require(self, "global_batch", self.global_batch % self.grad_accum == 0,
                 f"must be divisible by train.grad_accum={self.grad_accum}")
         require(self, "betas", all(0 <= b < 1 for b in self.betas), "each beta must be in [0, 1)")
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "seed", "num_workers", "sample_every"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "seed", "num_workers", "sample_every", "eval_every"):
             require(self, name, getattr(self, name) >= 0, "must be >= 0")
+        require(self, "eval_every", self.eval_every % self.log_every == 0,
+                f"must be a multiple of train.log_every={self.log_every} (the scores go into its rows)")
+        require(self, "eval_num", self.eval_num >= 4, "must be >= 4 (KID needs more than 3 samples)")
+        require(self, "eval_ref", not self.eval_every or bool(self.eval_ref.strip()),
+                "train.eval_every needs a reference: 'emoji', 'data:SOURCE' or a file")
+        require(self, "eval_features", bool(self.eval_features.strip()), "must be 'effnet' or 'inception:PATH'")
         require(self, "ema_decays", len(self.ema_decays) >= 1 and all(0 <= d < 1 for d in self.ema_decays),
                 "must be one or more decays in [0, 1)")
         require(self, "ema_decays", len(set(self.ema_decays)) == len(self.ema_decays), "has a decay twice")

@@ -78,18 +78,18 @@ def score(samples: Path, ref: str, features: str, *, batch_size: int, cache_dir:
 
 
 def resolve_reference(ref: str, samples: Path, cache_dir: Path | None, on_progress: OnProgress | None) -> Path:
-    """A reference spec -> a file or folder `evaluate` reads. Training data ('emoji', 'data:SOURCE')
-    becomes the data set's reference export at the samples' resolution (`on_progress` follows its
-    decoding when its cache is built); anything else is a path."""
-    if ref != "emoji" and not ref.startswith("data:"):
+    """A reference spec -> a file or folder `evaluate` reads (`data.reference.reference_source`), training
+    data at the samples' resolution."""
+    from pixdiff.data.reference import names_training_data, reference_source
+
+    if not names_training_data(ref):
         return Path(ref)
     from pixdiff.data.npz import open_images
-    from pixdiff.data.reference import reference_file
 
     height, width, _ = open_images(samples).shape
     if height != width:
         raise ValueError(f"{samples}: samples are {height}x{width}; training data are square")
-    return reference_file(ref.removeprefix("data:"), height, cache_dir=cache_dir, on_progress=on_progress)
+    return reference_source(ref, height, cache_dir=cache_dir, on_progress=on_progress)
 
 
 def sanity(

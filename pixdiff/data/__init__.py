@@ -19,7 +19,7 @@ from .cache import (
 )
 from .emoji import EMOJI_CLASSES, emoji_source
 from .folder import IMAGE_SUFFIXES, folder_source
-from .grid import make_grid, save_grid, save_png, to_uint8
+from .grid import make_grid, save_grid, save_heatmap, save_png, to_uint8
 from .images import DataError, Item, Source, center_crop, load_image, open_image, resize_square, to_rgb
 from .openmoji import openmoji_source
 from .stream import BatchStream, MicroBatch, StreamError
@@ -48,6 +48,7 @@ __all__ = [
     "prepare",
     "resize_square",
     "save_grid",
+    "save_heatmap",
     "save_png",
     "to_rgb",
     "to_uint8",

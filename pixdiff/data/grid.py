@@ -1,4 +1,4 @@
-"""Image grids as PNG files (no torchvision)."""
+"""Image grids and heat maps as PNG files (no torchvision, no matplotlib)."""
 
 from __future__ import annotations
 
@@ -71,4 +71,44 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, *,
     draw = ImageDraw.Draw(canvas)
     for r, (label, _) in enumerate(rows):
         draw.text((4, (2 + r * (h + 2) + h // 2) * scale - 6), f"c{label}", fill="black")
+    return save_png(np.asarray(canvas), path)
+
+
+# low -> high along viridis (matplotlib's default map, 5 of its stops): a light cell is a high value
+_RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], np.float64)
+
+
+def _ramp(t: float) -> tuple[int, int, int]:
+    """t in [0, 1] -> an RGB colour of _RAMP, linearly between its stops."""
+    x = min(max(t, 0.0), 1.0) * (len(_RAMP) - 1)
+    i = min(int(x), len(_RAMP) - 2)
+    return tuple(int(round(c)) for c in _RAMP[i] + (x - i) * (_RAMP[i + 1] - _RAMP[i]))
+
+
+def save_heatmap(values: list[list[float]], rows: list[str], cols: list[str], path: str | Path, *,
+                 title: str = "", cell: tuple[int, int] = (84, 26)) -> Path:
+    """A table of numbers (R rows x C columns; NaN: no value) as a PNG heat map: each cell coloured
+    by its value between the table's min and max and labelled with it, rows and columns named."""
+    from PIL import Image, ImageDraw
+
+    v = np.asarray(values, np.float64).reshape(len(rows), len(cols))
+    finite = v[np.isfinite(v)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    cw, ch = cell
+    left, top = 8 + 6 * max(map(len, rows), default=0), 2 * ch
+    canvas = Image.new("RGB", (left + cw * len(cols) + 8, top + ch * len(rows) + 8), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 4), title, fill="black")
+    for j, name in enumerate(cols):
+        draw.text((left + j * cw + 4, ch + 6), name, fill="black")
+    for i, name in enumerate(rows):
+        y = top + i * ch
+        draw.text((4, y + 7), name, fill="black")
+        for j in range(len(cols)):
+            x, value = left + j * cw, v[i, j]
+            t = (value - lo) / (hi - lo) if hi > lo else 0.0
+            fill = _ramp(t) if math.isfinite(value) else (90, 90, 90)
+            draw.rectangle((x, y, x + cw - 2, y + ch - 2), fill=fill)
+            text = f"{value:.4g}" if math.isfinite(value) else "failed"
+            draw.text((x + 6, y + 7), text, fill="black" if math.isfinite(value) and t > 0.6 else "white")
     return save_png(np.asarray(canvas), path)

@@ -79,3 +79,18 @@ def reference_file(source: str, resolution: int, *, cache_dir: str | Path | None
         images, labels = cache_images(cache)
         save_samples(path, images, labels, {"source": cache.info.source, "resolution": resolution})
     return path
+
+
+def names_training_data(spec: str) -> bool:
+    """Whether a `--ref` spec names training data ('emoji', 'data:SOURCE') rather than a path."""
+    return spec == "emoji" or spec.startswith("data:")
+
+
+def reference_source(spec: str, resolution: int, *, cache_dir: str | Path | None = None,
+                     on_progress: OnProgress | None = None) -> Path:
+    """A `--ref` spec -> the file or folder the metrics read: training data ('emoji', 'data:SOURCE')
+    becomes its `reference_file` at `resolution` (`on_progress` follows its decoding when the
+    cache is built); anything else is a path (an .npz, an image folder, a statistics file)."""
+    if not names_training_data(spec):
+        return Path(spec)
+    return reference_file(spec.removeprefix("data:"), resolution, cache_dir=cache_dir, on_progress=on_progress)

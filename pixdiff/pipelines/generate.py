@@ -137,6 +137,17 @@ def _gather(mine: np.ndarray, out_dir: Path, num: int, d: Dist) -> np.ndarray | 
 
 
 @torch.no_grad()
+def draw_set(model: nn.Module, recipe: Recipe, job: SampleJob, *, num_classes: int | None = None,
+             device: torch.device | str = "cpu") -> tuple[np.ndarray, Tensor]:
+    """All `job.num` images in one process, as `write_samples` draws them (the same labels and
+    per-image noise, so the same images), kept in memory: uint8 (N, H, W, C) and (N,) labels.
+    For scoring many small sets (`pipelines.scoring`: sweeps, scores during training)."""
+    classes = _check_classes(job, num_classes, recipe.model.backbone.num_classes)
+    labels = labels_for(job.num, classes, job.labels, job.seed, job.classes)
+    return _draw(model, recipe, job, labels, list(range(job.num)), Dist(device=torch.device(device))), labels
+
+
+@torch.no_grad()
 def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d: Dist = Dist(), *,
                   num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
                   meta: dict | None = None, png: bool = False, on_progress: OnProgress | None = None

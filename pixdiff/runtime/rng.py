@@ -3,7 +3,8 @@ seeds derived from integer keys (EDM's per-sample generators)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -29,3 +30,23 @@ def balanced_labels(n: int, num_classes: int, *, device: torch.device | str = "c
     if num_classes == 0:
         return torch.zeros(n, dtype=torch.long, device=device)
     return torch.arange(n, device=device) % num_classes
+
+
+@contextmanager
+def preserved_rng(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a side job (scores during training) without moving any global random stream: torch's
+    CPU generator (and the CUDA one of `device`), numpy's and Python's are restored on exit, so a
+    module built inside (its default init draws from torch's) leaves the caller's draws unchanged."""
+    import random
+
+    import numpy as np
+
+    device = torch.device(device)
+    cuda = [device] if device.type == "cuda" else []
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)

@@ -9,13 +9,14 @@ number of processes, and a resumed run repeats the uninterrupted one step for st
 Modules: `loop` (the Trainer), `parallel` (building and DDP/FSDP2), `checkpointing`, `metrics` (rows,
 TensorBoard, progress), `schedule` (learning rates), `ema`, `loss`; micro-batches come from
 `pixdiff.data.stream` (epoch orders computed once, gathered ahead in worker threads); `resume`
-(the recipe a resume continues with), `signals` (stopping with a checkpoint on SIGINT/SIGTERM/SIGUSR1).
+(the recipe a resume continues with), `scores` (FD/KID every train.eval_every steps), `signals` (stopping with a checkpoint on SIGINT/SIGTERM/SIGUSR1).
 
 Run folder (one writer at a time: `train` holds an OS lock on it, see `pixdiff.runtime.lock`):
     .lock                the lock, with the holder's pid (removed when the run ends)
     recipe.json          the resolved recipe (a resume starts from it: see `pixdiff.train.resume`)
     recipe_history.jsonl one row per resume that changed the recipe: its step, time and changes
-    metrics.jsonl        one JSON row per logged step: window means since the previous row (rank 0)
+    metrics.jsonl        one JSON row per logged step: window means since the previous row (rank 0),
+                         with eval/fd and eval/kid at the train.eval_every steps
     tensorboard/         the same scalars as TensorBoard events (with train.tensorboard=true)
     checkpoints/         step_XXXXXXXX.pt, written atomically with a digest; the newest two are kept
     samples/             EMA sample grids, step_XXXXXXXX.png

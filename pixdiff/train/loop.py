@@ -29,7 +29,7 @@ from pixdiff.checkpoints import store as checkpoint
 from pixdiff.checkpoints.loader import model_from_state
 from pixdiff.config.tree import to_dict
 from pixdiff.data.stream import BatchStream
-from pixdiff.pipelines.generate import sample_batch
+from pixdiff.pipelines.generate import OutputError, sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
 from pixdiff.runtime.distributed import Dist, DistError, barrier, host_group, max_across, mean_across
@@ -43,6 +43,7 @@ from pixdiff.train.loss import step_generators
 from pixdiff.train.metrics import MetricsLog, Progress, Window, accumulate, is_log_step, plot_loss
 from pixdiff.train.resume import append_history, check_unfinished
 from pixdiff.train.schedule import lr_at
+from pixdiff.train.scores import TrainingScores
 from pixdiff.train.signals import EXIT_CODES, StopSignals, signal_name
 
 SAMPLES_DIR = "samples"
@@ -153,6 +154,7 @@ class Trainer:
 
     def _setup(self, resume: bool, init_from: str | Path | None, keep_classes: bool) -> None:
         recipe, d = self.recipe, self.d
+        self.scores = TrainingScores(recipe, d.device) if recipe.train.eval_every else None  # checked before the data
         self.cache = open_data(recipe, d)
         self.parts = parallel.build(recipe, d)
         self.net = self.parts.net
@@ -283,8 +285,7 @@ class Trainer:
         ema = self.ema_model()
         if ema is None:
             return None
-        n = self.recipe.sample.grid_images
-        classes = self.cache.info.num_classes if self.recipe.model.backbone.num_classes else 0  # 0: unconditional
+        n, classes = self.recipe.sample.grid_images, self._label_classes()
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
             x = sample_batch(ema, self.recipe, y, seed_generators(range(n), self.d.device))
@@ -294,11 +295,28 @@ class Trainer:
             self._log.image(self.global_step, grid)
         return grid
 
+    def _label_classes(self) -> int:
+        """The classes samples are drawn from: the data's (a model may have more rows); 0: unconditional."""
+        return self.cache.info.num_classes if self.recipe.model.backbone.num_classes else 0
+
+    def eval_scores(self) -> dict[str, float]:
+        """train.eval_every's FD and KID of the first EMA (`train.scores`) on rank 0; {} elsewhere, and
+        when its samples are NaN or flat (one line says so). Every rank must call it under FSDP."""
+        ema = self.ema_model()
+        if ema is None or self.scores is None:
+            return {}
+        try:
+            return self.scores(ema, self._label_classes())
+        except OutputError as e:
+            self._progress.say(f"eval at step {self.global_step} failed, no scores logged: {e}")
+            return {}
+
     # ------------------------------------------------------------------ driver
     def step(self, callbacks: Sequence[Callback] = ()) -> dict[str, torch.Tensor]:
-        """One optimizer step, then whatever the recipe schedules at it (a metrics row, a checkpoint,
-        a sample grid, each after the non-finite check) and the callbacks' events. Returns the step's
-        statistics as 0-d device tensors; reading one waits for the step."""
+        """One optimizer step, then whatever the recipe schedules at it (a metrics row, with the
+        train.eval_every scores when due; a checkpoint; a sample grid; each after the non-finite
+        check) and the callbacks' events. Returns the step's statistics as 0-d device tensors;
+        reading one waits for the step."""
         if self._log is None:
             self._open_logs()
         stats = self._optimizer_step()
@@ -307,6 +325,9 @@ class Trainer:
         if is_log_step(s, tc):
             self._stop_if_nonfinite()
             row = {**self.window.row(s, self.lr, tc.global_batch), "time_s": round(time.perf_counter() - self._t0, 3)}
+            if self.scores is not None and self.scores.due(s):  # eval_every is a multiple of log_every
+                row.update(self.eval_scores())
+                self.window.restart_clock()
             self._log.write(row)
             self._progress.update(s, row)
             self.last_loss = row["loss"]

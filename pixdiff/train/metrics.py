@@ -66,6 +66,11 @@ class Window:
         self.sums, self.steps, self.timed_steps, self.t0 = {}, 0, 0, now
         return row
 
+    def restart_clock(self) -> None:
+        """Start the window's throughput clock now (right after a row): the time the scores took
+        between two steps is not training throughput."""
+        self.t0 = time.perf_counter()
+
     def state(self) -> dict[str, Any]:
         """The unfinished window for a checkpoint (a collective, and a host sync)."""
         return {"steps": self.steps, "sums": {k: v.item() for k, v in self._global_sums().items()}}
@@ -198,8 +203,9 @@ class Progress:
 
 def progress_line(step: int, total: int, row: dict[str, Any], eta_s: float) -> str:
     eta = str(timedelta(seconds=round(eta_s))) if math.isfinite(eta_s) else "?"
+    scores = f"  eval FD {row['eval/fd']:.2f} KID {row['eval/kid']:.4f}" if "eval/fd" in row else ""
     return (f"step {step}/{total}  loss {row['loss']:.4f}  lr {row['lr']:.3g}  {row['img_per_s']:.1f} img/s  "
-            f"ETA {eta}")
+            f"ETA {eta}{scores}")
 
 
 def plot_loss(log_path: Path, out: Path) -> Path | None:
