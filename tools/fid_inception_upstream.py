@@ -3,7 +3,7 @@
 Needs a throwaway environment with the upstream packages -- never pixdiff's own dependencies:
 
     python3 -m venv /tmp/fidenv && /tmp/fidenv/bin/pip install torch torchvision pytorch-fid
-    PYTHONPATH=. /tmp/fidenv/bin/python tools/fid_inception_upstream.py listing   # -> tests/data/...
+    PYTHONPATH=. /tmp/fidenv/bin/python tools/fid_inception_upstream.py listing   # -> tests/data/fid_inception_official_state_dict.tsv
     PYTHONPATH=. /tmp/fidenv/bin/python tools/fid_inception_upstream.py compare --tf-resize PATH
 
 ``listing`` writes the state-dict key names and shapes of pytorch-fid's ``fid_inception_v3``
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-LISTING = Path(__file__).resolve().parents[1] / "tests" / "data" / "fid_inception_state_dict.json"
+LISTING = Path(__file__).resolve().parents[1] / "tests" / "data" / "fid_inception_official_state_dict.tsv"
 
 
 def upstream_network() -> torch.nn.Module:
@@ -48,12 +48,18 @@ def upstream_network() -> torch.nn.Module:
 
 
 def listing() -> None:
+    import pytorch_fid
+
     state = upstream_network().state_dict()
-    table = {k: list(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    LISTING.parent.mkdir(parents=True, exist_ok=True)
-    LISTING.write_text(json.dumps({"source": "pytorch-fid 0.3.0 fid_inception_v3 architecture", "keys": table},
-                                  indent=1) + "\n")
-    print(f"{len(table)} tensors -> {LISTING}")
+    rows = [f"{k}\t{tuple(v.shape)}" for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    header = [f"# FID Inception-v3: the state dict of pytorch-fid {pytorch_fid.__version__}'s fid_inception_v3() "
+              "architecture (torchvision's Inception3,",
+              "# 1008 classes, no aux logits, its FIDInceptionA/C/E_1/E_2 blocks), key<TAB>shape, listed by "
+              "tools/fid_inception_upstream.py listing;",
+              "# num_batches_tracked left out: torch-fidelity's TF converter writes none and pixdiff ignores them.",
+              ]
+    LISTING.write_text("\n".join(header + rows) + "\n")
+    print(f"{len(rows)} tensors -> {LISTING}")
 
 
 def random_state(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
