@@ -314,7 +314,7 @@ def test_parse_spec():
         feat.parse_spec("inception")
     with pytest.raises(ValueError, match="unknown"):
         feat.parse_spec("dinov2")
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded unless you pass --download-weights"):
         feat.load_extractor("inception:/nonexistent/inception.pt")
 
 

@@ -376,8 +376,6 @@ class FIDInceptionExtractor(Extractor):
     ``expected_sha256=None`` accepts other weights in the same layout (the tests' random ones)."""
 
     def __init__(self, path: str, expected_sha256: str | None = WEIGHTS_SHA256):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Inception weights not found: {path}")
         self.model = load_weights(path, expected_sha256=expected_sha256)
         self.spec = ExtractorSpec("inception", path, expected_sha256 is not None)
         self.name = "inception"
@@ -400,6 +398,10 @@ def load_extractor(spec: str | ExtractorSpec = "effnet", *, check_hash: bool = T
 def _load_extractor(spec: ExtractorSpec) -> Extractor:
     if spec.kind == "inception":
         path = str(spec.path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Inception weights not found: {path} (expected pt_inception-2015-12-05-6726825d.pth or a "
+                "TorchScript inception-2015-12-05.pt; nothing is downloaded unless you pass --download-weights)")
         if _is_torchscript(path):
             return InceptionExtractor(path)
         return FIDInceptionExtractor(path, WEIGHTS_SHA256 if spec.check_hash else None)
