@@ -126,9 +126,9 @@ def count_images(monkeypatch: pytest.MonkeyPatch, extractor: feat.Extractor) -> 
     seen: list[int] = []
     forward = extractor._forward
 
-    def counting(x: torch.Tensor, want_logits: bool):
+    def counting(x: torch.Tensor, want_logits: bool, want_spatial: bool):
         seen.append(len(x))
-        return forward(x, want_logits)
+        return forward(x, want_logits, want_spatial)
 
     monkeypatch.setattr(extractor, "_forward", counting)
     return seen
