@@ -126,9 +126,9 @@ def count_images(monkeypatch: pytest.MonkeyPatch, extractor: feat.Extractor) -> 
     seen: list[int] = []
     forward = extractor._forward
 
-    def counting(x: torch.Tensor, want_logits: bool):
+    def counting(x: torch.Tensor, want_logits: bool, want_spatial: bool):
         seen.append(len(x))
-        return forward(x, want_logits)
+        return forward(x, want_logits, want_spatial)
 
     monkeypatch.setattr(extractor, "_forward", counting)
     return seen
@@ -314,7 +314,7 @@ def test_parse_spec():
         feat.parse_spec("inception")
     with pytest.raises(ValueError, match="unknown"):
         feat.parse_spec("dinov2")
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded unless you pass --download-weights"):
         feat.load_extractor("inception:/nonexistent/inception.pt")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pixdiff.checkpoints import store as checkpoint
+from pixdiff.checkpoints.digest import ALGORITHM, digest
 from pixdiff.checkpoints.dip import to_reference
 from pixdiff.config.tree import to_dict
 from pixdiff.data.npz import load_images, load_labels, load_meta
@@ -49,6 +50,8 @@ def test_sample_npz_round_trip_and_balanced_labels(ckpt, tmp_path):
     assert np.bincount(labels).tolist() == [2, 2, 2, 2, 2]
     meta = load_meta(tmp_path / "samples.npz")
     assert meta["labels"] == "balanced" and meta["num"] == 10 and meta["steps"] == 3
+    # the weights sampled (here the EMA copy), named for `pixdiff eval`'s protocol record
+    assert meta["weights_digest"] == digest(checkpoint.read(ckpt)["ema"]) and meta["digest_algorithm"] == ALGORITHM
     assert (tmp_path / "grid.png").is_file()
     assert len({im.tobytes() for im in images}) == 10  # no duplicates
 

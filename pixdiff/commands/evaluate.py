@@ -16,6 +16,7 @@ from pixdiff.commands.options import (
     DeviceOpt,
     JsonOpt,
     QuietOpt,
+    fail,
     finite,
     not_empty,
     reported,
@@ -27,26 +28,41 @@ def evaluate(
     samples: Annotated[Path, typer.Argument(help="Samples: an .npz (arr_0 uint8 NHWC) or an image folder.")],
     ref: Annotated[str, typer.Option(
         callback=not_empty,
-        help="Reference: an .npz, an image folder, a cached statistics file, or training data decoded as "
-             "training decodes it, at the samples' resolution: 'emoji' (built in) or 'data:FOLDER'.")],
+        help="Reference: an .npz, an image folder, a cached statistics file, an ADM evaluator reference batch "
+             "(VIRTUAL_imagenet256_labeled.npz: its mu/sigma, mu_s/sigma_s with Inception features), or "
+             "training data decoded as training decodes it, at the samples' resolution: 'emoji' (built in) or "
+             "'data:FOLDER'.")],
     features: Annotated[str, typer.Option(callback=not_empty, help=(
-        "'effnet' (offline default, reported as FD-EffNet) or 'inception:PATH' to a TorchScript "
-        "inception-2015-12-05.pt (reported as FID)."))] = "effnet",
+        "'effnet' (offline default, reported as FD-EffNet), 'inception:PATH' to the FID Inception state dict "
+        "pt_inception-2015-12-05-6726825d.pth (FID, sFID, IS; sha256 checked) or a TorchScript "
+        "inception-2015-12-05.pt, or 'inception' for the weights --download-weights fetched."))] = "effnet",
+    download_weights: Annotated[bool, typer.Option(
+        "--download-weights", help="Fetch the FID Inception weights (pytorch-fid's release) into pixdiff's cache "
+                                   "once, sha256 verified, and score with them ('--features inception').")] = False,
+    unverified_weights: Annotated[bool, typer.Option(
+        "--unverified-weights", help="Accept an Inception state dict other than the published file (its own "
+                                     "sha256 is recorded; its scores are not comparable with published FID).")
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.", min=1, max=BIG)] = 64,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """FID-style Frechet distance, KID, IS and precision/recall of a sample set against a reference."""
+    """FID-style Frechet distance, sFID, KID, IS and precision/recall of a sample set against a reference."""
     import warnings
 
     from pixdiff.eval.metrics import SampleSizeWarning
 
+    if download_weights and features not in ("effnet", "inception"):
+        fail(f"--download-weights fetches the weights '--features inception' reads; it does not go with "
+             f"--features {features}")
     with reported(FileNotFoundError, ValueError), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SampleSizeWarning)
-        result = score(samples, ref, features, batch_size=batch_size, cache_dir=cache_dir, device=device,
-                       shown=not quiet)
+        if download_weights:
+            features = fetch_weights(shown=not quiet)
+        result = score(samples, ref, features, check_hash=not unverified_weights, batch_size=batch_size,
+                       cache_dir=cache_dir, device=device, shown=not quiet)
     for w in caught:
         if issubclass(w.category, SampleSizeWarning):
             typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
@@ -54,27 +70,41 @@ def evaluate(
         typer.echo(json.dumps(result, indent=2))
         return
     for k, v in result.items():
+        if isinstance(v, dict):  # the protocol record
+            v = json.dumps(v)
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
 
 
-def score(samples: Path, ref: str, features: str, *, batch_size: int, cache_dir: Path | None, device: str | None,
+def fetch_weights(shown: bool) -> str:
+    """Download (once) the FID Inception weights into pixdiff's cache; the feature spec that reads them."""
+    from pixdiff.eval.inception import cached_weights_path, download_weights
+    from pixdiff.runtime.paths import cache_home
+
+    if shown and not cached_weights_path(cache_home()).is_file():
+        typer.echo(f"downloading the FID Inception weights into {cached_weights_path(cache_home())}", err=True)
+    download_weights(cache_home())
+    return "inception"
+
+
+def score(samples: Path, ref: str, features: str, *, check_hash: bool = True, batch_size: int, cache_dir: Path | None, device: str | None,
           shown: bool) -> dict:
     """`eval.metrics.evaluate` in its three long steps, each with its own progress on stderr when
     `shown`: decoding training data into a reference (when not cached), the reference's features
     (when not cached), the samples' features."""
     from pixdiff.eval.features import load_extractor
-    from pixdiff.eval.metrics import evaluate, reference_stats
+    from pixdiff.eval.metrics import check_reference_resolution, evaluate, reference_stats
     from pixdiff.runtime.distributed import pick_device
     from pixdiff.runtime.progress import progress
 
-    dev, extractor = str(pick_device(device)), load_extractor(features)
+    dev, extractor = str(pick_device(device)), load_extractor(features, check_hash=check_hash)
+    check_reference_resolution(samples, ref)
     with progress("eval data", enabled=shown) as on_progress:
         reference = resolve_reference(ref, samples, cache_dir, on_progress)
     with progress("eval reference", enabled=shown) as on_progress:
         stats = reference_stats(reference, extractor, batch_size=batch_size, device=dev, on_progress=on_progress)
     with progress("eval samples", enabled=shown) as on_progress:
         return evaluate(samples, stats, features=extractor, batch_size=batch_size, device=dev,
-                        on_progress=on_progress)
+                        on_progress=on_progress, reference_source=reference)
 
 
 def resolve_reference(ref: str, samples: Path, cache_dir: Path | None, on_progress: OnProgress | None) -> Path:

