@@ -225,8 +225,11 @@ to render the detail inside each patch? The rule that makes the comparison fair:
 is at least 1.5 x as wide as the 3 P² values of its patch, as DiP-XL/16 is (1152 = 1.5 x 768), and
 sees at least 64 tokens. A narrower DiT-only model cannot even express a v-target (its per-token
 output Linear has rank <= width < 3 P²) and would lose for a reason that is not the paper's.
-`experiments.scaffold.Arm` refuses an arm that breaks the rule (one line) unless it is labelled a
-contrast; none is run here. At this scale: {image} px OpenMoji with P = {patch} ({tokens} tokens of
+DiP's side: its conv U-Net head reaches each patch's context through a bottleneck of at least
+2/3 x the 3 P² values, as DiP-XL/16's head (512 channels for 768), and takes s_i at that
+bottleneck only, as the paper's head (the project's every-stage FiLM injection is a separately
+labelled variant). `experiments.scaffold.Arm` refuses an arm that breaks either side of the rule
+(one line) unless it is labelled a contrast or variant; none is run here. At this scale: {image} px OpenMoji with P = {patch} ({tokens} tokens of
 {values} values) and width {width} (>= 1.5 x {values}). At P = 8 that still probes the paper's
 mechanism: an 8 x 8 patch of an emoji holds outlines, edges and colour steps that the DiT's
 linear output must write value by value, while DiP's conv U-Net head renders them with shared
