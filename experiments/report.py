@@ -46,7 +46,8 @@ def sanity_table(rows: list[dict[str, Any]], n: int) -> str:
     lines = [f"| metric (N = {n} per side) | better | {' | '.join(ROWS)} | must detect | passes |",
              "|---" * (len(ROWS) + 4) + "|"]
     for r in rows:
-        cells = " | ".join(cell(r["scores"][row]) for row in ROWS)
+        # rows added to the sanity set later are absent from older result files: shown as "-"
+        cells = " | ".join(cell(r["scores"][row]) if row in r["scores"] else "-" for row in ROWS)
         lines.append(f"| {r['metric']} | {r['better']} | {cells} | {', '.join(r['must_detect'])} | "
                      f"{'yes' if r['passes'] else 'NO'} |")
     return "\n".join(lines)

@@ -114,19 +114,21 @@ def sanity(
                                          callback=finite)] = 0.05,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                  max=10_000_000)] = None,
+    effnet: Annotated[bool, typer.Option(help="Also the EfficientNet-lite0 KID and precision/recall rows "
+                                                "(images resized to 224 px: slow on a CPU).")] = True,
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sanity rows of the pixel metrics: data vs data (halves), vs blurred, noised and seamed data."""
+    """Sanity rows of the metrics: data vs data (halves, class-balanced), vs blurred, noised and seamed data."""
     from pixdiff.data import prepare
-    from pixdiff.eval.sanity import Degradations, format_table, run_sanity
+    from pixdiff.eval.sanity import METRICS, PIXEL_METRICS, Degradations, format_table, run_sanity
 
     with reported(ValueError):
         degradations = Degradations(blur, noise, seams)
         cache = prepare(data, cache_dir, resolution, limit=limit)
         images = cache.images.numpy().transpose(0, 2, 3, 1)  # (M, H, W, 3)
         results = run_sanity(images, cache.labels.numpy(), n, patch, repeats=repeats, seed=seed,
-                         degradations=degradations)
+                             degradations=degradations, metrics=METRICS if effnet else PIXEL_METRICS)
     if as_json:
         typer.echo(json.dumps([{"metric": r.metric, "better": r.better, "scores": r.scores, "detects":
                                 [row for row in r.scores if row != "halves" and r.detects(row)], "passes": r.passes}
