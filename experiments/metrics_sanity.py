@@ -23,7 +23,7 @@ import numpy as np
 
 from experiments.scaffold import DOCS, REFERENCE_SEED, SANITY_SPLITS, command_line, data, environment, write_json
 from experiments.studies import SIZES
-from pixdiff.eval.sanity import (
+from pixdiff.eval import (
     BLURRY,
     EFFNET_METRICS,
     GRAINY,
@@ -95,7 +95,7 @@ def render(raw: dict[str, Any]) -> str:
         out += [f"### EfficientNet-lite0 features: the same N and data, {effnet['repeats']} splits "
                 f"({effnet['wall_s'] / 60:.1f} min)\n", format_table(results_of(effnet)), ""]
     else:
-        out += ["### EfficientNet-lite0 features\n", "Not measured in this run (`--effnet-repeats 0`).", ""]
+        out += ["### EfficientNet-lite0 features\n", "Not measured in this run.", ""]
     return "\n".join(out)
 
 

@@ -248,14 +248,17 @@ family member keeps its own (JiT: x-prediction; DeCo: frequency-aware flow match
 """
 
 SANITY = """Each metric is checked at the N the arms use ({n} samples against {n} data images): 5 seeded
-splits of OpenMoji into disjoint halves A and B score B against A (halves: what a perfect model
-scores), against B blurred (sigma 1 px), noised (std 0.1 of the range), seamed (per-patch offsets,
-std 0.05) and with B's labels shuffled. A degradation is detected when all its splits score worse
-than all halves splits. A metric is on the page only if it detects what it is for: an image-quality
-metric blur and noise; the layout accuracy (10-NN over A's labelled images in 8x8 block means,
-balanced over the 9 groups, chance 0.111) shuffled labels, since it reads the class from coarse
-layout and is blind to pixel degradations by design; the seam score seams. The FD and KID on
-4x4 block means alone do not detect blur (they average detail away) and stay off the page.
+splits of OpenMoji into disjoint sets A and B score candidates against A: B itself (halves: the
+metric's own noise at this N), a class-balanced draw of real images (balanced: what a perfect model
+scores under the arms' class-balanced sampling; A has the data's class mix), B blurred (sigma 1,
+0.7, 0.5 px), noised (std 25.5, 4, 2, 1 levels of 255), seamed (per-patch offsets, std 0.05) and
+with B's labels shuffled. A degradation is detected when all its splits score worse than all halves
+splits. A metric is on the page only if it detects what it is for: an image-quality metric the
+gross blur and noise; grain every noise row, edge sharpness every blur row; the layout accuracy
+(10-NN over A's labelled images in 8x8 block means, balanced over the 9 groups, chance 0.111)
+shuffled labels, since it reads the class from coarse layout and is blind to pixel degradations by
+design; the seam score seams. Read an arm's score against the balanced row, not the halves row
+([metrics_sanity.md](metrics_sanity.md) has every row at this N).
 """
 
 PILOT = """Pilot: DiP seed 0 and its DiT-only twin train first; seeds 1 and 2 start only if DiP's balanced

@@ -29,8 +29,7 @@ import torch
 from pixdiff.config import replace
 from pixdiff.data import prepare, save_grid, to_uint8
 from pixdiff.eval import METRICS, detail_ratio, psnr, run_sanity
-from pixdiff.nn import ConvUNet
-from pixdiff.nn.heads import HeadConfig
+from pixdiff.nn import ConvUNet, HeadConfig
 from pixdiff.pipelines import load
 from pixdiff.recipe import Recipe
 from pixdiff.runtime import atomic_write

@@ -310,3 +310,17 @@ def test_eval_sanity_cli(tmp_path):
     assert "| in-patch detail ratio | closer to 1 |" in res.stdout and "1/9 = 0.111" in res.stdout
     bad = subprocess.run([*args[:8], "30", *args[9:]], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "two disjoint sets" in bad.stderr
+
+
+def test_the_sanity_page_is_rendered_from_its_raw_rows():
+    from experiments.metrics_sanity import render, results_of
+
+    x, y = rectangles(120, 16)
+    results = run_sanity(x, y, 20, 4, repeats=2, metrics=PIXEL_METRICS)
+    part = {"repeats": 2, "wall_s": 1.0, "rows": [{"metric": r.metric, "better": r.better, "scores": r.scores,
+                                                   "must_detect": list(r.must_detect), "passes": r.passes}
+                                                  for r in results]}
+    page = render({"command": "python -m experiments.metrics_sanity", "environment": {"cpu": "test"}, "pixel": part})
+    assert [r.scores for r in results_of(part)] == [r.scores for r in results]
+    assert "| grain excess over the data (8-bit levels²) | lower |" in page and "- **edge sharpness**: halves" in page
+    assert "### EfficientNet-lite0 features\n\nNot measured in this run." in page

@@ -8,7 +8,8 @@ from pixdiff.config.exports import exports, lazy_exports
 _EXPORTS = {
     **exports("pixdiff.eval.metrics", "evaluate"),
     **exports("pixdiff.eval.pixels", "detail_ratio", "edge_sharpness", "grain", "psnr"),
-    **exports("pixdiff.eval.sanity", "METRICS", "PIXEL_METRICS", "ROWS", "run_sanity"),
+    **exports("pixdiff.eval.sanity", "BLURRY", "EFFNET_METRICS", "GRAINY", "METRICS", "MILD_BLUR", "MILD_NOISE",
+              "PIXEL_METRICS", "ROWS", "SanityResult", "format_table", "run_sanity"),
     **exports("pixdiff.eval.readout", "READOUT_TIMES", "bands", "denoising_readout"),
 }
 __all__ = list(_EXPORTS)
