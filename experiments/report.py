@@ -46,7 +46,8 @@ def sanity_table(rows: list[dict[str, Any]], n: int) -> str:
     lines = [f"| metric (N = {n} per side) | better | {' | '.join(ROWS)} | must detect | passes |",
              "|---" * (len(ROWS) + 4) + "|"]
     for r in rows:
-        cells = " | ".join(cell(r["scores"][row]) for row in ROWS)
+        # rows added to the sanity set later are absent from older result files: shown as "-"
+        cells = " | ".join(cell(r["scores"][row]) if row in r["scores"] else "-" for row in ROWS)
         lines.append(f"| {r['metric']} | {r['better']} | {cells} | {', '.join(r['must_detect'])} | "
                      f"{'yes' if r['passes'] else 'NO'} |")
     return "\n".join(lines)
@@ -225,8 +226,11 @@ to render the detail inside each patch? The rule that makes the comparison fair:
 is at least 1.5 x as wide as the 3 P² values of its patch, as DiP-XL/16 is (1152 = 1.5 x 768), and
 sees at least 64 tokens. A narrower DiT-only model cannot even express a v-target (its per-token
 output Linear has rank <= width < 3 P²) and would lose for a reason that is not the paper's.
-`experiments.scaffold.Arm` refuses an arm that breaks the rule (one line) unless it is labelled a
-contrast; none is run here. At this scale: {image} px OpenMoji with P = {patch} ({tokens} tokens of
+DiP's side: its conv U-Net head reaches each patch's context through a bottleneck of at least
+2/3 x the 3 P² values, as DiP-XL/16's head (512 channels for 768), and takes s_i at that
+bottleneck only, as the paper's head (the project's every-stage FiLM injection is a separately
+labelled variant). `experiments.scaffold.Arm` refuses an arm that breaks either side of the rule
+(one line) unless it is labelled a contrast or variant; none is run here. At this scale: {image} px OpenMoji with P = {patch} ({tokens} tokens of
 {values} values) and width {width} (>= 1.5 x {values}). At P = 8 that still probes the paper's
 mechanism: an 8 x 8 patch of an emoji holds outlines, edges and colour steps that the DiT's
 linear output must write value by value, while DiP's conv U-Net head renders them with shared
@@ -244,14 +248,17 @@ family member keeps its own (JiT: x-prediction; DeCo: frequency-aware flow match
 """
 
 SANITY = """Each metric is checked at the N the arms use ({n} samples against {n} data images): 5 seeded
-splits of OpenMoji into disjoint halves A and B score B against A (halves: what a perfect model
-scores), against B blurred (sigma 1 px), noised (std 0.1 of the range), seamed (per-patch offsets,
-std 0.05) and with B's labels shuffled. A degradation is detected when all its splits score worse
-than all halves splits. A metric is on the page only if it detects what it is for: an image-quality
-metric blur and noise; the layout accuracy (10-NN over A's labelled images in 8x8 block means,
-balanced over the 9 groups, chance 0.111) shuffled labels, since it reads the class from coarse
-layout and is blind to pixel degradations by design; the seam score seams. The FD and KID on
-4x4 block means alone do not detect blur (they average detail away) and stay off the page.
+splits of OpenMoji into disjoint sets A and B score candidates against A: B itself (halves: the
+metric's own noise at this N), a class-balanced draw of real images (balanced: what a perfect model
+scores under the arms' class-balanced sampling; A has the data's class mix), B blurred (sigma 1,
+0.7, 0.5 px), noised (std 25.5, 4, 2, 1 levels of 255), seamed (per-patch offsets, std 0.05) and
+with B's labels shuffled. A degradation is detected when all its splits score worse than all halves
+splits. A metric is on the page only if it detects what it is for: an image-quality metric the
+gross blur and noise; grain every noise row, edge sharpness every blur row; the layout accuracy
+(10-NN over A's labelled images in 8x8 block means, balanced over the 9 groups, chance 0.111)
+shuffled labels, since it reads the class from coarse layout and is blind to pixel degradations by
+design; the seam score seams. Read an arm's score against the balanced row, not the halves row
+([metrics_sanity.md](metrics_sanity.md) has every row at this N).
 """
 
 PILOT = """Pilot: DiP seed 0 and its DiT-only twin train first; seeds 1 and 2 start only if DiP's balanced

@@ -29,6 +29,7 @@ import torch
 from pixdiff.config import replace
 from pixdiff.data import prepare, save_grid, to_uint8
 from pixdiff.eval import METRICS, detail_ratio, psnr, run_sanity
+from pixdiff.nn import ConvUNet, HeadConfig
 from pixdiff.pipelines import load
 from pixdiff.recipe import Recipe
 from pixdiff.runtime import atomic_write
@@ -49,6 +50,9 @@ GRID_IMAGES = 36
 # values of a 16 px RGB patch, and with enough tokens that one image is not memorised by DiT-only.
 REGIME_WIDTH_FACTOR = 1.5
 REGIME_MIN_TOKENS = 64
+# DiP's side of the same rule: DiP-XL/16's head (4 stages, base width 64) reaches each patch's
+# context through 64 x 2^3 = 512 bottleneck channels for its 768 values, a ratio of 2/3 (0.67)
+HEAD_CONTEXT_RATIO = (2, 3)
 
 
 def regime_problem(width: int, patch_size: int, image_size: int, channels: int = 3) -> str | None:
@@ -69,11 +73,33 @@ def regime_problem(width: int, patch_size: int, image_size: int, channels: int =
     return None
 
 
+def head_problem(head: HeadConfig, patch_size: int, channels: int = 3) -> str | None:
+    """None when a conv U-Net head (DiP's) is sized and fed as the paper's, else a one-line reason.
+
+    Fair: its bottleneck, where s_i joins (width x 2^(depth - 1) channels), has >= 2/3 x C P²
+    channels, DiP-XL/16's ratio (512 for 768; a narrower one squeezes each patch's context through
+    fewer channels than the paper's head has), and s_i enters at the bottleneck only, as the
+    paper's head takes it ("every_stage" is the project's FiLM variant). Other heads: no rule.
+    """
+    if not isinstance(head, ConvUNet):
+        return None
+    values, bottleneck = channels * patch_size**2, head.width * 2 ** (head.depth - 1)
+    num, den = HEAD_CONTEXT_RATIO
+    if den * bottleneck < num * values:
+        return (f"head bottleneck {bottleneck} channels < {num}/{den} x {values} values per {patch_size} px patch "
+                f"= {num * values / den:g} (DiP-XL/16's head: 512 for 768)")
+    if head.s_injection != "bottleneck":
+        return f"s_i enters the head at every stage ({head.s_injection!r}), the paper's head takes it at the bottleneck"
+    return None
+
+
 @dataclass(frozen=True)
 class Arm:
-    """One trained model of a study. The fair-regime rule (`regime_problem`: backbone
-    width >= 1.5 x the 3 P² values of a patch, >= 64 tokens) is checked here: an arm that breaks it
-    is refused unless `contrast` says why it is run anyway (e.g. the deliberate narrow-width arm)."""
+    """One trained model of a study. The fair-regime rule for both sides is checked here: the
+    backbone (`regime_problem`: width >= 1.5 x the 3 P² values of a patch, >= 64 tokens) and DiP's
+    head (`head_problem`: bottleneck >= 2/3 x those values, s_i at the bottleneck only). An arm that
+    breaks it is refused unless `contrast` says why it is run anyway: a contrast (the deliberate
+    narrow-width arm) or a variant (the project's every-stage s_i injection), labelled as such."""
 
     name: str  # run folder name: unique within a work folder
     recipe: Recipe
@@ -81,7 +107,7 @@ class Arm:
     seed: int = 0  # recipe.train.seed is set to it
     n_eval: int = 300  # images sampled and reference images scored against
     wall_s: float | None = None  # stop once training took this long (else recipe.train.max_steps)
-    contrast: str = ""
+    contrast: str = ""  # why an arm outside the fair rule is run: a contrast or a labelled variant
     # "generate": class-conditional samples scored against the data; "overfit": a model trained on
     # one image (Fig. 3) draws n_eval samples, each scored against that image
     task: Literal["generate", "overfit"] = "generate"
@@ -91,7 +117,8 @@ class Arm:
 
     def __post_init__(self) -> None:
         b = self.recipe.model.backbone
-        problem = regime_problem(b.dim, b.patch_size, b.image_size)
+        problem = regime_problem(b.dim, b.patch_size, b.image_size) or head_problem(self.recipe.model.head,
+                                                                                    b.patch_size, b.channels)
         if problem and not self.contrast:
             raise ValueError(f"arm {self.name}: not in the fair regime: {problem}; "
                              f"label it a contrast (Arm(contrast=why)) to run it anyway")

@@ -50,6 +50,7 @@ for command in (edit.edit, edit.inpaint, edit.invert, edit.interpolate):
     app.command()(command)
 app.command("eval")(evaluate.evaluate)
 app.command("eval-sanity")(evaluate.sanity)
+app.command("eval-readout")(evaluate.readout)
 app.command()(sweep.sweep)
 
 bench_app = group("Speed: sampling latency, sampling/training throughput, data feed.")

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.report import verdict
-from experiments.scaffold import Arm, regime_problem
-from experiments.studies import fair_arms, fair_base, family_arms, fig3_arms, fig10b_arms
+from experiments.scaffold import Arm, head_problem, regime_problem
+from experiments.studies import every_stage_variant, fair_arms, fair_base, family_arms, fig3_arms, fig10b_arms
 from pixdiff.config import replace
+from pixdiff.nn import ConvUNet, DiTFinalLayer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,3 +109,40 @@ def test_regime_problem_cases(width, patch, image, problem):
 def test_regime_problem_is_the_rule(width, patch, grid):
     fair = width >= 1.5 * 3 * patch**2 and grid * grid >= 64
     assert (regime_problem(width, patch, grid * patch) is None) == fair
+
+
+# ---------------------------------------------------------------- DiP's side of the rule
+
+
+@pytest.mark.parametrize(("head", "patch", "problem"), [
+    (ConvUNet(depth=4, width=64), 16, None),  # DiP-XL/16: 512 channels for 768 values, exactly 2/3
+    (ConvUNet(depth=3, width=32), 8, None),  # the CPU regime: 128 for 192
+    (ConvUNet(depth=3, width=16), 8, "head bottleneck 64 channels < 2/3 x 192 values per 8 px patch = 128"),
+    (ConvUNet(depth=4, width=63), 16, "head bottleneck 504 channels < 2/3 x 768"),
+    (ConvUNet(depth=3, width=32, s_injection="every_stage"), 8, "s_i enters the head at every stage"),
+    (DiTFinalLayer(), 8, None),  # DiT-only has no head to size
+])
+def test_head_problem_cases(head, patch, problem):
+    got = head_problem(head, patch)
+    assert got is None if problem is None else problem in got and "\n" not in got
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.integers(1, 5), st.integers(1, 300), st.sampled_from([2, 4, 8, 16, 32]))
+def test_head_problem_is_the_rule(depth, width, patch):
+    fair = 3 * width * 2 ** (depth - 1) >= 2 * 3 * patch**2  # bottleneck >= 2/3 x 3 P², in integers
+    assert (head_problem(ConvUNet(depth=depth, width=width), patch) is None) == fair
+
+
+def test_a_narrow_head_or_every_stage_s_is_refused_unless_labelled():
+    narrow = replace(fair_base("cpu"), **{"model.head.width": 16})  # the committed results' head: 64 for 192
+    with pytest.raises(ValueError, match=r"not in the fair regime: head bottleneck 64 channels .* contrast") as e:
+        Arm("narrow-head", narrow, "DiP")
+    assert "\n" not in str(e.value)
+    film = replace(fair_base("cpu"), **{"model.head.s_injection": "every_stage"})
+    with pytest.raises(ValueError, match="s_i enters the head at every stage"):
+        Arm("film", film, "DiP")
+    variant = every_stage_variant(fair_arms("cpu")[0])
+    assert variant.recipe.model.head.s_injection == "every_stage" and variant.contrast.startswith("variant")
+    assert variant.label == "DiP, every-stage s_i" and variant.name == "fair-dip-s0-every-stage"
+    assert variant.recipe.train == fair_arms("cpu")[0].recipe.train

@@ -1,11 +1,12 @@
-"""`pixdiff eval` (sample-set metrics against a reference) and `pixdiff eval-sanity` (the pixel
-metrics' sanity rows on real data)."""
+"""`pixdiff eval` (sample-set metrics against a reference), `pixdiff eval-sanity` (the pixel
+metrics' sanity rows on real data) and `pixdiff eval-readout` (a run's one-step denoising error per
+frequency band, `pixdiff.eval.readout`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -16,6 +17,7 @@ from pixdiff.commands.options import (
     DeviceOpt,
     JsonOpt,
     QuietOpt,
+    SourceArg,
     fail,
     finite,
     not_empty,
@@ -141,19 +143,21 @@ def sanity(
                                          callback=finite)] = 0.05,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                  max=10_000_000)] = None,
+    effnet: Annotated[bool, typer.Option(help="Also the EfficientNet-lite0 KID and precision/recall rows "
+                                                "(images resized to 224 px: slow on a CPU).")] = True,
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sanity rows of the pixel metrics: data vs data (halves), vs blurred, noised and seamed data."""
+    """Sanity rows of the metrics: data vs data (halves, class-balanced), vs blurred, noised and seamed data."""
     from pixdiff.data import prepare
-    from pixdiff.eval.sanity import Degradations, format_table, run_sanity
+    from pixdiff.eval.sanity import METRICS, PIXEL_METRICS, Degradations, format_table, run_sanity
 
     with reported(ValueError):
         degradations = Degradations(blur, noise, seams)
         cache = prepare(data, cache_dir, resolution, limit=limit)
         images = cache.images.numpy().transpose(0, 2, 3, 1)  # (M, H, W, 3)
         results = run_sanity(images, cache.labels.numpy(), n, patch, repeats=repeats, seed=seed,
-                         degradations=degradations)
+                             degradations=degradations, metrics=METRICS if effnet else PIXEL_METRICS)
     if as_json:
         typer.echo(json.dumps([{"metric": r.metric, "better": r.better, "scores": r.scores, "detects":
                                 [row for row in r.scores if row != "halves" and r.detects(row)], "passes": r.passes}
@@ -162,3 +166,86 @@ def sanity(
     typer.echo(f"{cache.info.source}, {resolution} px, N = {n} per side, P = {patch}, {repeats} splits; chance of "
                f"the balanced layout accuracy 1/{cache.info.num_classes} = {1 / cache.info.num_classes:.3f}")
     typer.echo(format_table(results))
+
+
+def noise_levels(values: list[float] | None) -> list[float] | None:
+    if values is not None and not all(0 < v < 1 for v in values):
+        raise typer.BadParameter(f"noise levels must lie in (0, 1) (0 = data, 1 = noise), got {values}")
+    return values
+
+
+def readout(
+    source: SourceArg,
+    data: Annotated[str, typer.Option(callback=not_empty, help=(
+        "Held-out images, as for `data prepare` ('openmoji', 'emoji', a folder), decoded at the run's "
+        "resolution: pass images the run did not train on."))],
+    out: Annotated[Path, typer.Option(help="JSON file for the rows (written atomically).")],
+    n: Annotated[int, typer.Option("--n", help="Images: a seeded random choice of N from --data.", min=1,
+                                   max=BIG)] = 256,
+    t: Annotated[Optional[list[float]], typer.Option(
+        "--t", help="Noise level, 0 = data, 1 = noise (repeatable; default 0.2 0.4 0.6 0.8 0.95).",
+        callback=noise_levels)] = None,
+    labels: Annotated[Literal["class", "null"], typer.Option(
+        help="Call the model with the images' class labels or with the null class (no guidance either way).")
+    ] = "class",
+    seed: Annotated[int, typer.Option(help="Seed of the image choice and of image i's fixed noise.", min=0,
+                                      max=SEED_MAX)] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per forward batch (does not change the numbers).",
+                                            min=1, max=BIG)] = 64,
+    weights: Annotated[Literal["ema", "raw"], typer.Option(help="'ema' (default) or 'raw' weights.")] = "ema",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
+                                                 max=10_000_000)] = None,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Denoising readout: PSNR of the one-step x0 estimate in the patch-mean and in-patch bands, per noise level."""
+    from pixdiff.runtime import atomic_write
+
+    if out.is_dir():
+        fail(f"--out {out} is a folder; name a JSON file")
+    with reported(ValueError):
+        rows, meta = run_readout(source, data, n, tuple(t or ()), labels, seed, batch_size, weights, limit,
+                                 cache_dir, device)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out, text=True) as f:
+            f.write(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps({**meta, "rows": rows}, indent=2))
+        return
+    typer.echo(f"{meta['checkpoint']}: {meta['n']} images of {data}, P = {meta['patch']}, labels {labels}")
+    typer.echo(f"{'t (noise)':>10} {'PSNR low':>9} {'PSNR high':>10} {'PSNR':>7}")
+    for r in rows:
+        typer.echo(f"{r['t']:>10.2f} {r['psnr_low']:>9.2f} {r['psnr_high']:>10.2f} {r['psnr']:>7.2f}")
+    typer.echo(f"wrote {out}")
+
+
+def run_readout(source: Path, data: str, n: int, times: tuple[float, ...], labels: str, seed: int, batch_size: int,
+                weights: str, limit: int | None, cache_dir: Path | None, device: str | None) -> tuple[list, dict]:
+    """Load the run, decode --data at its resolution, pick N images, and read out (`eval.readout`)."""
+    import numpy as np
+    import torch
+
+    from pixdiff.data import prepare
+    from pixdiff.eval.readout import READOUT_TIMES, denoising_readout
+    from pixdiff.pipelines import load
+    from pixdiff.runtime.distributed import pick_device
+
+    run = load(source, weights=weights, device=pick_device(device))
+    b = run.recipe.model.backbone
+    cache = prepare(data, cache_dir, b.image_size, limit=limit)
+    if n > len(cache.images):
+        raise ValueError(f"--n {n} is more than the {len(cache.images)} images of {data}")
+    pick = np.sort(np.random.default_rng(seed).choice(len(cache.images), n, replace=False))
+    y = cache.labels[pick].long()
+    if labels == "class" and int(y.max()) >= max(b.num_classes, 1):
+        raise ValueError(f"{data} has class {int(y.max())} but the model knows {b.num_classes}: pass --labels null")
+    dev = next(run.model.parameters()).device
+    x0 = cache.images[pick].to(dev).float() / 127.5 - 1  # (N, C, H, W) in [-1, 1]
+    rows = denoising_readout(run.model, run.objective, x0, y.to(dev), b.patch_size, times=times or READOUT_TIMES,
+                        seed=seed, num_classes=b.num_classes, use_labels=labels, batch_size=batch_size)
+    meta = {"checkpoint": str(run.checkpoint), "weights": weights, "data": data, "n": n, "seed": seed,
+            "labels": labels, "patch": b.patch_size, "objective": type(run.objective).__name__,
+            "time": "t is the noise level (0 = data); the model was called at pixdiff time 1 - t",
+            "device": str(dev), "torch": torch.__version__}
+    return rows, meta

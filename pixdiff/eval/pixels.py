@@ -14,12 +14,17 @@ Images are uint8 (N, H, W, 3) arrays, as in sample files. Network-feature FD nee
   the data's: 1 as much fine detail as the data, < 1 blur, > 1 grain.
 * `detail_features` + `detail_fd`: block means plus the log of each block's in-patch detail energy
   (64 dims at grid 4): FD on them sees layout, colour, blur and grain at once, where FD on block
-  means alone is blind to blur (it averages detail away).
+  means alone is blind to blur (it averages detail away). `detail_part_fd` is the FD of the 16 log
+  energies alone (the block-mean part is `coarse_fd`), so the two parts can be read separately.
+* `grain`: the noise variance on each image's flat half (finest diagonal wavelet band), in 8-bit
+  levels²; `edge_sharpness`: the height of each image's steepest 1% of pixel steps, in levels.
+  Grain does not see blur and sharpness barely sees grain: each names one kind of damage.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,8 +48,7 @@ def block_means(images: np.ndarray, grid: int) -> np.ndarray:
 
 def coarse_fd(reference: np.ndarray, samples: np.ndarray, grid: int = 4) -> float:
     """Fréchet distance between the Gaussians fitted to the block means of two image sets."""
-    a, b = block_means(reference, grid), block_means(samples, grid)
-    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    return _fd(block_means(reference, grid), block_means(samples, grid))
 
 
 def coarse_kid(reference: np.ndarray, samples: np.ndarray, grid: int = 4, *, seed: int = 0) -> float:
@@ -121,14 +125,22 @@ def detail_ratio(samples: np.ndarray, reference: np.ndarray, patch: int) -> floa
     return in_patch_detail(samples, patch) / in_patch_detail(reference, patch)
 
 
+def detail_floor(patch: int) -> float:
+    """The block-mean energy (see `detail_features`) that Gaussian noise of std one 8-bit level adds
+    to a flat block: 3 channels x 2 directions x 6 (1/255)² per second difference, on the (P - 2)/P
+    of centres whose triples lie in one patch. An 8-bit image holds no finer texture than one level
+    (rounding leaves 1/12 of this), so flat and rounding-level blocks share the floor, and a 1-level
+    dither sits log10(2) above it instead of orders of magnitude (below it, FD mostly counted grain)."""
+    return 36 * (patch - 2) / patch / 255**2
+
+
 def detail_features(images: np.ndarray, patch: int, grid: int = 4) -> np.ndarray:
     """uint8 (N, H, W, 3) -> float64 (N, grid * grid * 4): `block_means` (grid x grid x 3), then per
-    block log10(1e-5 + the block's mean in-patch squared second difference) (grid x grid).
+    block log10(`detail_floor(patch)` + the block's mean in-patch squared second difference) (grid x grid).
 
     The energy is `in_patch_detail`'s, located: a map of squared row and column second differences
     (summed over channels, triples across a patch border left out) averaged over each block. The
-    log makes blur (energy down by orders of magnitude) and grain (up) equally visible; 1e-5 is
-    below the energy of one 8-bit step per pixel, (1/255)² ~ 1.5e-5, so flat blocks stay finite.
+    log makes blur (energy down by orders of magnitude) and grain (up) equally visible.
     """
     n, h, w, _ = images.shape
     _check_patch(h, w, patch)
@@ -144,13 +156,63 @@ def detail_features(images: np.ndarray, patch: int, grid: int = 4) -> np.ndarray
         e[:, :, 1:-1] += d2x * inside_x
         e[:, 1:-1] += d2y * inside_y[:, None]
         energy.append(e.reshape(len(x), grid, h // grid, grid, w // grid).mean(axis=(2, 4)).reshape(len(x), -1))
-    return np.concatenate([block_means(images, grid), np.log10(1e-5 + np.concatenate(energy))], axis=1)
+    return np.concatenate([block_means(images, grid), np.log10(detail_floor(patch) + np.concatenate(energy))], axis=1)
+
+
+def _fd(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
 def detail_fd(reference: np.ndarray, samples: np.ndarray, patch: int, grid: int = 4) -> float:
     """Fréchet distance between the Gaussians fitted to the `detail_features` of two image sets."""
-    a, b = detail_features(reference, patch, grid), detail_features(samples, patch, grid)
-    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    return _fd(detail_features(reference, patch, grid), detail_features(samples, patch, grid))
+
+
+def detail_part_fd(reference: np.ndarray, samples: np.ndarray, patch: int, grid: int = 4) -> float:
+    """The Fréchet distance of the grid x grid log detail energies of `detail_features` alone."""
+    part = slice(3 * grid * grid, None)
+    return _fd(detail_features(reference, patch, grid)[:, part], detail_features(samples, patch, grid)[:, part])
+
+
+# median |z| of z ~ N(0, 1) and E[z² | |z| < that median]: the Gaussian's share of energy in its quieter half
+_MEDIAN = NormalDist().inv_cdf(0.75)
+_QUIET_HALF = 1 - 4 * _MEDIAN * math.exp(-_MEDIAN**2 / 2) / math.sqrt(2 * math.pi)
+
+
+def grain(images: np.ndarray) -> float:
+    """Mean over images of the noise variance on each image's flat half, in (8-bit levels)².
+
+    Per 2 x 2 cell and channel, the finest diagonal wavelet coefficient (a - b - c + d) / 2 is 0 on
+    flat colour, ramps and horizontal or vertical edges, and has the noise's variance s² under
+    i.i.d. noise of std s. The flat half of an image is its half of cells with the smallest |coefficient|;
+    the mean square there, divided by the share a Gaussian keeps in its quieter half (0.1426), is s²
+    where noise of std s lies on flat colour, and exactly 0 on a clean flat image. H and W even.
+    """
+    n, h, w, c = images.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"grain needs even image sides, got {h}x{w}")
+    out = 0.0
+    for start in range(0, n, _CHUNK):
+        x = images[start : start + _CHUNK].astype(np.float64).reshape(-1, h // 2, 2, w // 2, 2, c)
+        hh = (x[:, :, 0, :, 0] - x[:, :, 0, :, 1] - x[:, :, 1, :, 0] + x[:, :, 1, :, 1]) / 2  # (B, H/2, W/2, C)
+        sq = np.sort(np.square(hh).reshape(len(hh), -1), axis=1)  # (B, cells)
+        out += sq[:, : sq.shape[1] // 2].mean(axis=1).sum() / _QUIET_HALF
+    return out / n
+
+
+def edge_sharpness(images: np.ndarray, top: float = 0.01) -> float:
+    """Mean over images of the (1 - top) quantile of |row and column first differences| (all
+    channels), in 8-bit levels: how tall the steepest steps are. A sharp 0 -> 255 edge scores 255
+    where edges make up more than `top` of the steps; a Gaussian blur lowers it to 255 x its kernel's
+    centre tap; grain of a few levels barely moves it."""
+    n, h, w, c = images.shape
+    total = 0.0
+    for start in range(0, n, _CHUNK):
+        x = images[start : start + _CHUNK].astype(np.float64)
+        steps = np.concatenate([np.abs(np.diff(x, axis=2)).reshape(len(x), -1),
+                                np.abs(np.diff(x, axis=1)).reshape(len(x), -1)], axis=1)  # (B, steps)
+        total += np.quantile(steps, 1 - top, axis=1).sum()
+    return total / n
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, peak: float = 255.0) -> float:
