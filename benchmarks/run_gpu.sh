@@ -2,7 +2,7 @@
 # Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline), of JiT-B/16 and
 # JiT-L/16, and of PixNerd-XL/16, PixelDiT-XL and DeCo-XL/16 (the `family` group), one JSON per result.
 #
-#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | family | NAME ...]  (from anywhere)
+#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | family | reuse | NAME ...]  (from anywhere)
 #
 # Results go to ${OUT:-benchmarks/results}/NAME.json: {"name", "command", "exit_code", "wall_s",
 # "nvidia_smi", "torch_version", "cuda_version", "git_commit", "result" (the CLI's --json output),
@@ -58,6 +58,17 @@ for m in pixnerd pixeldit deco; do
   ARGS[${m}_train_b32_bf16_compiled]="throughput $m --mode train --batch 32 --device cuda --dtype bf16 --compile --warmup 3 --iters 20"
   FAMILY+=(${m}_lat_bf16_compiled ${m}_train_b32_bf16_compiled)
 done
+# backbone reuse (docs/speed.md): the same protocols with the backbone recomputed every 2nd / 4th step
+# (2x / 4x fewer backbone evaluations; the head, or JiT's residual, every step); compare with the runs above
+REUSE=()
+for k in 2 4; do
+  ARGS[reuse${k}_lat_bf16_compiled]="$LAT --dtype bf16 --compile --warmup 2 --repeats 5 --reuse every:$k"
+  ARGS[reuse${k}_sample_b64_bf16_compiled]="$SAMPLE --batch 64 --dtype bf16 --compile --reuse every:$k"
+  ARGS[jit_b16_reuse${k}_lat_bf16_compiled]="latency jit:b16 --steps 50 --batch 1 --device cuda --no-baseline --dtype bf16 --compile --warmup 2 --repeats 5 --reuse every:$k"
+  ARGS[jit_b16_reuse${k}_sample_b64_bf16_compiled]="throughput jit:b16 --mode sample --steps 50 --batch 64 --device cuda --dtype bf16 --compile --warmup 1 --iters 2 --reuse every:$k"
+  REUSE+=(reuse${k}_lat_bf16_compiled reuse${k}_sample_b64_bf16_compiled jit_b16_reuse${k}_lat_bf16_compiled
+          jit_b16_reuse${k}_sample_b64_bf16_compiled)
+done
 LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
 THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
             train_b32_bf16_eager train_b32_bf16_compiled)
@@ -66,15 +77,16 @@ HEADS=(lat_bf16_eager_image_head lat_bf16_compiled_image_head)
 names=()
 for arg in "${@:-all}"; do
   case $arg in
-    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}" "${FAMILY[@]}") ;;
+    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}" "${FAMILY[@]}" "${REUSE[@]}") ;;
+    reuse) names+=("${REUSE[@]}") ;;
     latency) names+=("${LATENCY[@]}") ;;
     throughput) names+=("${THROUGHPUT[@]}") ;;
     heads) names+=("${HEADS[@]}") ;;
     jit) names+=("${JIT[@]}") ;;
     family) names+=("${FAMILY[@]}") ;;
     *) if [[ -v ARGS[$arg] ]]; then names+=("$arg"); else
-         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit, family or: ${LATENCY[*]} ${THROUGHPUT[*]}" \
-              "${HEADS[*]} ${JIT[*]} ${FAMILY[*]}" >&2
+         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit, family, reuse or: ${LATENCY[*]}" \
+              "${THROUGHPUT[*]} ${HEADS[*]} ${JIT[*]} ${FAMILY[*]} ${REUSE[*]}" >&2
          exit 2
        fi ;;
   esac

@@ -315,6 +315,7 @@ def latency(
         "solver": recipe.sample.solver,
         "cfg_scale": scale,
         "cfg_interval": list(recipe.sample.cfg_interval),
+        "reuse": recipe.sample.reuse,  # with reuse on, nfe counts backbone forwards (the head runs every step)
         "batch": batch,
         "compile": compile,
         "compile_mode": compile_mode if compile else None,
@@ -424,7 +425,7 @@ def throughput(
     if mode == "sample":
         scale = recipe.sample.cfg_scale if cfg_scale is None else cfg_scale
         n_steps = steps or recipe.sample.steps
-        result.update(steps=n_steps, solver=recipe.sample.solver, cfg_scale=scale,
+        result.update(steps=n_steps, solver=recipe.sample.solver, reuse=recipe.sample.reuse, cfg_scale=scale,
                       cfg_interval=list(recipe.sample.cfg_interval))
         measured = _measure_sampling(recipe.model, recipe, steps=n_steps, cfg_scale=scale, batch=batch, dtype=dt,
                                      compile=compile, compile_mode=compile_mode, device=dev, warmup=warmup,

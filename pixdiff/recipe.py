@@ -24,6 +24,7 @@ from pixdiff.config.tree import DecodeError, apply_overrides, from_dict
 from pixdiff.config.validate import ConfigError, check_fields, positive, require
 from pixdiff.data.openmoji import LABELS as OPENMOJI_LABELS
 from pixdiff.diffusion.objectives import FlowMatching, Objective
+from pixdiff.diffusion.reuse import Reuse, parse_reuse, reuse_problem
 from pixdiff.diffusion.solvers import SOLVERS
 from pixdiff.nn.model import ModelConfig
 
@@ -134,6 +135,7 @@ class SampleConfig:
     time_shift: float = 1.0
     grid_images: int = 16
     last_step: float = 0.0  # length of the final step into t = 1; 0: 1/steps (see solvers.uniform_grid)
+    reuse: str = "off"  # backbone reuse schedule: off, every:K, steps:I,J,..., adaptive:T (see diffusion.reuse)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -144,6 +146,12 @@ class SampleConfig:
         require(self, "cfg_interval", 0 <= lo <= hi <= 1, "must be (lo, hi) with 0 <= lo <= hi <= 1")
         require(self, "grid_images", self.grid_images >= 0, "must be >= 0")
         require(self, "last_step", 0 <= self.last_step < 1, "must be in [0, 1) (0: 1/steps)")
+        problem = reuse_problem(self.reuse, self.steps, self.solver)
+        require(self, "reuse", problem is None, problem or "")
+
+    @property
+    def reuse_schedule(self) -> Reuse | None:
+        return parse_reuse(self.reuse)
 
 
 @dataclass(frozen=True)

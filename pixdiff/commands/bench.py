@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
@@ -14,6 +14,7 @@ from pixdiff.commands.options import (
     JsonOpt,
     QuietOpt,
     RecipeArg,
+    ReuseOpt,
     SetOpt,
     StepsOpt,
     fail,
@@ -23,6 +24,9 @@ from pixdiff.commands.options import (
     reported,
 )
 
+if TYPE_CHECKING:
+    from pixdiff.recipe import Recipe
+
 DtypeOpt = Annotated[Optional[Literal["bf16", "fp32"]], typer.Option(
     help="'bf16' or 'fp32' (default: bf16 on cuda, fp32 on cpu).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model (compile time excluded).")]
@@ -31,6 +35,13 @@ CompileModeOpt = Annotated[Optional[CompileMode], typer.Option(help="torch.compi
                                                                     "cuda for latency, default otherwise).")]
 PeakOpt = Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: by GPU name).", min=1e-6,
                                                   callback=finite)]
+
+
+def with_reuse(recipe: Recipe, reuse: str | None) -> Recipe:
+    """The recipe with --reuse as its sample.reuse (checked against the steps when sampling starts)."""
+    from pixdiff.recipe import with_sampler
+
+    return with_sampler(recipe, reuse=reuse)
 
 
 def report(result: dict, as_json: bool) -> None:
@@ -47,6 +58,7 @@ def latency(
     set_: SetOpt = None,
     steps: Annotated[int, typer.Option(help="Euler steps (the paper: 100).", min=1, max=BIG)] = 100,
     cfg: CfgOpt = None,
+    reuse: ReuseOpt = None,
     batch: Annotated[int, typer.Option(help="Images per sampling call (the paper: 1).", min=1, max=BIG)] = 1,
     dtype: DtypeOpt = None,
     compile_: CompileOpt = False,
@@ -65,8 +77,8 @@ def latency(
     from pixdiff.runtime.progress import progress
 
     with reported(ValueError), progress("bench latency", "calls", enabled=not quiet) as on_progress:
-        result = latency(load(recipe, set_), steps=steps, cfg_scale=cfg, batch=batch, dtype=dtype,
-                         compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
+        result = latency(with_reuse(load(recipe, set_), reuse), steps=steps, cfg_scale=cfg, batch=batch,
+                         dtype=dtype, compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
                          repeats=repeats, baseline=baseline, peak_tflops=peak_tflops, on_progress=on_progress)
     report(result, as_json)
 
@@ -79,6 +91,7 @@ def throughput(
     batch: Annotated[int, typer.Option(help="Images per call or per training step.", min=1, max=BIG)] = 64,
     steps: StepsOpt = None,
     cfg: CfgOpt = None,
+    reuse: ReuseOpt = None,
     dtype: DtypeOpt = None,
     compile_: CompileOpt = False,
     compile_mode: Annotated[CompileMode, typer.Option(help="torch.compile mode.")] = "default",
@@ -97,7 +110,8 @@ def throughput(
 
     unit = "calls" if mode == "sample" else "steps"
     with reported(ValueError), progress("bench throughput", unit, enabled=not quiet) as on_progress:
-        result = throughput(load(recipe, set_), mode=mode, batch=batch, steps=steps, cfg_scale=cfg, dtype=dtype,
+        result = throughput(with_reuse(load(recipe, set_), reuse), mode=mode, batch=batch, steps=steps,
+                            cfg_scale=cfg, dtype=dtype,
                             compile=compile_, compile_mode=compile_mode, device=device, warmup=warmup,
                             iters=iters, peak_tflops=peak_tflops, on_progress=on_progress)
     report(result, as_json)

@@ -59,6 +59,19 @@ def solver_name(value: str | None) -> str | None:
     return value
 
 
+def reuse_spec(value: str | None) -> str | None:
+    """A readable schedule (`diffusion.reuse.parse_reuse`); its fit to the steps and solver is the
+    recipe's check (`SampleConfig`), which runs before anything is drawn."""
+    if value is not None:
+        from pixdiff.diffusion.reuse import parse_reuse
+
+        try:
+            parse_reuse(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    return value
+
+
 SOLVER_LIST = ", ".join(SOLVER_NAMES)
 LayoutName = Literal[tuple(LAYOUT_ORIGINS)]  # type: ignore[valid-type]  # the table's names, as choices
 LAYOUT_HELP = "; ".join(f"'{name}' ({origin})" for name, origin in LAYOUT_ORIGINS.items())
@@ -79,6 +92,10 @@ StepsOpt = Annotated[Optional[int], typer.Option(help="Steps of the sampling gri
                                                  min=1, max=BIG)]
 SolverOpt = Annotated[Optional[str], typer.Option(help=f"{SOLVER_LIST} (default: the recipe's).",
                                                   callback=solver_name)]
+ReuseOpt = Annotated[Optional[str], typer.Option(help=(
+    "Backbone reuse: off, every:K, steps:I,J,... (grid indices where the backbone is recomputed) or "
+    "adaptive:T (recompute when the input's relative change reaches T); default: the recipe's. See docs/speed.md."),
+    callback=reuse_spec)]
 CfgOpt = Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).", min=0.0, max=1e6,
                                                  callback=finite)]
 SeedOpt = Annotated[int, typer.Option(help="Image i's noise comes from the seed derived from (seed, i).",

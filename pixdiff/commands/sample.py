@@ -13,6 +13,7 @@ from pixdiff.commands.options import (
     DeviceOpt,
     LayoutOpt,
     QuietOpt,
+    ReuseOpt,
     SeedOpt,
     SetOpt,
     SolverOpt,
@@ -40,6 +41,7 @@ def sample(
     cfg: CfgOpt = None,
     steps: StepsOpt = None,
     solver: SolverOpt = None,
+    reuse: ReuseOpt = None,
     seed: SeedOpt = 0,
     labels: Annotated[Literal["balanced", "random"], typer.Option(
         help="'balanced' (num/classes per class) or 'random'.")] = "balanced",
@@ -78,7 +80,7 @@ def sample(
             with rank0_lock(out, d):  # one writer per --out
                 model, r, file = load_model(source, recipe=recipe, overrides=set_ or [], layout=layout if recipe
                                             else None, weights=weights, ema=ema, device=d.device)
-                r = with_sampler(r, steps=steps, solver=solver, cfg_scale=cfg)
+                r = with_sampler(r, steps=steps, solver=solver, cfg_scale=cfg, reuse=reuse)
                 job = SampleJob(num=num, seed=seed, labels=labels, batch_size=batch_size, classes=tuple(class_ or ()))
                 with progress("sample", "images", enabled=d.main and not quiet) as on_progress:  # rank 0's share
                     npz = write_samples(model, r, job, out, d, num_classes=classes, dtype=dtype, compile=compile_,

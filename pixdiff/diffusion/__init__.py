@@ -1,6 +1,6 @@
 """The math: objectives (`objectives`: DDPM, flow matching, x-prediction; velocity is the common
 currency), pure solvers over an explicit time grid (`solvers`), classifier-free guidance
-(`guidance`), noise -> images (`sampling`) and the editing operations (`editing`). Knows nothing of
+(`guidance`), backbone reuse across steps (`reuse`), noise -> images (`sampling`) and the editing operations (`editing`). Knows nothing of
 recipes."""
 
 from pixdiff.config.exports import exports, lazy_exports
@@ -9,6 +9,7 @@ _EXPORTS = {
     **exports("pixdiff.diffusion.objectives", "DDPM", "FlowMatching", "FrequencyAwareFlowMatching", "XPrediction", "gaussian_model"),
     **exports("pixdiff.diffusion.solvers", "SOLVERS", "shifted_grid", "euler", "heun", 'ab2', "ddim", "ddpm_ancestral", "euler_maruyama", "odeint"),
     **exports("pixdiff.diffusion.guidance", "cfg"),
+    **exports("pixdiff.diffusion.reuse", "Reuse", "parse_reuse"),
     **exports("pixdiff.diffusion.sampling", "guided_velocity", "inference_network", "sample_images"),
 }
 __all__ = list(_EXPORTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from pixdiff.diffusion.guidance import cfg
 from pixdiff.diffusion.objectives import Generators, Model, Objective, prior_std, randn
+from pixdiff.diffusion.reuse import Reused, Reuse
 from pixdiff.diffusion.solvers import SOLVERS, Callback, Solver, Velocity, shifted_grid
 from pixdiff.runtime.precision import DTYPES, Dtype, autocast
 
@@ -19,7 +21,7 @@ def sample_images(
     model: Model, objective: Objective, y: Tensor, *, shape_chw: tuple[int, int, int], num_classes: int,
     steps: int = 100, solver: str | Solver = "euler", cfg_scale: float = 1.0,
     cfg_interval: tuple[float, float] = (0.1, 1.0), time_shift: float = 1.0, last_step: float = 0.0,
-    generators: Generators = None,
+    generators: Generators = None, reuse: Reuse | None = None,
     callback: Callback | None = None, **solver_options: Any,
 ) -> Tensor:
     """Draw len(y) samples of class y (B,) -> (B, C, H, W) float32 in data space.
@@ -29,13 +31,17 @@ def sample_images(
     `shifted_grid(steps, time_shift, last_step=last_step)` (DiP: 100 Euler steps, no shift). Guidance follows
     `guidance.cfg`. The result is clamped to [-1, 1] once, at the end: intermediate states are
     left alone because clamping them would change the ODE. `solver_options` go to the solver
-    (eta for ddim, noise_scale for euler_maruyama, method/rtol/atol for odeint).
+    (eta for ddim, noise_scale for euler_maruyama, method/rtol/atol for odeint). With `reuse`,
+    the model's backbone is recomputed on that schedule only (`diffusion.reuse`); None is the plain sampler.
     """
     if isinstance(solver, str) and solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)} or pass a function")
     step = SOLVERS[solver] if isinstance(solver, str) else solver
     x = prior_std(objective) * randn((y.shape[0], *shape_chw), generators, device=y.device, dtype=torch.float32)
     ts = shifted_grid(steps, time_shift, last_step=last_step, device=y.device)
+    if reuse is not None:
+        reuse.check(steps, solver if isinstance(solver, str) else getattr(solver, "__name__", ""))
+        model = Reused(model, reuse, ts, samples=y.shape[0])
     velocity = guided_velocity(model, objective, y, cfg_scale=cfg_scale, num_classes=num_classes,
                                cfg_interval=cfg_interval)
     x = step(velocity, x, ts, schedule=objective, generator=generators, callback=callback, **solver_options)
@@ -56,21 +62,48 @@ def guided_velocity(model: Model, objective: Objective, y: Tensor, *, num_classe
 class Network:
     """A model as the sampler calls it at a given precision: the fp32 solver state is cast to the
     weights' dtype (under bf16 autocast on CUDA) and the output back to fp32. Each call's batch is
-    recorded (with CFG inside the interval: 2B), for the benchmark's FLOP count."""
+    recorded (with CFG inside the interval: 2B), for the benchmark's FLOP count. `parts` are the
+    model's reuse split (`features`, `decode`, `probe`, see `diffusion.reuse`), run the same way."""
 
-    def __init__(self, net: Callable, device: torch.device, dtype: Dtype, cudagraphs: bool):
+    def __init__(self, net: Callable, device: torch.device, dtype: Dtype, cudagraphs: bool,
+                 parts: dict[str, Callable] | None = None, decode_reads_pixels: bool = False):
         self.net, self.device, self.dtype, self.cudagraphs = net, torch.device(device), dtype, cudagraphs
         self.batches: list[int] = []
+        self.parts = parts or {}
+        self.decode_reads_pixels = decode_reads_pixels and {"features", "decode"} <= set(self.parts)
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    def _run(self, fn: Callable, x: Tensor, *args: Any) -> Any:
         if self.cudagraphs:
             # under CUDA graphs the next replay overwrites this call's output: mark the step and
-            # hand back a copy, so a solver may keep it across calls (Heun does)
+            # hand back a copy, so a solver (Heun) or a reuse cache may keep it across calls
             torch.compiler.cudagraph_mark_step_begin()
-        self.batches.append(x.shape[0])
         with autocast(self.device, self.dtype):
-            out = self.net(x.to(DTYPES[self.dtype]), t, y)
-        return out.float().clone() if self.cudagraphs else out.float()
+            out = fn(x.to(DTYPES[self.dtype]), *args)
+        return _copied(out) if self.cudagraphs else out
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        self.batches.append(x.shape[0])
+        return self._run(self.net, x, t, y).float()
+
+    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Any:
+        self.batches.append(x.shape[0])
+        return self._run(self.parts["features"], x, t, y)
+
+    def decode(self, x: Tensor, features: Any) -> Tensor:
+        return self._run(self.parts["decode"], x, features).float()
+
+    def probe(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        if "probe" not in self.parts:
+            return x
+        return self._run(self.parts["probe"], x, t, y).float()
+
+
+def _copied(out: Any) -> Any:
+    """A copy of a tensor or of a dataclass of tensors (the backbone's features)."""
+    if isinstance(out, Tensor):
+        return out.clone()
+    return dataclasses.replace(out, **{f.name: getattr(out, f.name).clone() for f in dataclasses.fields(out)
+                                       if isinstance(getattr(out, f.name), Tensor)})
 
 
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
@@ -94,5 +127,12 @@ def inference_network(model: torch.nn.Module, *, dtype: Dtype = "fp32", compile:
         for p in model.parameters():
             p.data = p.data.to(torch.bfloat16)
     mode = compile_mode or default_compile_mode(device)
-    net = torch.compile(model, mode=mode, dynamic=False) if compile else model
-    return Network(net, device, dtype, compile and device.type == "cuda" and mode in CUDAGRAPH_MODES)
+    def compiled(fn: Callable) -> Callable:
+        return torch.compile(fn, mode=mode, dynamic=False) if compile else fn
+
+    parts = {name: compiled(getattr(model, name)) for name in REUSE_PARTS if hasattr(model, name)}
+    return Network(compiled(model), device, dtype, compile and device.type == "cuda" and mode in CUDAGRAPH_MODES,
+                   parts, getattr(model, "decode_reads_pixels", False))
+
+
+REUSE_PARTS = ("features", "decode", "probe")  # the model methods backbone reuse calls (see diffusion.reuse)

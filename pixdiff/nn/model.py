@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixdiff.config.validate import check_fields, require
-from pixdiff.nn.backbone import DiTConfig
+from pixdiff.nn.backbone import BackboneOutput, DiTConfig, modulate
 from pixdiff.nn.heads import HeadConfig
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.heads.unet import ConvUNet
@@ -110,9 +110,35 @@ class DiP(nn.Module):
 
         Returns the prediction (B, C, H, W); with `return_blocks`, also {block: tokens (B, N, D)}.
         """
+        out = self.features(x, t, y, return_blocks=return_blocks)
+        pred = self.decode(x, out)  # (B, C, H, W)
+        return (pred, out.blocks) if return_blocks else pred
+
+    # The split that backbone reuse (`pixdiff.diffusion.reuse`) calls: forward == decode(x, features(x, t, y)).
+    def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *,
+                 return_blocks: Sequence[int] = ()) -> BackboneOutput:
+        """The backbone (with any injected head) on x (B, C, H, W): what the final head consumes."""
         hooks = {}
         if self.injection is not None:
             hooks[self.config.inject_after] = partial(self.injection, x=x)
-        out = self.backbone(x, t, y, hooks=hooks, return_blocks=return_blocks)
-        pred = apply_head(self.head, self.config.final, x, out.tokens, out.s, out.c, self.patch_size)  # (B, C, H, W)
-        return (pred, out.blocks) if return_blocks else pred
+        return self.backbone(x, t, y, hooks=hooks, return_blocks=return_blocks)
+
+    def decode(self, x: torch.Tensor, out: BackboneOutput) -> torch.Tensor:
+        """The final head on the current pixels x (B, C, H, W) and backbone features -> (B, C, H, W)."""
+        return apply_head(self.head, self.config.final, x, out.tokens, out.s, out.c, self.patch_size)
+
+    @property
+    def decode_reads_pixels(self) -> bool:
+        """False when the final head is DiT's final layer (JiT, intermediate placement): it never
+        looks at the pixels, so reusing its features would reuse the whole output."""
+        return not isinstance(self.config.final, DiTFinalLayer)
+
+    def probe(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A cheap signal of how much the backbone's input changed (TeaCache's): the first block's
+        adaLN-modulated, normalised patch tokens (B, N, D). Costs the patch embedding and one
+        modulation, no attention."""
+        bb = self.backbone
+        tokens = bb.s_embedder(patchify(x, self.patch_size))  # (B, N, D)
+        c = F.silu(bb.t_embedder(t) + bb.y_embedder(y))  # (B, D)
+        shift, scale = bb.blocks[0].adaLN_modulation(c).chunk(6, dim=-1)[:2]  # (B, D) each
+        return modulate(bb.blocks[0].norm1(tokens), shift, scale)  # (B, N, D)

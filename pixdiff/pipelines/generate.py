@@ -42,7 +42,7 @@ def sample_batch(model: Model, recipe: Recipe, labels: Tensor, generators: Gener
     return sample_images(model, recipe.objective, labels, shape_chw=(bb.channels, bb.image_size, bb.image_size),
                          num_classes=bb.num_classes, steps=sc.steps, solver=sc.solver, cfg_scale=sc.cfg_scale,
                          cfg_interval=sc.cfg_interval, time_shift=sc.time_shift, last_step=sc.last_step,
-                         generators=generators, callback=callback)
+                         generators=generators, reuse=sc.reuse_schedule, callback=callback)
 
 
 class OutputError(ValueError):
@@ -171,7 +171,7 @@ def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Pat
     info = {"num": job.num, "labels": job.labels, "num_classes": classes, "classes": list(job.classes),
             "seed": job.seed, "steps": sc.steps, "solver": sc.solver, "cfg_scale": sc.cfg_scale,
             "cfg_interval": list(sc.cfg_interval), "time_shift": sc.time_shift, "last_step": sc.last_step,
-            "dtype": dtype, "compile": compile, "world_size": d.world, "recipe": recipe.name, **(meta or {})}
+            "reuse": sc.reuse, "dtype": dtype, "compile": compile, "world_size": d.world, "recipe": recipe.name, **(meta or {})}
     npz = out_dir / "samples.npz"
     save_samples(npz, images, labels.numpy(), info)
     save_class_grid(images, labels.numpy(), out_dir / "grid.png", labelled=bool(bb.num_classes))
