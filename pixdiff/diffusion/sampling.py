@@ -47,8 +47,10 @@ def guided_velocity(model: Model, objective: Objective, y: Tensor, *, num_classe
     """The solver's f(x, t): the velocity of `objective` from the CFG-guided network for labels y (B,)."""
     net = cfg(model, cfg_scale, num_classes=num_classes, interval=cfg_interval)
 
-    def velocity(x: Tensor, t: Tensor) -> Tensor:
-        return objective.predict(net(x, t, y), x, t).velocity
+    def velocity(x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+        # r (the `meanflow` solver's interval end): the output is MeanFlow's average velocity, which
+        # `predict` (flow matching's velocity parameterisation) passes through as the velocity
+        return objective.predict(net(x, t, y, r=r), x, t).velocity
 
     return velocity
 
@@ -62,14 +64,14 @@ class Network:
         self.net, self.device, self.dtype, self.cudagraphs = net, torch.device(device), dtype, cudagraphs
         self.batches: list[int] = []
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
         if self.cudagraphs:
             # under CUDA graphs the next replay overwrites this call's output: mark the step and
             # hand back a copy, so a solver may keep it across calls (Heun does)
             torch.compiler.cudagraph_mark_step_begin()
         self.batches.append(x.shape[0])
         with autocast(self.device, self.dtype):
-            out = self.net(x.to(DTYPES[self.dtype]), t, y)
+            out = self.net(x.to(DTYPES[self.dtype]), t, y, r=r)
         return out.float().clone() if self.cudagraphs else out.float()
 
 

@@ -104,15 +104,16 @@ class DiP(nn.Module):
             Injection(config.head, bb.channels, bb.patch_size, bb.dim) if config.placement != "post" else None
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *,
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
                 return_blocks: Sequence[int] = ()) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """x (B, C, H, W) noisy image, t (B,) in [0, 1] (1 = data), y (B,) labels (num_classes = null).
+        """x (B, C, H, W) noisy image, t (B,) in [0, 1] (1 = data), y (B,) labels (num_classes = null),
+        r (B,) MeanFlow's interval end (see `DiT.forward`; None: the instantaneous velocity).
 
         Returns the prediction (B, C, H, W); with `return_blocks`, also {block: tokens (B, N, D)}.
         """
         hooks = {}
         if self.injection is not None:
             hooks[self.config.inject_after] = partial(self.injection, x=x)
-        out = self.backbone(x, t, y, hooks=hooks, return_blocks=return_blocks)
+        out = self.backbone(x, t, y, r=r, hooks=hooks, return_blocks=return_blocks)
         pred = apply_head(self.head, self.config.final, x, out.tokens, out.s, out.c, self.patch_size)  # (B, C, H, W)
         return (pred, out.blocks) if return_blocks else pred
