@@ -95,6 +95,12 @@ class DiTConfig:
         return DiT(self)
 
 
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 if it is (the finite-difference tests of MeanFlow's JVP run the model in
+    float64); bf16/fp16/fp32 inputs all compute in float32 as before."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm computed in float32 whatever the input dtype (bf16 statistics are too coarse)."""
 
@@ -104,18 +110,17 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = wide(x)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        return (x32 * wide(self.weight)).to(x.dtype)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
     """(B,) times in [0, 1] -> (B, dim) sinusoidal features, cos half first then sin."""
     half = dim // 2
-    # float32 unless t is float64 (the finite-difference tests of MeanFlow's JVP need the precision)
-    dtype = torch.promote_types(t.dtype, torch.float32)
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
-    args = t.to(dtype)[:, None] * freqs[None]  # (B, half)
+    t = wide(t)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    args = t[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
 
 
@@ -180,7 +185,7 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, device: torch.device | None = 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs of x (B, heads, N, head_dim) by the per-token angles."""
-    x32 = x.float().unflatten(-1, (-1, 2))  # (B, h, N, head_dim/2, 2)
+    x32 = wide(x).unflatten(-1, (-1, 2))  # (B, h, N, head_dim/2, 2)
     real, imag = x32.unbind(-1)  # (B, h, N, head_dim/2) each
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
     return rotated.flatten(-2).to(x.dtype)  # (B, h, N, head_dim)
