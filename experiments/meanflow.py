@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from experiments.scaffold import DOCS, command_line, data, environment, write_json
-from pixdiff import load
+from pixdiff.pipelines import load
 from pixdiff.config import replace
 from pixdiff.data import to_uint8
-from pixdiff.eval.metrics import evaluate
+from pixdiff.eval import evaluate
 from pixdiff.recipe import load_recipe
 from pixdiff.train import Trainer
 
