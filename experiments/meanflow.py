@@ -1,6 +1,7 @@
 """MeanFlow against flow matching on emoji_tiny at equal training steps (docs/meanflow.md).
 
     python -m experiments.meanflow [--steps 400] [--seeds 0 1] [--num 200] [--work /tmp/mf]
+    python -m experiments.meanflow --merge seed0.json seed1.json     # seeds run as separate processes
 
 Per seed: train `emoji_tiny` (x-prediction flow matching) and `emoji_tiny:meanflow` for the same
 steps, then draw `num` class-balanced EMA samples with each sampler and score FD-EffNet and KID
@@ -11,6 +12,7 @@ docs/experiments/meanflow.json with the raw numbers, the per-sampler mean and se
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -47,6 +49,25 @@ def train(spec: str, folder: Path, steps: int, seed: int) -> dict:
     return {"steps": result.step, "train_s": time.perf_counter() - t0, "final_loss": result.last_loss}
 
 
+def summary(rows: list[dict]) -> dict:
+    """Per sampler: FD mean and its range over seeds (the seed spread), KID mean."""
+    out = {}
+    for label, _, _ in SAMPLERS:
+        fd = [r["fd_effnet"] for r in rows if r["sampler"] == label]
+        kid = [r["kid"] for r in rows if r["sampler"] == label]
+        out[label] = {"fd_mean": float(np.mean(fd)), "fd_min": min(fd), "fd_max": max(fd),
+                      "kid_mean": float(np.mean(kid)), "seeds": len(fd)}
+    return out
+
+
+def merge(files: list[Path], out: Path) -> None:
+    parts = [json.loads(f.read_text()) for f in files]
+    rows = [r for p in parts for r in p["rows"]]
+    write_json(out, {**parts[0], "command": command_line(), "seeds": [s for p in parts for s in p["seeds"]],
+                     "runs": {k: v for p in parts for k, v in p["runs"].items()}, "rows": rows,
+                     "summary": summary(rows)})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=400)
@@ -54,7 +75,10 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("/tmp/meanflow-exp"))
     ap.add_argument("--out", type=Path, default=DOCS / "experiments" / "meanflow.json")
+    ap.add_argument("--merge", type=Path, nargs="+", help="combine per-seed result files into --out")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     images, _ = data("emoji", 32)
     ref = images[np.sort(np.random.default_rng([0, 0]).permutation(len(images))[: args.num])]
     labels = np.arange(args.num) % 9
@@ -74,16 +98,10 @@ def main() -> None:
                          "metric": m["metric"], "fd_effnet": float(m[fd]), "kid": float(m[kid]),
                          "std_pixel": float(samples.std())})
             print(rows[-1], flush=True)
-    summary = {}
-    for label, _, _ in SAMPLERS:
-        fd = [r["fd_effnet"] for r in rows if r["sampler"] == label]
-        kid = [r["kid"] for r in rows if r["sampler"] == label]
-        summary[label] = {"fd_mean": float(np.mean(fd)), "fd_min": min(fd), "fd_max": max(fd),
-                          "kid_mean": float(np.mean(kid))}
     write_json(args.out, {"command": command_line(), "environment": environment(),
                           "note": "2 CPU cores shared with other jobs: seconds are indicative only",
                           "steps": args.steps, "seeds": args.seeds, "num": args.num,
-                          "runs": runs, "rows": rows, "summary": summary})
+                          "runs": runs, "rows": rows, "summary": summary(rows)})
 
 
 if __name__ == "__main__":
