@@ -23,7 +23,7 @@ from pixdiff.config.pyfile import import_file
 from pixdiff.config.tree import DecodeError, apply_overrides, from_dict
 from pixdiff.config.validate import ConfigError, check_fields, positive, require
 from pixdiff.data.openmoji import LABELS as OPENMOJI_LABELS
-from pixdiff.diffusion.objectives import FlowMatching, Objective
+from pixdiff.diffusion.objectives import FlowMatching, MeanFlow, Objective
 from pixdiff.diffusion.reuse import Reuse, parse_reuse, reuse_problem
 from pixdiff.diffusion.solvers import SOLVERS
 from pixdiff.nn.model import ModelConfig
@@ -142,6 +142,8 @@ class SampleConfig:
         positive(self, "steps", "time_shift")
         require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
         require(self, "cfg_scale", self.cfg_scale >= 0, "must be >= 0")
+        require(self, "cfg_scale", self.solver != "meanflow" or self.cfg_scale == 1,
+                "the meanflow solver does not guide average velocities: use cfg_scale=1")
         lo, hi = self.cfg_interval
         require(self, "cfg_interval", 0 <= lo <= hi <= 1, "must be (lo, hi) with 0 <= lo <= hi <= 1")
         require(self, "grid_images", self.grid_images >= 0, "must be >= 0")
@@ -169,6 +171,13 @@ class Recipe:
         depth = self.model.backbone.depth
         require(self, "train.repa.block", self.train.repa is None or self.train.repa.block < depth,
                 f"the backbone has only {depth} blocks (0..{depth - 1})")
+        mean_flow = isinstance(self.objective, MeanFlow)
+        require(self, "model.backbone.interval_embed", not mean_flow or self.model.backbone.interval_embed,
+                "MeanFlow needs the second time input: set model.backbone.interval_embed=true")
+        require(self, "sample.solver", mean_flow or self.sample.solver != "meanflow",
+                "the meanflow solver needs a model trained with the MeanFlow objective; choose another solver")
+        require(self, "train.repa", not mean_flow or self.train.repa is None,
+                "REPA with MeanFlow is not supported (the JVP would run through REPA's block hook)")
 
     @property
     def resolution(self) -> int:
@@ -190,7 +199,8 @@ def with_sampler(recipe: Recipe, **overrides: Any) -> Recipe:
     try:
         return dataclasses.replace(recipe, sample=dataclasses.replace(recipe.sample, **changes))
     except ConfigError as e:
-        raise RecipeError(f"sample.{e.field}={e.value}: {e.reason}") from None
+        # Recipe-level checks of the sampler name their field sample.<name> already
+        raise RecipeError(f"sample.{e.field.removeprefix('sample.')}={e.value}: {e.reason}") from None
 
 
 def recipe_functions(module: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ ratio against the data's, 1 = no seams):
 """
 
 from pixdiff.config import replace
-from pixdiff.diffusion import XPrediction
+from pixdiff.diffusion import MeanFlow, XPrediction
 from pixdiff.nn import ConvUNet, DiTConfig, DiTFinalLayer, ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
@@ -76,3 +76,12 @@ def uncond() -> Recipe:
         "model.backbone.num_classes": 0, "objective.label_dropout": 0.0, "sample.cfg_scale": 1.0,
         "data.balance_classes": False,
     })
+
+
+def meanflow() -> Recipe:
+    """MeanFlow (docs/meanflow.md): the same model with the interval embedding, predicting x0 as the
+    x-prediction recipe does (pixel MeanFlow's u = (x0 - x_t)/(1 - t)), sampled in 2 steps without
+    guidance."""
+    return replace(build(), name="emoji_tiny_meanflow", objective=MeanFlow(t_sampling="logit_normal", label_dropout=0.1, prediction="x0"),
+                   **{"model.backbone.interval_embed": True, "sample.solver": "meanflow", "sample.steps": 2,
+                      "sample.cfg_scale": 1.0, "sample.time_shift": 1.0})

@@ -93,7 +93,7 @@ def test_callback_sees_the_shifted_grid_and_the_result_is_clamped_once():
 
 
 def test_solver_lookup():
-    assert set(SOLVERS) == {"euler", "heun", "ddim", "ddpm_ancestral", "euler_maruyama", "odeint", "ab2"}
+    assert set(SOLVERS) == {"euler", "heun", "ddim", "ddpm_ancestral", "euler_maruyama", "odeint", "ab2", "meanflow"}
     y = torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="unknown solver"):
         sample_images(ToyModel(), FlowMatching(), y, shape_chw=SHAPE, num_classes=NUM_CLASSES, solver="rk45")

@@ -16,6 +16,8 @@ updates. Given x_t and any one of (velocity, x0, eps) the other two follow from 
     XPrediction   the flow-matching path with sigma = noise_scale (1 - t); the network predicts x0,
                   the loss is on velocity (JiT).
     FrequencyAwareFlowMatching  FlowMatching plus DeCo's JPEG-weighted 8x8 DCT loss on the velocity.
+    MeanFlow      the flow-matching path; the network predicts the average velocity over an interval
+                  [t, r] (Geng et al. 2025), trained with the JVP identity; r = t is flow matching.
 
 Randomness: every function that draws noise takes `generator`, either one `torch.Generator` or a
 list of B generators, one per sample (EDM style): with a list, sample i's draws come only from
@@ -33,11 +35,13 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pixdiff.config.validate import check_fields, positive, require
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x (B,C,H,W), t (B,), y (B,)) -> (B,C,H,W)
+AverageVelocity = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t (B,C,H,W), t (B,), r (B,)) -> u (B,C,H,W)
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -333,6 +337,96 @@ class FrequencyAwareFlowMatching(FlowMatching):
         return loss, {"loss": loss.detach(), "fm_loss": fm.detach(), "freq_loss": freq.detach()}
 
 
+def mean_flow_target(u: AverageVelocity, x_t: Tensor, t: Tensor, r: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """u(x_t, t, r) and its MeanFlow regression target v + (r - t) du/dt (no gradient), (B, C, H, W) each.
+
+    With t = 1 as data and r >= t the interval's end towards data, u(x_t, t, r) = 1/(r - t) * the
+    integral of v(x_tau, tau) over [t, r], so x_r = x_t + (r - t) u. Differentiating
+    (r - t) u = int_t^r v along the trajectory in t (r fixed) gives u = v + (r - t) du/dt with the
+    total derivative du/dt = v . d_x u + d_t u: one forward-mode JVP with tangents (v, 1, 0) for
+    (x_t, t, r). (The paper runs time the other way, data at 0: there u = v - (t - r) du/dt.)
+
+    The JVP runs with SDPA's math backend: the fused CPU (flash) kernel has no forward-mode
+    derivative (NotImplementedError under torch.func.jvp), nor do CUDA's flash/efficient ones.
+    """
+    with sdpa_kernel(SDPBackend.MATH):
+        out, du_dt = torch.func.jvp(u, (x_t, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+    return out, (v + _bcast(r - t, v) * du_dt.to(v.dtype)).detach()
+
+
+@dataclass(frozen=True)
+class MeanFlow(_FlowPath):
+    """MeanFlow (Geng et al. 2025): the network u(x_t, t, y, r) predicts the average velocity over
+    [t, r] (see `mean_flow_target`; the backbone needs `interval_embed`), so that one evaluation
+    x_r = x_t + (r - t) u crosses the interval: 1 step maps noise (t = 0) to data (r = 1).
+
+    Training draws two times from the path's t distribution, t = the smaller (noisier), r = the
+    larger; with probability 1 - interval_ratio r = t (plain flow matching: the paper's best
+    ImageNet setting keeps 25% of the samples with r != t). Per sample, with d the mean of
+    (u - target)^2 over its elements, the loss is sg(w) d with the adaptive weight
+    w = 1 / (d + norm_eps)^norm_p (paper: p = 1, c = 1e-3; norm_p = 0 is the plain MSE). The paper's
+    ||.||^2 is a sum over elements; the mean keeps the loss on flow matching's scale, so norm_eps
+    is relative to a per-element error. prediction "x0" (pixel MeanFlow, pMF) has the network
+    output an image and u = (out - x_t)/(1 - t) (see `average_velocity`); at r = t the network is
+    then an ordinary velocity (or x0) predictor, and every solver can sample it.
+    """
+
+    interval_ratio: float = 0.25
+    norm_p: float = 1.0
+    norm_eps: float = 1e-3
+    prediction: Literal["velocity", "x0"] = "velocity"
+    t_eps: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, "interval_ratio", 0 <= self.interval_ratio <= 1, "must be in [0, 1]")
+        require(self, "norm_p", self.norm_p >= 0, "must be >= 0 (0: no adaptive weighting)")
+        positive(self, "norm_eps")
+        require(self, "t_eps", 0 < self.t_eps <= 1, "must be in (0, 1]")
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        return x0 - eps
+
+    def predict(self, out: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        return from_velocity(self, out, x_t, t) if self.prediction == "velocity" else from_x0(self, out, x_t, t)
+
+    def average_velocity(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The network output as u: itself, or (pixel MeanFlow's x-prediction) (out - x_t) / (1 - t)
+        with 1 - t clamped at t_eps as XPrediction's loss does (training only: sampling goes through
+        `predict`, exact, and never evaluates at t = 1)."""
+        if self.prediction == "velocity":
+            return out
+        return (out.to(x_t.dtype) - x_t) / _bcast((1 - t).clamp_min(self.t_eps), x_t)
+
+    def sample_interval(self, n: int, *, generator: Generators = None, device=None) -> tuple[Tensor, Tensor]:
+        """(t, r), (n,) float32 each, t <= r; r = t for a fraction 1 - interval_ratio of them."""
+        a = self.sample_t(n, generator=generator, device=device)
+        b = self.sample_t(n, generator=generator, device=device)
+        wide = rand((n,), generator, device=device) < self.interval_ratio
+        t = torch.minimum(a, b)
+        return t, torch.where(wide, torch.maximum(a, b), t)
+
+    def loss(
+        self, model: Model, x: Tensor, y: Tensor, *, num_classes: int,
+        generator: Generators = None, t: Tensor | None = None, noise: Tensor | None = None,
+        r: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """Adaptively weighted MSE between model(x_t, t, y', r=r) and `mean_flow_target`; (t, r)
+        come from `sample_interval` unless t is given (then r defaults to t)."""
+        if t is None:
+            t, r = self.sample_interval(x.shape[0], generator=generator, device=x.device)
+        t, eps, x_t = _noised(self, x, generator, t, noise)
+        r = t if r is None else r
+        y = drop_labels(y, self.label_dropout, num_classes, generator)
+        def u(z: Tensor, t_: Tensor, r_: Tensor) -> Tensor:
+            return self.average_velocity(model(z, t_, y, r=r_), z, t_)
+
+        u, target = mean_flow_target(u, x_t, t, r, self.target(x, eps, t))
+        d = (u.to(target.dtype) - target).flatten(1).square().mean(1)  # (B,)
+        loss = (d / (d.detach() + self.norm_eps) ** self.norm_p).mean()
+        return loss, {"loss": loss.detach(), "mse": d.mean().detach()}
+
+
 @dataclass(frozen=True)
 class XPrediction(_FlowPath):
     """JiT's parameterisation: x_t = t x0 + noise_scale (1 - t) eps, the network predicts x0, and
@@ -494,5 +588,29 @@ def gaussian_model(objective: Objective, mean: Tensor, std: Tensor) -> Model:
         m, sd = mean.to(x), std.to(x)
         residual = (x - a * m) / (a * a * sd * sd + s * s)
         return objective.target(m + a * sd * sd * residual, s * residual, t)
+
+    return model
+
+
+def gaussian_mean_flow(mean: Tensor, std: Tensor) -> Callable[..., Tensor]:
+    """The exact average velocity of the flow-matching path for data x0 ~ N(mean, std^2) per element,
+    as a model (x, t, y, r=None) -> u; r = None (or r = t) is the instantaneous velocity.
+
+    x_t ~ N(t mean, s(t)^2) with s(t) = sqrt(t^2 std^2 + (1 - t)^2), and the ODE's map is affine per
+    element: x_r = r mean + s(r)/s(t) (x_t - t mean). Hence u = (x_r - x_t)/(r - t)
+    = mean + (s(r)/s(t) - 1)/(r - t) (x_t - t mean), and at r = t the slope is s'(t)/s(t)
+    = (t std^2 - (1 - t))/s(t)^2. One step from t = 0 to r = 1 gives mean + std x_0: the data.
+    """
+
+    def model(x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
+        r = t if r is None else r
+        m, sd = mean.to(x), std.to(x)
+        t_, r_ = _bcast(t, x), _bcast(r, x)
+        s_t = torch.sqrt(t_ * t_ * sd * sd + (1 - t_) ** 2)
+        s_r = torch.sqrt(r_ * r_ * sd * sd + (1 - r_) ** 2)
+        h = r_ - t_
+        slope = torch.where(h == 0, (t_ * sd * sd - (1 - t_)) / (s_t * s_t),
+                            (s_r / s_t - 1) / torch.where(h == 0, torch.ones_like(h), h))
+        return m + slope * (x - t_ * m)
 
     return model

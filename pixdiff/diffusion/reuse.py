@@ -67,6 +67,8 @@ class Reuse:
         """Refuse a schedule that cannot work on this sampler (ValueError, one line)."""
         if solver in GRIDLESS_SOLVERS:
             raise ValueError(f"reuse needs a fixed-grid solver; {solver} chooses its own times")
+        if solver == "meanflow":  # its 1-4 jumps each move far: a stale backbone has nothing to share
+            raise ValueError("reuse does not apply to the meanflow solver (1-4 steps, each a long jump)")
         if self.kind == "steps" and max(self.steps) >= steps:
             raise ValueError(f"reuse steps: index {max(self.steps)} is out of range for {steps} steps (0..{steps - 1})")
         if steps > 1 and self.kind == "every" and self.every >= steps:

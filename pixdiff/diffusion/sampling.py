@@ -53,8 +53,10 @@ def guided_velocity(model: Model, objective: Objective, y: Tensor, *, num_classe
     """The solver's f(x, t): the velocity of `objective` from the CFG-guided network for labels y (B,)."""
     net = cfg(model, cfg_scale, num_classes=num_classes, interval=cfg_interval)
 
-    def velocity(x: Tensor, t: Tensor) -> Tensor:
-        return objective.predict(net(x, t, y), x, t).velocity
+    def velocity(x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+        # r (the `meanflow` solver's interval end): the output is MeanFlow's average velocity, which
+        # `predict` (flow matching's velocity parameterisation) passes through as the velocity
+        return objective.predict(net(x, t, y, r=r), x, t).velocity
 
     return velocity
 
@@ -72,18 +74,18 @@ class Network:
         self.parts = parts or {}
         self.decode_reads_pixels = decode_reads_pixels and {"features", "decode"} <= set(self.parts)
 
-    def _run(self, fn: Callable, x: Tensor, *args: Any) -> Any:
+    def _run(self, fn: Callable, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         if self.cudagraphs:
             # under CUDA graphs the next replay overwrites this call's output: mark the step and
             # hand back a copy, so a solver (Heun) or a reuse cache may keep it across calls
             torch.compiler.cudagraph_mark_step_begin()
         with autocast(self.device, self.dtype):
-            out = fn(x.to(DTYPES[self.dtype]), *args)
+            out = fn(x.to(DTYPES[self.dtype]), *args, **kwargs)
         return _copied(out) if self.cudagraphs else out
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
         self.batches.append(x.shape[0])
-        return self._run(self.net, x, t, y).float()
+        return self._run(self.net, x, t, y, r=r).float()
 
     def features(self, x: Tensor, t: Tensor, y: Tensor) -> Any:
         self.batches.append(x.shape[0])

@@ -42,6 +42,7 @@ from pixdiff.diffusion.objectives import (
 )
 
 Velocity = Callable[[Tensor, Tensor], Tensor]  # f(x (B, ...), t (B,)) -> dx/dt (B, ...)
+# `meanflow` also passes r (B,): f(x, t, r=r) -> the average velocity over [t, r] (sampling.guided_velocity)
 Callback = Callable[[int, Tensor, Tensor], None]  # (step i, t_{i+1} (0-d), x_{i+1} (B, ...))
 
 
@@ -115,6 +116,19 @@ def euler(
     """First order; one evaluation per step (DiP's sampler)."""
     for i in range(len(ts) - 1):
         x = x + (ts[i + 1] - ts[i]) * f(x, _at(ts[i], x))
+        if callback is not None:
+            callback(i, ts[i + 1], x)
+    return x
+
+
+def meanflow(
+    f: Velocity, x: Tensor, ts: Tensor, *, schedule: Schedule | None = None,
+    generator: Generators = None, callback: Callback | None = None,
+) -> Tensor:
+    """MeanFlow's few-step sampler: x_{i+1} = x_i + (t_{i+1} - t_i) u(x_i, t_i, r=t_{i+1}), one
+    evaluation per step of a model trained with `objectives.MeanFlow` (1 step: noise to data)."""
+    for i in range(len(ts) - 1):
+        x = x + (ts[i + 1] - ts[i]) * f(x, _at(ts[i], x), r=_at(ts[i + 1], x))
         if callback is not None:
             callback(i, ts[i + 1], x)
     return x

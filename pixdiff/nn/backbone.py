@@ -55,6 +55,8 @@ class DiTConfig:
     proj_dropout: float = 0.0  # after the attention projection and on the MLP hidden units, same blocks
     init: Literal["dip", "jit", "zero_adaln"] = "dip"  # "jit": xavier-uniform Linear weights, zero biases,
     # adaLN-Zero blocks; "zero_adaln": DiP's init with every block's adaLN zeroed (PixelDiT: blocks start as identity)
+    interval_embed: bool = False  # MeanFlow's second time: an embedder of the interval r - t added to t_emb
+    # (`r_embedder`, its output layer zero-initialised); off, the parameters and state dict are DiP's
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -93,6 +95,12 @@ class DiTConfig:
         return DiT(self)
 
 
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 if it is (the finite-difference tests of MeanFlow's JVP run the model in
+    float64); bf16/fp16/fp32 inputs all compute in float32 as before."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm computed in float32 whatever the input dtype (bf16 statistics are too coarse)."""
 
@@ -102,16 +110,17 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = wide(x)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        return (x32 * wide(self.weight)).to(x.dtype)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
     """(B,) times in [0, 1] -> (B, dim) sinusoidal features, cos half first then sin."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]  # (B, half)
+    t = wide(t)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    args = t[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
 
 
@@ -176,7 +185,7 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, device: torch.device | None = 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs of x (B, heads, N, head_dim) by the per-token angles."""
-    x32 = x.float().unflatten(-1, (-1, 2))  # (B, h, N, head_dim/2, 2)
+    x32 = wide(x).unflatten(-1, (-1, 2))  # (B, h, N, head_dim/2, 2)
     real, imag = x32.unbind(-1)  # (B, h, N, head_dim/2) each
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
     return rotated.flatten(-2).to(x.dtype)  # (B, h, N, head_dim)
@@ -316,6 +325,8 @@ class DiT(nn.Module):
         self.s_embedder = PatchEmbed(cfg.channels * cfg.patch_size**2, cfg.dim, cfg.patch_bottleneck)
         self.t_embedder = TimestepEmbedder(cfg.dim, cfg.freq_dim, cfg.max_period)
         self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.dim)
+        if cfg.interval_embed:
+            self.r_embedder = TimestepEmbedder(cfg.dim, cfg.freq_dim, cfg.max_period)
         self.blocks = nn.ModuleList(
             Block(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.attention, qkv_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias,
                   attn_dropout=cfg.attn_dropout if i in cfg.dropout_blocks else 0.0,
@@ -360,6 +371,12 @@ class DiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.config.interval_embed:
+            # zero output: a fresh or fine-tuned (--init-from a flow-matching run) model starts as
+            # the model without it, and the first layer's features still give the output a gradient
+            nn.init.normal_(self.r_embedder.mlp[0].weight, std=0.02)
+            nn.init.zeros_(self.r_embedder.mlp[2].weight)
+            nn.init.zeros_(self.r_embedder.mlp[2].bias)
         if self.config.in_context_len:
             nn.init.normal_(self.in_context_posemb, std=0.02)
 
@@ -386,10 +403,13 @@ class DiT(nn.Module):
         t: torch.Tensor,
         y: torch.Tensor,
         *,
+        r: torch.Tensor | None = None,
         hooks: Mapping[int, TokenHook] | None = None,
         return_blocks: Sequence[int] = (),
     ) -> BackboneOutput:
-        """x (B, C, H, W), t (B,) in [0, 1] with 1 = data, y (B,) labels (num_classes = null).
+        """x (B, C, H, W), t (B,) in [0, 1] with 1 = data, y (B,) labels (num_classes = null); r (B,)
+        the end of MeanFlow's interval [t, r] (None: r = t, the instantaneous velocity), which only a
+        backbone with `interval_embed` takes.
 
         `hooks[k]` rewrites the token stream after block k (placements inject heads this way);
         `return_blocks` lists block indices whose outputs are returned (e.g. for REPA). Both see
@@ -406,6 +426,11 @@ class DiT(nn.Module):
             # the fixed table stays fp32 where parameters are cast to bf16 (bench, sampling)
             tokens = tokens + self.positions(H // P, W // P, x.device).to(tokens.dtype)  # (B, N, D)
         t_emb = self.t_embedder(t)  # (B, D)
+        if cfg.interval_embed:
+            t_emb = t_emb + self.r_embedder(torch.zeros_like(t) if r is None else r - t)  # (B, D)
+        elif r is not None:
+            raise ValueError("this backbone has no interval embedding (model.backbone.interval_embed=false): "
+                             "it cannot take r")
         y_emb = self.y_embedder(y)  # (B, D)
         c = F.silu(t_emb + y_emb)  # (B, D)
         hooks = hooks or {}

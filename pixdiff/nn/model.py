@@ -104,24 +104,25 @@ class DiP(nn.Module):
             Injection(config.head, bb.channels, bb.patch_size, bb.dim) if config.placement != "post" else None
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *,
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
                 return_blocks: Sequence[int] = ()) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """x (B, C, H, W) noisy image, t (B,) in [0, 1] (1 = data), y (B,) labels (num_classes = null).
+        """x (B, C, H, W) noisy image, t (B,) in [0, 1] (1 = data), y (B,) labels (num_classes = null),
+        r (B,) MeanFlow's interval end (see `DiT.forward`; None: the instantaneous velocity).
 
         Returns the prediction (B, C, H, W); with `return_blocks`, also {block: tokens (B, N, D)}.
         """
-        out = self.features(x, t, y, return_blocks=return_blocks)
+        out = self.features(x, t, y, r=r, return_blocks=return_blocks)
         pred = self.decode(x, out)  # (B, C, H, W)
         return (pred, out.blocks) if return_blocks else pred
 
     # The split that backbone reuse (`pixdiff.diffusion.reuse`) calls: forward == decode(x, features(x, t, y)).
-    def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *,
+    def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
                  return_blocks: Sequence[int] = ()) -> BackboneOutput:
         """The backbone (with any injected head) on x (B, C, H, W): what the final head consumes."""
         hooks = {}
         if self.injection is not None:
             hooks[self.config.inject_after] = partial(self.injection, x=x)
-        return self.backbone(x, t, y, hooks=hooks, return_blocks=return_blocks)
+        return self.backbone(x, t, y, r=r, hooks=hooks, return_blocks=return_blocks)
 
     def decode(self, x: torch.Tensor, out: BackboneOutput) -> torch.Tensor:
         """The final head on the current pixels x (B, C, H, W) and backbone features -> (B, C, H, W)."""

@@ -1,0 +1,108 @@
+"""MeanFlow against flow matching on emoji_tiny at equal training steps (docs/meanflow.md).
+
+    python -m experiments.meanflow [--steps 400] [--seeds 0 1] [--num 200] [--work /tmp/mf]
+    python -m experiments.meanflow --merge seed0.json seed1.json     # seeds run as separate processes
+
+Per seed: train `emoji_tiny` (x-prediction flow matching) and `emoji_tiny:meanflow` for the same
+steps, then draw `num` class-balanced EMA samples with each sampler and score FD-EffNet and KID
+against `num` data images (experiments.scaffold's reference set). Writes
+docs/experiments/meanflow.json with the raw numbers, the per-sampler mean and seed spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments.scaffold import DOCS, command_line, data, environment, write_json
+from pixdiff.pipelines import load
+from pixdiff.config import replace
+from pixdiff.data import to_uint8
+from pixdiff.eval import evaluate
+from pixdiff.recipe import load_recipe
+from pixdiff.train import Trainer
+
+# (label, run, sampler overrides): the flow-matching sampler at the recipe's guidance and without
+SAMPLERS = (
+    ("fm euler 100 steps cfg 3", "fm", {"steps": 100}),
+    ("fm euler 25 steps cfg 3", "fm", {"steps": 25}),
+    ("fm euler 100 steps cfg 1", "fm", {"steps": 100, "cfg_scale": 1.0}),
+    ("meanflow 1 step", "mf", {"steps": 1}),
+    ("meanflow 2 steps", "mf", {"steps": 2}),
+    ("meanflow 4 steps", "mf", {"steps": 4}),
+    ("meanflow model, euler 100 steps (r = t)", "mf", {"steps": 100, "solver": "euler", "time_shift": 3.0}),
+)
+RECIPES = {"fm": "emoji_tiny", "mf": "emoji_tiny:meanflow"}
+
+
+def train(spec: str, folder: Path, steps: int, seed: int) -> dict:
+    recipe = replace(load_recipe(spec), **{"train.max_steps": steps, "train.seed": seed, "train.sample_every": 0,
+                                           "train.ckpt_every": steps})
+    t0 = time.perf_counter()
+    with Trainer(recipe, folder, progress=False) as trainer:
+        result = trainer.fit([], max_steps=steps)
+    return {"steps": result.step, "train_s": time.perf_counter() - t0, "final_loss": result.last_loss}
+
+
+def summary(rows: list[dict]) -> dict:
+    """Per sampler: FD mean and its range over seeds (the seed spread), KID mean."""
+    out = {}
+    for label, _, _ in SAMPLERS:
+        fd = [r["fd_effnet"] for r in rows if r["sampler"] == label]
+        kid = [r["kid"] for r in rows if r["sampler"] == label]
+        out[label] = {"fd_mean": float(np.mean(fd)), "fd_min": min(fd), "fd_max": max(fd),
+                      "kid_mean": float(np.mean(kid)), "seeds": len(fd)}
+    return out
+
+
+def merge(files: list[Path], out: Path) -> None:
+    parts = [json.loads(f.read_text()) for f in files]
+    rows = [r for p in parts for r in p["rows"]]
+    write_json(out, {**parts[0], "command": command_line(), "seeds": [s for p in parts for s in p["seeds"]],
+                     "runs": {k: v for p in parts for k, v in p["runs"].items()}, "rows": rows,
+                     "summary": summary(rows)})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--num", type=int, default=200)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/meanflow-exp"))
+    ap.add_argument("--out", type=Path, default=DOCS / "experiments" / "meanflow.json")
+    ap.add_argument("--merge", type=Path, nargs="+", help="combine per-seed result files into --out")
+    args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
+    images, _ = data("emoji", 32)
+    ref = images[np.sort(np.random.default_rng([0, 0]).permutation(len(images))[: args.num])]
+    labels = np.arange(args.num) % 9
+    rows, runs = [], {}
+    for seed in args.seeds:
+        for key, spec in RECIPES.items():
+            runs[f"{key} seed {seed}"] = train(spec, args.work / f"{key}-{seed}", args.steps, seed)
+        for label, key, overrides in SAMPLERS:
+            run = load(args.work / f"{key}-{seed}")
+            t0 = time.perf_counter()
+            samples = to_uint8(run.sample(labels, seed=1000 + seed, **overrides))
+            seconds = time.perf_counter() - t0
+            m = evaluate(samples, ref, use_cache=False, kid_subsets=20, kid_subset_size=min(100, args.num))
+            fd = next(k for k in m if k.startswith("fd") or k == "fid")
+            kid = next(k for k in m if k.startswith("kid") and not k.endswith("_std"))
+            rows.append({"sampler": label, "seed": seed, "overrides": overrides, "sample_s": seconds,
+                         "metric": m["metric"], "fd_effnet": float(m[fd]), "kid": float(m[kid]),
+                         "std_pixel": float(samples.std())})
+            print(rows[-1], flush=True)
+    write_json(args.out, {"command": command_line(), "environment": environment(),
+                          "note": "2 CPU cores shared with other jobs: seconds are indicative only",
+                          "steps": args.steps, "seeds": args.seeds, "num": args.num,
+                          "runs": runs, "rows": rows, "summary": summary(rows)})
+
+
+if __name__ == "__main__":
+    main()
