@@ -69,7 +69,8 @@ def test_exact_average_velocity_moves_along_the_ode(t, h, seed):
 
 
 @settings(deadline=None, max_examples=25)
-@given(t=st.floats(0.0, 0.95), h=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+# h = 0 exactly, or an interval the closed form can divide by (a subnormal h overflows its (r - t) quotient)
+@given(t=st.floats(0.0, 0.95), h=st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), seed=st.integers(0, 2**16))
 def test_the_jvp_target_of_the_exact_average_velocity_is_itself(t, h, seed):
     """u = v + (r - t) du/dt holds for the exact u with the marginal velocity v; the training target
     uses the conditional velocity x0 - eps instead, which is linear in v, so its mean given x_t is this."""
