@@ -12,8 +12,10 @@ model `src/models/transformer/pixnerd_c2i.py`, see docs/family.md for the commit
   global 256 (the released "epoch=319-step=1600000" checkpoint: 320 ImageNet epochs in 1.6M steps);
 - REPA with DINOv2-B/14 at block 8 (index 7), weight 0.5, projector D -> D -> D -> 768 (SiLU): pixdiff's
   RepaConfig, off until an encoder is given: --set train.repa.encoder=FILE.pt;
-- Euler, 100 steps on linspace(0, 0.96, 100) then 1 (the sampler's last_step 0.04), CFG 3.5 on (0.1, 1.0):
-  FID 1.93 (1.6M steps).
+- Euler, 100 steps on linspace(0, 0.99, 100) then 1 (pixdiff's default grid j/N), CFG 3.5 on (0.1, 1.0):
+  FID 1.93 (1.6M steps). The XL config of MCG-NJU/PixNerd @ 0969ace ended its grid with a 0.04 step
+  (`last_step: 0.04`); the authors removed it in 6909d5d ("sampling wo laststep0.04"; the large config
+  in ef0b333), so the sampler's own default, last_step = 1/steps, holds now (read at HEAD 6da060b).
     pixdiff train recipes/pixnerd.py --set data.source=/data/imagenet/train
 """
 
@@ -37,7 +39,7 @@ def _pixnerd(name: str, *, depth: int, dim: int, heads: int, field_blocks: int) 
             ema_decays=(0.9999,), precision="bf16",
         ),
         data=DataConfig(source="imagenet/train", flip=True),
-        sample=SampleConfig(steps=100, solver="euler", cfg_scale=3.5, cfg_interval=(0.1, 1.0), last_step=0.04),
+        sample=SampleConfig(steps=100, solver="euler", cfg_scale=3.5, cfg_interval=(0.1, 1.0)),
     )
 
 
@@ -71,6 +73,5 @@ def tiny() -> Recipe:
                                 grad_clip=1.0, ema_decays=(0.99,), precision="fp32", num_workers=0, log_every=10,
                                 ckpt_every=400, sample_every=1600),
            "data": DataConfig(source="emoji", flip=False, balance_classes=True),
-           "sample": SampleConfig(steps=50, solver="euler", cfg_scale=3.0, cfg_interval=(0.1, 1.0), grid_images=36,
-                                  last_step=0.04)},
+           "sample": SampleConfig(steps=50, solver="euler", cfg_scale=3.0, cfg_interval=(0.1, 1.0), grid_images=36)},
     )
