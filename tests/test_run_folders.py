@@ -317,11 +317,11 @@ def test_one_cache_home(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ every option checked as it is parsed
-REQUIRED = {"--out": "out", "--ref": "ref.npz", "--resolution": "8", "--n": "10"}  # valid values, required options
+REQUIRED = {"--out": "out", "--ref": "ref.npz", "--resolution": "8", "--n": "10", "--data": "emoji"}  # valid, required
 POSITIONAL = {"convert": ["a.pt", "b.pt"], "sample": ["x.pt"], "eval": ["a.npz"], "data prepare": ["emoji"],
               "data export": ["emoji", "out.npz"], "eval-sanity": ["emoji"], "edit": ["x.pt", "a.png"],
               "inpaint": ["x.pt", "a.png", "m.png"], "invert": ["x.pt", "a.png"],
-              "interpolate": ["x.pt"]}  # (the others take a recipe)
+              "interpolate": ["x.pt"], "eval-readout": ["x.pt"], "sweep": ["x.pt"]}  # (the others take a recipe)
 
 
 def _options() -> list[tuple[list[str], object]]:

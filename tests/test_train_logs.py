@@ -39,7 +39,7 @@ def test_a_pipe_gets_a_header_a_line_per_row_while_training_and_a_summary(tmp_pa
     assert proc.returncode == 0, proc.stderr.read()
     text = [line for line, _ in lines]
     assert text[0].startswith(f"train {run} (new run, to step 300): cpu x 1, fp32, ") and "parameters" in text[0]
-    assert re.search(r"data emoji \([\d,]+ images, 16 px\)", text[0]), text[0]
+    assert re.search(r"data emoji:picked \([\d,]+ images, 16 px\)", text[0]), text[0]
     rows = [(line, live) for line, live in lines if line.startswith("step ")]
     assert [int(re.match(r"step (\d+)/300", line)[1]) for line, _ in rows] == [1, *range(20, 301, 20)]
     assert all(re.fullmatch(r"step \d+/300  loss \d\.\d{4}  lr \S+  [\d.]+ img/s  ETA (\d+:\d\d:\d\d|\?)", line)
