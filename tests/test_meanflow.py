@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -223,3 +224,14 @@ def test_train_from_scratch_fine_tune_and_sample_in_1_2_and_4_steps(tmp_path):
     res = cli("sample", str(tmp_path / "fm"), "--out", str(bad), "--num", "2", "--solver", "meanflow", "--cfg", "1")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "MeanFlow objective" in res.stderr
     assert not bad.exists()
+    # an edit runs the velocity ODE step by step: the meanflow solver (the recipe's default) is refused
+    # in one line, and any other solver edits the MeanFlow model as a plain velocity model
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+    res = cli("edit", str(tmp_path / "finetune"), str(tmp_path / "grey.png"), "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--solver euler or heun" in res.stderr
+    assert not (tmp_path / "e").exists()
+    res = cli("edit", str(tmp_path / "finetune"), str(tmp_path / "grey.png"), "--out", str(tmp_path / "e"),
+              "--solver", "euler", "--steps", "4", "--cfg", "1")
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -95,6 +95,10 @@ def open_session(model: torch.nn.Module, recipe: Recipe, *, steps: int | None = 
                  cfg_scale: float | None = None, seed: int = 0, device: torch.device | str = "cpu") -> EditSession:
     """A session with the recipe's sampler settings, overridden through `with_sampler` as `pixdiff sample`'s are."""
     resolved = with_sampler(recipe, steps=steps, solver=solver, cfg_scale=cfg_scale)
+    if resolved.sample.solver == "meanflow":
+        # edits run the instantaneous-velocity ODE (inversion even backwards, r < t, never trained)
+        raise EditError("edits integrate the velocity step by step; the meanflow solver jumps: pass --solver "
+                        "euler or heun (a MeanFlow model at r = t is a plain velocity model)")
     return EditSession(inference_network(model), resolved, torch.device(device), seed)
 
 
