@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -269,11 +270,26 @@ def load_stored_recipe(path: Path) -> Recipe:
     return recipe
 
 
+def _no_import_from_a_record(recipe: Recipe, overrides: Sequence[str], path: Path) -> None:
+    """A REPA encoder given as `module:factory` imports and calls code: from a recipe file or --set that
+    is the user's choice, from a record (a run's recipe.json) it would be the file's, so it is refused
+    unless --set names it again."""
+    repa = recipe.train.repa
+    if repa is None or ":" not in repa.encoder or Path(repa.encoder).is_file():
+        return
+    if any(o.split("=", 1)[0].strip() == "train.repa.encoder" for o in overrides):
+        return
+    raise RecipeError(f"{path} names the REPA encoder factory {repa.encoder!r}; a stored recipe never imports "
+                      f"code: pass it yourself with --set train.repa.encoder={repa.encoder}")
+
+
 def load_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
     """Build the recipe named by `spec` and apply `key=value` overrides (type-checked)."""
     stored = stored_recipe_file(spec)
     if stored is not None:
-        return apply_overrides(load_stored_recipe(stored), list(overrides))
+        recipe = apply_overrides(load_stored_recipe(stored), list(overrides))
+        _no_import_from_a_record(recipe, overrides, stored)
+        return recipe
     if spec.startswith("plugin:"):
         from pixdiff.config.plugins import discover
 

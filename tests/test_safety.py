@@ -367,3 +367,20 @@ def test_cli_rejects_bad_values_before_any_work(command, tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert res.stderr.startswith("error: ") and command[-1].split("=")[0] in res.stderr
     assert not out.exists() and not cache.exists()
+
+
+def test_a_stored_recipe_naming_a_repa_factory_imports_nothing_unless_set_again(tmp_path):
+    """A run's recipe.json is data: `module:factory` in it would import and call the file's choice."""
+    import json
+    import sys
+
+    from pixdiff.config.tree import to_dict
+    from pixdiff.recipe import RecipeError, load_recipe
+
+    r = load_recipe("emoji_tiny", ["train.repa.encoder=evil_module_xyz:make", "train.repa.block=1"])
+    (tmp_path / "recipe.json").write_text(json.dumps(to_dict(r)))
+    with pytest.raises(RecipeError, match="never imports code: pass it yourself with --set"):
+        load_recipe(str(tmp_path / "recipe.json"))
+    assert "evil_module_xyz" not in sys.modules
+    again = load_recipe(str(tmp_path), ["train.repa.encoder=evil_module_xyz:make"])  # the user's own choice
+    assert again.train.repa.encoder == "evil_module_xyz:make" and "evil_module_xyz" not in sys.modules

@@ -44,8 +44,9 @@ def _open_encoder(spec: str) -> nn.Module:
     module, sep, attr = spec.partition(":")
     if not sep:
         raise TrainingError(f"train.repa.encoder={spec!r} is neither a file nor `module:factory`")
-    # `spec` only ever comes from the recipe the user names on the command line (train builds the
-    # REPA loss from it); recipes read back from checkpoints and run folders never reach here
+    # `spec` comes from a recipe file or --set the user names: a stored recipe (a run's recipe.json)
+    # naming a factory is refused when loaded (`recipe._no_import_from_a_record`), and checkpoints'
+    # recipes are used for the model only, never to build REPA
     return getattr(importlib.import_module(module), attr)()
 
 
