@@ -159,19 +159,21 @@ def test_sample_interval_orders_times_and_keeps_the_ratio():
 # ------------------------------------------------------------------ the interval embedding, checkpoints
 def test_an_old_checkpoint_loads_strictly_and_predicts_as_before():
     """tests/data/dip_tiny_main.safetensors: a tiny DiP's state dict and one output, written by main
-    before MeanFlow (seed 0): with the flag off it loads strictly and gives the same output bit for bit."""
+    before MeanFlow (seed 0): with the flag off it loads strictly and gives that output (to fp32 rounding)."""
     saved = load_file(ROOT / "tests" / "data" / "dip_tiny_main.safetensors")
     state = {k.removeprefix("model."): v for k, v in saved.items() if k.startswith("model.")}
     old = tiny_model(False, seed=1)
     old.load_state_dict(state, strict=True)
     with torch.no_grad():
-        assert torch.equal(old(saved["io.x"], saved["io.t"], saved["io.y"]), saved["io.out"])
+        out = old(saved["io.x"], saved["io.t"], saved["io.y"])
+        # the recorded output came from another process, maybe another CPU (other SIMD sums): fp32 rounding
+        assert torch.allclose(out, saved["io.out"], rtol=1e-5, atol=1e-6)
         new = tiny_model(True, seed=1)
         missing, unexpected = new.load_state_dict(state, strict=False)
         assert not unexpected and missing and all(k.startswith(INTERVAL_EMBEDDER) for k in missing)
-        # zero-initialised: the flag-on model predicts as the old one, at r = t and at any r
-        assert torch.equal(new(saved["io.x"], saved["io.t"], saved["io.y"]), saved["io.out"])
-        assert torch.equal(new(saved["io.x"], saved["io.t"], saved["io.y"], r=torch.ones(2)), saved["io.out"])
+        # zero-initialised: the flag-on model predicts as the old one bit for bit, at r = t and at any r
+        assert torch.equal(new(saved["io.x"], saved["io.t"], saved["io.y"]), out)
+        assert torch.equal(new(saved["io.x"], saved["io.t"], saved["io.y"], r=torch.ones(2)), out)
     with pytest.raises(ValueError, match="no interval embedding"):
         old(saved["io.x"], saved["io.t"], saved["io.y"], r=torch.ones(2))
 
