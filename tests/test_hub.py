@@ -275,3 +275,23 @@ def test_file_digest_is_the_sha256_read_off_a_blob_or_computed(cache, tmp_path):
     publish(cache, "org/w", {"w.pt": data})
     linked = next(cache.glob("models--org--w/snapshots/*/w.pt"))
     assert hub.file_digest(plain) == hub.file_digest(linked) == hashlib.sha256(data).hexdigest()
+
+
+def test_an_unreachable_hub_is_one_line(cache, tmp_path, monkeypatch):
+    """Online mode without a network: the transport's error (httpx's ConnectError, a TransportError) is one line."""
+    import huggingface_hub
+
+    class TransportError(Exception):
+        pass
+
+    class ConnectError(TransportError):
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", unreachable)
+    out = tmp_path / "out"
+    refused(sample("hf-hub:org/missing", out), out, "cannot reach the Hub (ConnectError", "HF_HUB_OFFLINE=1")

@@ -72,8 +72,11 @@ def _hub() -> ModuleType:
         import huggingface_hub
         import huggingface_hub.constants
         import huggingface_hub.errors
+        import huggingface_hub.utils
     except ImportError:
         raise CheckpointError(f"hub sources need huggingface_hub: {INSTALL}") from None
+    # one error line, not the transport's retry warnings (5 of them, 30 s, with no network)
+    huggingface_hub.utils.logging.set_verbosity_error()
     return huggingface_hub
 
 
@@ -103,6 +106,17 @@ def download(src: HubSource) -> Path:
     except _errors(hf) as e:  # the Hub explains on several lines; the first says what is missing
         reason = (str(e).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(f"{src}: {type(e).__name__}: {reason}") from None
+    except Exception as e:  # noqa: BLE001 - the transport's classes differ between huggingface_hub versions
+        if not _unreachable(e):
+            raise
+        raise CheckpointError(f"{src}: cannot reach the Hub ({type(e).__name__}: {str(e)[:120]}); files already "
+                              f"in {hf.constants.HF_HUB_CACHE} load with HF_HUB_OFFLINE=1") from None
+
+
+def _unreachable(e: Exception) -> bool:
+    """A network failure of the Hub's transport (httpx's TransportError, requests' ConnectionError, OSError)."""
+    return isinstance(e, OSError) or any(c.__name__ in ("TransportError", "ConnectionError", "TimeoutException")
+                                         for c in type(e).__mro__)
 
 
 def file_digest(path: Path) -> str:
