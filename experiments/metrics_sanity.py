@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= a.effnet_repeats <= SANITY_SPLITS:
         p.error(f"--effnet-repeats must be in 0..{SANITY_SPLITS}")
     if not a.page_only:
-        raw = {"command": command_line(), "environment": environment(), "source": SOURCE,
-               "pixel": measure("pixel", SANITY_SPLITS)}
+        z = SIZES["cpu"]
+        raw = {"command": command_line(), "environment": environment(), "source": SOURCE, "image": z.image,
+               "patch": z.patch, "n": z.n_eval, "pixel": measure("pixel", SANITY_SPLITS)}
         write_json(RAW, raw)
         PAGE.write_text(render(raw))
         if a.effnet_repeats:

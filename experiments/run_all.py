@@ -7,11 +7,12 @@
     bash benchmarks/experiments_gpu.sh                 # the 256 px / P = 16 / XL-width version
 
 Workers (default 2 on a CPU, one torch thread each) are subprocesses that take the next
-unclaimed arm. The pilot (the first DiP arm and its DiT-only twin) runs first, beside the other
-studies; the other seeds of the fair study start only if the pilot DiP's balanced
-layout accuracy reaches PILOT_THRESHOLD, so an untrainable setting does not cost the full run.
-Every arm resumes from its own checkpoints, and a finished arm is never rerun, so a killed run
-continues where it stopped.
+unclaimed arm, in this order: the lr sweep (seed 0 of DiP and DiT-only at every lr), Fig. 3, the
+fair study's other seeds at each arm's best lr (they appear once that arm's sweep is done:
+`studies.best_lrs`), the family, Fig. 10b. An arm whose loss turns non-finite is recorded as failed
+and never chosen as best; a side none of whose lrs trained gets no seeds, and the run says so in
+one line. Every arm resumes from its own checkpoints, and a finished arm is never rerun, so a
+killed run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -38,11 +39,25 @@ from experiments.scaffold import (
     run_arms,
     write_json,
 )
-from experiments.studies import LAYOUT, PILOT_THRESHOLD, STUDIES
+from experiments.studies import FAIR_LABELS, STUDIES, best_lrs, fair_arms
+
+ORDER = ("sweep", "fig3", "fair", "family", "fig10b")  # the workers' order; "sweep" is fair's seed 0 at every lr
 
 
-def arms_of(scale: str, studies: list[str]) -> list[Arm]:
-    return [arm for s in studies for arm in STUDIES[s](scale)]
+def arms_of(scale: str, studies: list[str], work: Path) -> list[Arm]:
+    """The studies' arms known now, in the workers' order: the fair seeds and Fig. 10b need the best
+    lrs, read from the finished sweep arms in `work`."""
+    sweep = fair_arms(scale)
+    best = best_lrs(finished(sweep, work), scale)
+    parts = {"sweep": sweep if "fair" in studies else [],
+             "fair": fair_arms(scale, best)[len(sweep):] if "fair" in studies else []}
+    parts |= {s: STUDIES[s](scale, best) for s in studies if s != "fair"}
+    return [arm for part in ORDER for arm in parts.get(part, [])]
+
+
+def sweep_settled(scale: str, studies: list[str], work: Path) -> bool:
+    """Whether no more arms can appear: the sweep is done (or not part of the run)."""
+    return "fair" not in studies or len(finished(fair_arms(scale), work)) == len(fair_arms(scale))
 
 
 def claim(work: Path, arm: Arm) -> bool:
@@ -55,18 +70,25 @@ def claim(work: Path, arm: Arm) -> bool:
         return False
 
 
-def worker(arms: list[Arm], work: Path, page: Path) -> None:
-    for arm in arms:
-        if claim(work, arm):
+def worker(scale: str, studies: list[str], work: Path, page: Path) -> None:
+    """Run the next unclaimed arm until none is left; while the sweep is unfinished (another worker
+    trains it), wait for the arms it will add."""
+    while True:
+        arm = next((arm for arm in arms_of(scale, studies, work) if claim(work, arm)), None)
+        if arm is not None:
             run_arm(arm, work, page)
+        elif sweep_settled(scale, studies, work):
+            return
+        else:
+            time.sleep(5)
 
 
-def run_workers(a: argparse.Namespace, names: list[str]) -> None:
-    """`a.workers` subprocesses over the named arms; raises SystemExit if one fails."""
+def run_workers(a: argparse.Namespace) -> None:
+    """`a.workers` subprocesses over the studies' arms; raises SystemExit if one fails."""
     shutil.rmtree(a.work / "claims", ignore_errors=True)  # claims of a killed sitting
     threads = max(1, (os.cpu_count() or 1) // a.workers)
     cmd = [sys.executable, "-m", "experiments.run_all", "--scale", a.scale, "--work", str(a.work), "--page",
-           str(a.page), "--threads", str(threads), "--worker", ",".join(names)]
+           str(a.page), "--threads", str(threads), "--study", *a.study, "--worker"]
     (a.work / "logs").mkdir(parents=True, exist_ok=True)
     logs = [(a.work / "logs" / f"worker{i}.log").open("a") for i in range(a.workers)]
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT) for log in logs]
@@ -88,49 +110,42 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--page-only", action="store_true")
     p.add_argument("--page", type=Path, default=PAGE, help="the page; sample grids go to the folder of its "
                                                           "name (default: docs/experiments.md, docs/experiments/)")
-    p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: comma-separated arm names
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: one worker process
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    arms = arms_of(a.scale, a.study)
     if a.worker:
-        return worker([arm for arm in arms if arm.name in a.worker.split(",")], a.work, a.page)
-    if a.shard:
+        return worker(a.scale, a.study, a.work, a.page)
+    if a.shard:  # the arms known now: after the sweep, run the same shards again for the seeds
         index, count = (int(v) for v in a.shard.split("/"))
-        run_arms(arms, a.work, (index, count), a.page)
+        run_arms(arms_of(a.scale, a.study, a.work), a.work, (index, count), a.page)
         return
     if not a.page_only:
-        run(a, arms)
+        run(a)
     from experiments import report
 
-    results = {s: finished(arms_of(a.scale, [s]), a.work) for s in STUDIES}  # the page shows every finished study
+    every = arms_of(a.scale, list(STUDIES), a.work)  # the page shows every finished study
+    results = {s: finished([arm for arm in every if arm.name.startswith(f"{s}-")], a.work) for s in STUDIES}
     print(f"page: {report.write(results, a.scale, a.work, a.page)}")
 
 
-def run(a: argparse.Namespace, arms: list[Arm]) -> None:
-    """Pilot (beside the ungated studies), gate, then the gated arms; work/run.json records every
-    sitting's wall time and every pilot verdict, also when the gate stops the run."""
+def run(a: argparse.Namespace) -> None:
+    """The workers over every arm; then the sweep's verdict. work/run.json records every sitting's
+    wall time and the best lrs, also when a side of the sweep failed."""
     log = a.work / "run.json"
     record = json.loads(log.read_text()) if log.exists() else {}
-    record.setdefault("sittings", []), record.setdefault("pilots", [])
+    record.setdefault("sittings", [])
     t0 = time.time()
-    pilot = [arm for arm in arms if arm.name in ("fair-dip-s0", "fair-dit-only-s0")]
-    gated = [arm for arm in arms if arm.name.startswith("fair-") and arm not in pilot]
     try:
-        run_workers(a, [arm.name for arm in arms if arm not in gated])
-        if pilot and gated:
-            result = json.loads((a.work / "fair-dip-s0" / "result.json").read_text())
-            accuracy = result["scores"].get(LAYOUT, 0.0)
-            gate = a.scale != "smoke"
-            record["pilots"].append({"steps": result["steps"], "layout_accuracy": accuracy,
-                                     "passed": accuracy >= PILOT_THRESHOLD or not gate,
-                                     **({} if gate else {"note": "smoke scale: no gate"})})
-            print(f"pilot: DiP's balanced layout accuracy {accuracy:.3f} at {result['steps']} steps "
-                  f"(threshold {PILOT_THRESHOLD}, chance 0.111)")
-            if gate and accuracy < PILOT_THRESHOLD:
-                raise SystemExit(f"pilot below threshold ({accuracy:.3f} < {PILOT_THRESHOLD}): train longer "
-                                 f"before spending the full run")
-            run_workers(a, [arm.name for arm in gated])
+        run_workers(a)
+        if "fair" in a.study:
+            best = best_lrs(finished(fair_arms(a.scale), a.work), a.scale)
+            record["best_lr"] = best
+            print(f"best lr: {', '.join(f'{k} {v:g}' for k, v in best.items()) or 'none'}")
+            missing = [label for label in FAIR_LABELS if label not in best]
+            if missing:
+                raise SystemExit(f"no lr of {', '.join(missing)} trained (every loss non-finite): no seeds were run; "
+                                 f"see the failed arms' result.json")
     finally:
         record["sittings"].append({"started": t0, "wall_s": time.time() - t0, "command": command_line()})
         write_json(log, record)

@@ -28,12 +28,12 @@ import torch
 
 from pixdiff.config import replace
 from pixdiff.data import prepare, save_grid, to_uint8
-from pixdiff.eval import METRICS, detail_ratio, psnr, run_sanity
+from pixdiff.eval import METRICS, denoising_readout, detail_ratio, psnr, run_sanity
 from pixdiff.nn import ConvUNet, HeadConfig
 from pixdiff.pipelines import load
 from pixdiff.recipe import Recipe
 from pixdiff.runtime import atomic_write
-from pixdiff.train import Trainer
+from pixdiff.train import Trainer, TrainingError, held_out
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -44,6 +44,8 @@ SANITY_SPLITS = 5
 REFERENCE_SEED = 0  # which N data images are the reference set A (and which N the halves row's B)
 SAMPLE_SEED = 1  # image i of every arm is drawn from derive_seed(1, i): the same noise for every arm
 GRID_IMAGES = 36
+READOUT_SEED = 2  # image i's fixed noise in every readout
+OVERFIT_NOISES = 16  # an overfit arm's readout: its one image under this many fixed noises
 
 
 # The regime where DiP's question arises (the fair comparison of DiP and DiT-only): as DiP-XL/16, whose width 1152 is 1.5x the 768
@@ -114,6 +116,7 @@ class Arm:
     # the P of the in-patch detail ratio and the seam score (0: the backbone's): arms compared with
     # each other must be scored at one P (Fig. 10b's DiT-only on half-width patches against DiP)
     metric_patch: int = 0
+    probes: tuple[int, ...] = ()  # steps whose checkpoints are read out while training (`probe`)
 
     def __post_init__(self) -> None:
         b = self.recipe.model.backbone
@@ -149,17 +152,36 @@ def reference(arm: Arm) -> tuple[np.ndarray, np.ndarray]:
     return images[a], labels[a]
 
 
+COMMITTED_SANITY = DOCS / "metrics_sanity.json"  # written by experiments.metrics_sanity
+
+
+def committed_sanity(source: str, image: int, patch: int, n: int) -> list[dict[str, Any]] | None:
+    """The committed sanity rows (pixel and EfficientNet parts) if they were measured on this data at
+    this size, P and N: the EfficientNet rows cost about an hour a split on 2 CPU cores."""
+    if not COMMITTED_SANITY.exists():
+        return None
+    raw = json.loads(COMMITTED_SANITY.read_text())
+    if [raw.get(k) for k in ("source", "image", "patch", "n")] != [source, image, patch, n]:
+        return None
+    return [{k: r[k] for k in ("metric", "better", "scores", "must_detect", "passes")}
+            for part in ("pixel", "effnet") for r in raw.get(part, {}).get("rows", [])]
+
+
 def sanity_rows(arm: Arm, work: Path) -> list[dict[str, Any]]:
-    """The sanity rows of the arm's data at its N and patch size (computed once per work folder)."""
+    """The sanity rows of the arm's data at its N and patch size (the committed ones where they match,
+    else computed once per work folder)."""
     b = arm.recipe.model.backbone
     source = arm.recipe.data.source.replace(":", "-")
     path = work / f"sanity-{source}-{b.image_size}px-p{arm.eval_patch}-n{arm.n_eval}.json"
     if path.exists():
         return json.loads(path.read_text())
-    images, labels = data(arm.recipe.data.source, b.image_size)
-    rows = [{"metric": r.metric, "better": r.better, "scores": r.scores, "must_detect": list(r.must_detect),
-             "passes": r.passes}
-            for r in run_sanity(images, labels, arm.n_eval, arm.eval_patch, repeats=SANITY_SPLITS, seed=REFERENCE_SEED)]
+    rows = committed_sanity(arm.recipe.data.source, b.image_size, arm.eval_patch, arm.n_eval)
+    if rows is None:
+        images, labels = data(arm.recipe.data.source, b.image_size)
+        rows = [{"metric": r.metric, "better": r.better, "scores": r.scores, "must_detect": list(r.must_detect),
+                 "passes": r.passes}
+                for r in run_sanity(images, labels, arm.n_eval, arm.eval_patch, repeats=SANITY_SPLITS,
+                                    seed=REFERENCE_SEED)]
     write_json(path, rows)
     return rows
 
@@ -183,23 +205,68 @@ class Clock:
 
 
 def train(arm: Arm, folder: Path) -> dict[str, Any]:
-    """Train (or resume) the arm's run folder to its budget; its step count and training seconds."""
+    """Train (or resume) the arm's run folder to its budget: its step count, training seconds, last
+    loss; the checkpoints at `arm.probes` are read out on the way (probes.json, kept across sittings)."""
     recipe = arm.trained_recipe
     resume = any((folder / "checkpoints").glob("step_*.pt"))
     clock = Clock(folder / "clock.json")
+    probes_file = folder / "probes.json"
+    probes = json.loads(probes_file.read_text()) if probes_file.exists() else {}
 
     def on_event(_trainer: Any, event: Any) -> bool:
         if event.kind == "step":
             clock.tick()
             return arm.wall_s is not None and clock.total >= arm.wall_s
         if event.kind in ("checkpoint", "end"):
+            clock.tick()
             clock.save()
+            if event.step in arm.probes and str(event.step) not in probes:
+                probes[str(event.step)] = probe(arm, event.path)
+                write_json(probes_file, probes)
+            clock.last = time.perf_counter()  # a probe's time is not training time
         return False
 
     with Trainer(recipe, folder, resume=resume, progress=False) as trainer:
         clock.last = time.perf_counter()
         result = trainer.fit([on_event], max_steps=recipe.train.max_steps)
-    return {"steps": result.step, "train_s": clock.total, "final_loss": result.last_loss}
+    return {"steps": result.step, "train_s": clock.total, "final_loss": result.last_loss,
+            **({"probes": probes} if arm.probes else {})}
+
+
+def readout_images(arm: Arm) -> tuple[np.ndarray, np.ndarray]:
+    """The readout's images: those the arm never trained on (data.holdout), or for an overfit arm
+    its one image, OVERFIT_NOISES times (each copy gets its own fixed noise)."""
+    images, labels = data(arm.recipe.data.source, arm.recipe.model.backbone.image_size)
+    if arm.task == "overfit":
+        return np.repeat(images[:1], OVERFIT_NOISES, 0), np.repeat(labels[:1], OVERFIT_NOISES, 0)
+    keep = held_out(len(images), arm.recipe.data.holdout).numpy()
+    if not keep.any():
+        raise ValueError(f"arm {arm.name}: no held-out images (set data.holdout) for the readout")
+    return images[keep], labels[keep]
+
+
+def readout(arm: Arm, run: Any) -> list[dict[str, float]]:
+    """The denoising readout (`pixdiff.eval.readout`) of a loaded run on the arm's readout images."""
+    images, labels = readout_images(arm)
+    dev = next(run.model.parameters()).device
+    x0 = torch.from_numpy(images).permute(0, 3, 1, 2).to(dev).float() / 127.5 - 1  # (N, C, H, W) in [-1, 1]
+    return denoising_readout(run.model, run.objective, x0, torch.from_numpy(labels).to(dev), arm.eval_patch,
+                             seed=READOUT_SEED, num_classes=run.recipe.model.backbone.num_classes)
+
+
+def probe(arm: Arm, checkpoint: Path) -> dict[str, Any]:
+    """One checkpoint of an overfit arm: the readout of its image and its samples' PSNR to it."""
+    run = load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    image = data(arm.recipe.data.source, arm.recipe.model.backbone.image_size)[0][0]
+    samples = to_uint8(run.sample(np.zeros(arm.n_eval, np.int64), seed=SAMPLE_SEED))
+    return {"readout": readout(arm, run), "psnr": [psnr(s, image, 255.0) for s in samples]}
+
+
+def curve(folder: Path) -> list[list[float]]:
+    """[step, loss, grad norm] of every logged row of the run (the window means of metrics.jsonl)."""
+    path = folder / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return [[r["step"], r["loss"], r["grad_norm"]] for r in rows if "loss" in r]
 
 
 def draw(arm: Arm, folder: Path) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -225,26 +292,35 @@ def score(arm: Arm, samples: np.ndarray, labels: np.ndarray, passing: set[str]) 
 
 
 def run_arm(arm: Arm, work: Path, page: Path = PAGE) -> dict[str, Any]:
-    """Train, sample and score one arm (or read its result.json when it is done); its sample grid
-    goes beside the page, into the folder named as the page (docs/experiments/)."""
+    """Train, sample, read out and score one arm (or read its result.json when it is done); its sample
+    grid goes beside the page, into the folder named as the page (docs/experiments/). An arm whose
+    loss turns non-finite is done as failed: its result says so and holds its curve up to there."""
     folder = work / arm.name
     done = folder / "result.json"
     if done.exists():
         return json.loads(done.read_text())
     passing = {r["metric"] for r in sanity_rows(arm, work) if r["passes"]} if arm.task == "generate" else set()
-    trained = train(arm, folder)
+    head = {"arm": arm.name, "label": arm.label, "seed": arm.seed, "lr": arm.recipe.train.lr, "contrast": arm.contrast,
+            "task": arm.task, "n_eval": arm.n_eval}
+    try:
+        trained = train(arm, folder)
+    except TrainingError as e:
+        print(f"arm {arm.name} failed: {e}", file=sys.stderr)
+        failed = {**head, "failed": str(e), "curve": curve(folder), "environment": environment()}
+        write_json(done, failed)
+        return failed
     samples, labels, sample_s, params = draw(arm, folder)
     grid = save_grid(samples[:GRID_IMAGES], page.with_suffix("") / f"{arm.name}.png", nrow=9)
     batch = arm.recipe.train.global_batch
     result = {
-        "arm": arm.name, "label": arm.label, "seed": arm.seed, "contrast": arm.contrast, "task": arm.task,
-        "params": params,
+        **head, "params": params,
         **trained, "train_img_per_s": trained["steps"] * batch / trained["train_s"],
-        "sample_s": sample_s, "sample_img_per_s": arm.n_eval / sample_s, "n_eval": arm.n_eval,
+        "sample_s": sample_s, "sample_img_per_s": arm.n_eval / sample_s,
         "sampler": {k: getattr(arm.recipe.sample, k) for k in ("solver", "steps", "cfg_scale", "cfg_interval",
                                                                "time_shift")},
         "scores": score(arm, samples, labels, passing), "grid": grid.relative_to(page.parent).as_posix(),
-        "environment": environment(),
+        "readout": readout(arm, load(folder, device="cuda" if torch.cuda.is_available() else "cpu")),
+        "curve": curve(folder), "environment": environment(),
     }
     write_json(done, result)
     return result

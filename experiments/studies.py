@@ -42,9 +42,13 @@ from pixdiff.recipe import (
 
 SEEDS = (0, 1, 2)
 LAYOUT = "balanced layout accuracy, 10-NN on 8x8 block means"
-# the pilot's bar, set before the run: chance is 1/9 = 0.111 (9 OpenMoji groups) and shuffled labels
-# scored 0.096-0.123 over 5 splits at N = 300, so 0.2 is far outside what a model blind to the class gets
-PILOT_THRESHOLD = 0.2
+# The learning-rate rule, fixed before the sweep: each arm (DiP, DiT-only) trains seed 0 at every
+# lr of Size.lrs for the study's step budget, and its best lr is the one with the lowest mean
+# training loss over the last fifth of the logged steps. Both arms minimise the same MSE on the
+# same v-target with the same t draws and data order, so within an arm the loss ranks the lrs; an
+# lr whose loss turns non-finite is reported as failed and never chosen.
+TAIL = 0.2
+HOLDOUT = 10  # data.holdout: every 10th OpenMoji image (394 of 3,944) is never trained on: the readout's images
 
 
 @dataclass(frozen=True)
@@ -56,29 +60,31 @@ class Size:
     heads: int
     head_width: int  # DiP's conv U-Net: encoder widths head_width * 2^i, log2(P) stages (bottleneck >= 2/3 x 3 P²)
     batch: int
-    steps: int  # the fair study's step budget per arm
-    family_wall_s: float  # the family study's training budget per arm
+    steps: int  # the fair and family studies' step budget per arm
+    lrs: tuple[float, ...]  # the sweep (the previous runs' single lr, 1e-3, in the middle)
     n_eval: int
     sample_steps: int
 
 
 SIZES: dict[str, Size] = {
-    # one 8 x 8 patch = 192 values; one DiP step ~0.67 s and one DiT-only step ~0.42 s at batch 32
-    # with one thread each while two arms train side by side (measured on the 2-core machine)
-    # (the head's base width was 16 until the head rule: bottleneck 64 for 192 values, 1/3)
-    "cpu": Size(64, 8, 288, 3, 6, 32, 32, 2000, 360.0, 300, 25),
+    # one 8 x 8 patch = 192 values. One DiP step 1.42 s and one DiT-only step 0.78 s at batch 32, with one
+    # thread each while both train side by side (measured 2026-12-07 on the 2-core machine; the head's
+    # base width was 16 until the head rule): 500 steps is what 3 lrs + 2 seeds of both arms cost in ~1 h
+    "cpu": Size(64, 8, 288, 3, 6, 32, 32, 500, (3e-4, 1e-3, 3e-3), 300, 25),
     # DiP-XL/16's patch (768 values) and width (1152) at 256 px, 12 blocks instead of 28
-    # estimated, never run: ~0.1 s a step -> fair 6 x 1,500 steps ~15 min, family 5 x 300 s = 25 min,
-    # fig10b 3 x 1,500 steps at 1,024 tokens (~0.3 s) ~22 min, Fig. 3 ~10 min, sampling 14 x 1,000
-    # images ~12 min: ~1.4 H100-hours in all
-    "gpu": Size(256, 16, 1152, 12, 16, 64, 64, 1500, 300.0, 1000, 100),
-    "smoke": Size(32, 4, 72, 1, 2, 16, 4, 2, 1.0, 12, 2),
+    # estimated, never run: ~0.1 s a step -> fair 10 x 1,500 steps ~25 min, family 4 x 1,500 ~10 min,
+    # fig10b 3 x 1,500 steps at 1,024 tokens (~0.3 s) ~22 min, Fig. 3 ~10 min, sampling 17 x 1,000
+    # images ~15 min: ~1.4 H100-hours in all
+    "gpu": Size(256, 16, 1152, 12, 16, 64, 64, 1500, (1e-4, 3e-4, 1e-3), 1000, 100),
+    "smoke": Size(32, 4, 72, 1, 2, 16, 4, 2, (1e-3, 2e-3), 12, 2),
 }
 
 
-def fair_base(scale: Scale) -> Recipe:
-    """DiP at this scale: the paper's objective (flow matching, v-prediction, logit-normal t) and
-    sampler (Euler, CFG 4.0 on (0.1, 1)), per-patch conv U-Net head, balanced OpenMoji groups."""
+def fair_base(scale: Scale, lr: float = 1e-3) -> Recipe:
+    """DiP at this scale: flow matching with v-prediction, as the authors' code trains it (the
+    paper's text says the head predicts the noise component; logit-normal t also comes from the
+    code), the paper's sampler (Euler, CFG 4.0 on (0.1, 1)), the paper's per-patch conv U-Net
+    head, balanced OpenMoji groups with every 10th image held out."""
     z = SIZES[scale]
     return Recipe(
         name=f"fair_dip_{scale}",
@@ -88,24 +94,60 @@ def fair_base(scale: Scale) -> Recipe:
             head=ConvUNet(depth=z.patch.bit_length() - 1, width=z.head_width, scope="patch"),
         ),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.1),
-        train=TrainConfig(global_batch=z.batch, max_steps=z.steps, lr=1e-3, warmup_steps=min(100, z.steps),
+        train=TrainConfig(global_batch=z.batch, max_steps=z.steps, lr=lr, warmup_steps=min(100, z.steps),
                           weight_decay=0.0, grad_clip=1.0, ema_decays=(0.995,),
                           precision="bf16" if scale == "gpu" else "fp32", num_workers=0,
-                          log_every=min(50, z.steps), ckpt_every=min(200, z.steps), sample_every=0),
-        data=DataConfig(source="openmoji", flip=False, balance_classes=True),
+                          log_every=min(10, z.steps), ckpt_every=min(100, z.steps), sample_every=0),
+        data=DataConfig(source="openmoji", flip=False, balance_classes=True, holdout=HOLDOUT),
         sample=SampleConfig(steps=z.sample_steps, solver="euler", cfg_scale=4.0, cfg_interval=(0.1, 1.0),
                             grid_images=36),
     )
 
 
-def fair_arms(scale: Scale) -> list[Arm]:
-    """DiP and DiT-only, 3 seeds each: the same backbone, data order (seeded by the arm's seed),
-    steps and sampler; only the output module differs."""
-    base, n = fair_base(scale), SIZES[scale].n_eval
-    dit_only = replace(base, name=f"fair_dit_only_{scale}", **{"model.head": DiTFinalLayer()})
-    return [arm for seed in SEEDS for arm in (
-        Arm(f"fair-dip-s{seed}", base, "DiP", seed=seed, n_eval=n),
-        Arm(f"fair-dit-only-s{seed}", dit_only, "DiT-only", seed=seed, n_eval=n))]
+def lr_name(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
+def fair_arm(scale: Scale, label: str, lr: float, seed: int) -> Arm:
+    """DiP or DiT-only at one lr and seed: the same backbone, data order (seeded by the seed), steps
+    and sampler; only the output module differs."""
+    base = fair_base(scale, lr)
+    recipe = base if label == "DiP" else replace(base, name=f"fair_dit_only_{scale}", **{"model.head": DiTFinalLayer()})
+    return Arm(f"fair-{'dip' if label == 'DiP' else 'dit-only'}-lr{lr_name(lr)}-s{seed}", recipe, label, seed=seed,
+               n_eval=SIZES[scale].n_eval)
+
+
+FAIR_LABELS = ("DiP", "DiT-only")
+
+
+def fair_arms(scale: Scale, best: dict[str, float] | None = None) -> list[Arm]:
+    """The sweep (seed 0 of both arms at every lr), then, for each arm whose best lr is known (`best`,
+    from `best_lrs`), its other seeds at that lr."""
+    sweep = [fair_arm(scale, label, lr, SEEDS[0]) for lr in SIZES[scale].lrs for label in FAIR_LABELS]
+    return sweep + [fair_arm(scale, label, (best or {})[label], seed) for label in FAIR_LABELS
+                    if label in (best or {}) for seed in SEEDS[1:]]
+
+
+def tail_loss(result: dict) -> float:
+    """Mean training loss over the last TAIL of the arm's logged steps (nan if it failed)."""
+    curve = result.get("curve") or []
+    if result.get("failed") or not curve:
+        return float("nan")
+    last = curve[-1][0]
+    tail = [loss for step, loss, _ in curve if step > (1 - TAIL) * last]
+    return sum(tail) / len(tail)
+
+
+def best_lrs(results: list[dict], scale: Scale) -> dict[str, float]:
+    """Each arm's best lr by the rule above, for the arms whose whole sweep has finished; an arm none
+    of whose lrs trained (every loss non-finite) is left out."""
+    lrs, best = SIZES[scale].lrs, {}
+    for label in FAIR_LABELS:
+        sweep = {r["lr"]: tail_loss(r) for r in results if r["label"] == label and r["seed"] == SEEDS[0]}
+        finite = {lr: v for lr, v in sweep.items() if v == v}
+        if set(sweep) >= set(lrs) and finite:
+            best[label] = min(finite, key=finite.get)
+    return best
 
 
 VARIANT = "variant: s_i enters every head stage (the project's FiLM), not only the bottleneck as in the paper"
@@ -144,74 +186,89 @@ def family_recipe(spec: str, scale: Scale) -> Recipe:
 
 FAMILY = (("DiP", "emoji_tiny"), ("JiT", "jit:tiny"), ("PixNerd", "pixnerd:tiny"), ("PixelDiT", "pixeldit:tiny"),
           ("DeCo", "deco:tiny"))
+FAMILY_LR = 1e-3  # every family member's lr (untuned; DiP's row is the fair sweep's DiP arm at this lr)
 
 
-def family_arms(scale: Scale) -> list[Arm]:
-    """One arm per family member, each trained for the same wall-clock budget."""
-    z = SIZES[scale]
-    arms = []
-    for label, spec in FAMILY:
-        recipe = fair_base(scale) if label == "DiP" else family_recipe(spec, scale)
-        recipe = replace(recipe, **{"train.max_steps": 10**9})  # the wall budget ends training
-        arms.append(Arm(f"family-{label.lower()}", recipe, label, n_eval=z.n_eval, wall_s=z.family_wall_s))
-    return arms
+def family_arms(scale: Scale, best: dict[str, float] | None = None) -> list[Arm]:
+    """JiT, PixNerd, PixelDiT and DeCo, one seed each, for the fair study's step budget at FAMILY_LR;
+    DiP's row and its seed spread at that budget come from the fair study."""
+    return [Arm(f"family-{label.lower()}", family_recipe(spec, scale), label, n_eval=SIZES[scale].n_eval)
+            for label, spec in FAMILY if label != "DiP"]
 
 
 PHOTO = Path(__file__).resolve().parent / "data" / "astronaut"  # a flat folder: one image, one class
+# the CPU's image: the 64 px OpenMoji image with the most in-patch high-pass energy (its README says how chosen)
+EMOJI = Path(__file__).resolve().parent / "data" / "fig3-openmoji"
+PROBE_STEPS = (250, 500, 1000, 2000, 3000)  # where the CPU's Fig. 3 reads out its checkpoints
 
 
 @dataclass(frozen=True)
 class OverfitSize:
-    image: int  # 64 tokens at 128 px: the issue's floor, and a CPU step under a second
-    width: int  # 1152: DiP-XL/16's
+    source: Path
+    image: int
+    patch: int
+    width: int
     depth: int
+    heads: int
+    head_width: int  # conv U-Net of log2(P) stages, bottleneck head_width * P / 2 (>= 2/3 x 3 P²)
     batch: int
     steps: int
+    lr: float
+    ema: float
     n_eval: int
     sample_steps: int
+    probes: tuple[int, ...] = ()  # steps whose checkpoints are read out (readout bands and sample PSNR)
 
 
-# Not on the CPU (fig3_arms("cpu") is empty): two attempts there drew noise from both models, PSNR
-# 7.5-7.8 dB to the photo (docs/experiments/fig3_cpu_attempts.json): 2 blocks, batch 4, 200 steps,
-# lr 2e-4, EMA 0.99 (losses 0.41 DiP / 0.23 DiT-only, still falling), then 1 block, batch 2, 300
-# steps, lr 5e-4, EMA 0.9 (0.28 / 0.20). Width 1152 and DiP's head (1.1 s a step, 3x the 1-block DiT)
-# leave a CPU hours from a memorised photo; the GPU scale trains 12 blocks for 2,000 steps.
-OVERFIT_SIZES = {"cpu": OverfitSize(128, 1152, 1, 2, 600, 8, 25), "gpu": OverfitSize(256, 1152, 12, 16, 2000, 16, 100),
-                 "smoke": OverfitSize(128, 64, 1, 2, 2, 2, 2)}
+# "cpu" is the fair study's size (64 px, P = 8, width 288, 3 blocks, head base width 32) on one
+# OpenMoji image; batch 4 keeps 3,000 steps of both arms and 2 seeds within ~35 worker-minutes.
+# The 256 px / P = 16 / width-1152 version needs a GPU: two CPU attempts at width 1152 drew noise from
+# both models after 200 and 300 steps (docs/experiments/fig3_cpu_attempts.json).
+OVERFIT_SIZES = {
+    "cpu": OverfitSize(EMOJI, 64, 8, 288, 3, 6, 32, 4, 3000, 1e-3, 0.99, 8, 25, PROBE_STEPS),
+    "gpu": OverfitSize(PHOTO, 256, 16, 1152, 12, 16, 64, 16, 2000, 5e-4, 0.9, 16, 100, (250, 500, 1000, 2000)),
+    "smoke": OverfitSize(EMOJI, 32, 4, 72, 1, 2, 16, 2, 2, 1e-3, 0.9, 2, 2, (1, 2)),
+}
+FIG3_SEEDS = (0, 1)
+# Fig. 3's decision rule, written before the run: the mechanism is reproduced if at every probed
+# checkpoint from 1,000 steps on (a) at every noise level t >= 0.6 each DiP seed's high-band
+# (in-patch) MSE of the one-step estimate is below each DiT-only seed's, and (b) each DiP seed's mean
+# sample PSNR to the image is above each DiT-only seed's; otherwise the page says the effect is
+# absent at this scale (and which part failed where).
+FIG3_FROM_STEP, FIG3_MIN_T = 1000, 0.6
 
 
-def fig3_arms(scale: Scale) -> list[Arm]:
-    """DiP-XL/16's patch (16 px, 768 values), width (1152, 16 heads) and head (conv U-Net, 4 stages
-    of base width 64), fewer blocks; no label dropout or guidance (one image, one class); the paper's
-    objective; Euler sampling from fresh noise, each sample scored against the photo."""
-    if scale == "cpu":
-        return []
+def fig3_arms(scale: Scale, best: dict[str, float] | None = None) -> list[Arm]:
+    """Overfit one image (Fig. 3): DiP against DiT-only on the same backbone, steps and lr; no label
+    dropout or guidance (one image, one class); Euler sampling from fresh noise, each sample scored
+    against the image; at the CPU size, checkpoints are read out at PROBE_STEPS."""
     z = OVERFIT_SIZES[scale]
     dip = Recipe(
         name=f"fig3_dip_{scale}",
         model=ModelConfig(
-            backbone=DiTConfig(depth=z.depth, dim=z.width, num_heads=16, patch_size=16, image_size=z.image,
+            backbone=DiTConfig(depth=z.depth, dim=z.width, num_heads=z.heads, patch_size=z.patch, image_size=z.image,
                                num_classes=1),
-            head=ConvUNet(depth=4, width=64, scope="patch"),
+            head=ConvUNet(depth=z.patch.bit_length() - 1, width=z.head_width, scope="patch"),
         ),
         objective=FlowMatching(t_sampling="logit_normal", label_dropout=0.0),
-        train=TrainConfig(global_batch=z.batch, max_steps=z.steps, lr=5e-4, warmup_steps=min(50, z.steps),
-                          weight_decay=0.0, grad_clip=1.0, ema_decays=(0.9,),
+        train=TrainConfig(global_batch=z.batch, max_steps=z.steps, lr=z.lr, warmup_steps=min(50, z.steps),
+                          weight_decay=0.0, grad_clip=1.0, ema_decays=(z.ema,),
                           precision="bf16" if scale == "gpu" else "fp32", num_workers=0,
-                          log_every=min(25, z.steps), ckpt_every=min(100, z.steps), sample_every=0),
-        data=DataConfig(source=str(PHOTO), flip=False),
+                          log_every=min(25, z.steps), ckpt_every=min(250, z.steps), sample_every=0),
+        data=DataConfig(source=str(z.source), flip=False),
         sample=SampleConfig(steps=z.sample_steps, solver="euler", cfg_scale=1.0, cfg_interval=(0.0, 1.0),
                             grid_images=16),
     )
     dit_only = replace(dip, name=f"fig3_dit_only_{scale}", **{"model.head": DiTFinalLayer()})
     contrast = "smoke: the plumbing only, too narrow to measure anything" if scale == "smoke" else ""
-    return [arm for seed in SEEDS for arm in (
-        Arm(f"fig3-dip-s{seed}", dip, "DiP", seed=seed, n_eval=z.n_eval, contrast=contrast, task="overfit"),
+    return [arm for seed in FIG3_SEEDS for arm in (
+        Arm(f"fig3-dip-s{seed}", dip, "DiP", seed=seed, n_eval=z.n_eval, contrast=contrast, task="overfit",
+            probes=z.probes),
         Arm(f"fig3-dit-only-s{seed}", dit_only, "DiT-only", seed=seed, n_eval=z.n_eval, contrast=contrast,
-            task="overfit"))]
+            task="overfit", probes=z.probes))]
 
 
-def fig10b_arms(scale: Scale) -> list[Arm]:
+def fig10b_arms(scale: Scale, best: dict[str, float] | None = None) -> list[Arm]:
     """Fig. 10b's question with its token counts (256 and 1,024): is DiP on large patches as good as a
     DiT-only model on patches half as wide, four times as many tokens? DiT-only at P / 2 against
     the fair study's DiP arms (same seeds, backbone width, steps, sampler). Both sides stay in the
@@ -222,7 +279,7 @@ def fig10b_arms(scale: Scale) -> list[Arm]:
         return []
     z = SIZES[scale]
     half = z.patch // 2
-    dit = replace(fair_base(scale), name=f"fig10b_dit_only_p{half}_{scale}",
+    dit = replace(fair_base(scale, (best or {}).get("DiT-only", FAMILY_LR)), name=f"fig10b_dit_only_p{half}_{scale}",
                   **{"model.head": DiTFinalLayer(), "model.backbone.patch_size": half})
     return [Arm(f"fig10b-dit-only-p{half}-s{seed}", dit, f"DiT-only/{half}", seed=seed, n_eval=z.n_eval,
                 metric_patch=z.patch) for seed in SEEDS]

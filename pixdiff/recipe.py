@@ -116,6 +116,9 @@ class DataConfig:
     on_error: Literal["skip", "stop"] = "skip"
     small: Literal["upscale", "reject"] = "upscale"
     balance_classes: bool = False  # draw every class equally often (see train.epoch_order)
+    # K >= 2: every K-th image (index % K == 0, ~1/K of each class) is never trained on, for
+    # `pixdiff eval-readout --held-out`; 0: train on all
+    holdout: int = 0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -123,6 +126,7 @@ class DataConfig:
         name, colon, labels = self.source.partition(":")
         require(self, "source", name != "openmoji" or not colon or labels in OPENMOJI_LABELS,
                 f"openmoji labels are {', '.join(OPENMOJI_LABELS)} (e.g. openmoji:subgroup)")
+        require(self, "holdout", self.holdout == 0 or self.holdout >= 2, "must be 0 (none) or K >= 2 (every K-th image)")
         require(self, "cache_dir", self.cache_dir is None or bool(self.cache_dir.strip()),
                 "must name a folder (or none: the cache home)")
 

@@ -162,3 +162,25 @@ def test_eval_readout_writes_its_json_and_refuses_bad_input_in_one_line(tiny_run
         res = cli(*base, *(["--out", str(tmp_path / "x.json")] if "--out" not in bad else []), *bad)
         assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_held_out_readout_chooses_only_images_the_run_never_trained_on(tiny_run, tmp_path):
+    from pixdiff.checkpoints import store
+    from pixdiff.config import replace
+    from pixdiff.config.tree import from_dict, to_dict
+
+    state = store.torch_load(tiny_run / "tiny.pt")
+    data = str(tiny_run / "data")
+    recipe = replace(from_dict(state["recipe"]), **{"data.source": data, "data.holdout": 2})
+    store.save({**state, "recipe": to_dict(recipe)}, tmp_path / "held.pt")
+    base = ["eval-readout", "--data", data, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--held-out",
+            "--t", "0.5"]
+    res = cli(*base, str(tmp_path / "held.pt"), "--n", "4", "--out", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads((tmp_path / "r.json").read_text())
+    assert got["held_out"] is True and got["n"] == 4 and math.isfinite(got["rows"][0]["psnr_high"])
+    for args, message in (([str(tmp_path / "held.pt"), "--n", "5"], "more than the 4 held-out images"),
+                          ([str(tiny_run / "tiny.pt"), "--n", "2"], "data.holdout >= 2")):
+        res = cli(*base, *args, "--out", str(tmp_path / "x.json"))
+        assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "x.json").exists()

@@ -21,6 +21,7 @@ from pixdiff.data.stream import (
     epoch_order,
     flips,
     global_batch_indices,
+    held_out,
 )
 
 CPU = torch.device("cpu")
@@ -69,6 +70,24 @@ def test_stream_equals_the_reference_for_any_workers_and_start(seed, n, classes,
         x, y, positions = reference(images, labels, step=step, micro=micro, balance=balance, **setting)
         assert mb.positions == positions and mb.x.dtype == torch.float32 and mb.y.dtype == torch.int64
         assert torch.equal(mb.x, x) and torch.equal(mb.y, y)
+
+
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 2**31), n=st.integers(2, 40), classes=st.integers(1, 5), every=st.integers(2, 5),
+       balance=st.booleans(), workers=st.sampled_from([0, 2]))
+def test_a_subset_stream_is_the_stream_of_the_subset(seed, n, classes, every, balance, workers):
+    """data.holdout's path: drawing from `subset` gives exactly the batches of the data set cut to it,
+    so a held-out image never enters a batch."""
+    images, labels = data(n, classes, seed)
+    keep = (~held_out(n, every)).nonzero().flatten()
+    setting = dict(seed=seed, global_batch=4, grad_accum=1, rank=0, world=1, flip=True, balance_classes=balance,
+                   device=CPU)
+    with BatchStream(images, labels, **setting, num_workers=workers, subset=keep) as cut, \
+            BatchStream(images[keep], labels[keep], **setting) as whole:
+        for _ in range(6):
+            a, b = next(cut), next(whole)
+            assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert held_out(n, every).sum() == len(range(0, n, every)) and not held_out(n, 0).any()
 
 
 @settings(deadline=None, max_examples=30)
@@ -183,3 +202,25 @@ def test_training_with_workers_repeats_training_without(tmp_path: Path):
         assert data_threads() == []  # run() closes its stream
     for k, v in weights[0].items():
         assert torch.equal(v, weights[1][k]), k
+
+
+def test_a_trainer_with_holdout_never_draws_a_held_out_image(tmp_path: Path):
+    from pixdiff.recipe import load_recipe
+    from pixdiff.runtime.distributed import Dist
+    from pixdiff.train import Trainer
+
+    rng = np.random.default_rng(1)
+    for k in range(2):
+        (tmp_path / "imgs" / f"c{k}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{k}" / f"{i}.png")
+    recipe = load_recipe("emoji_tiny", ["model.backbone.depth=1", "model.backbone.dim=16", "model.backbone.num_heads=2",
+                                        "model.backbone.image_size=16", "model.head.width=4", "train.global_batch=4",
+                                        "train.sample_every=0", f"data.source={tmp_path / 'imgs'}",
+                                        f"data.cache_dir={tmp_path / 'cache'}", "data.flip=false", "data.holdout=3"])
+    with Trainer(recipe, tmp_path / "run", Dist(), progress=False) as trainer:
+        cache = trainer.cache
+        pixels = cache.images.float().div(127.5).sub(1.0).flatten(1)  # (12, 3 * 16 * 16)
+        drawn = {int((pixels == row.flatten()).all(1).nonzero()) for _ in range(12) for row in next(trainer.stream).x}
+    out = set(held_out(len(pixels), 3).nonzero().flatten().tolist())
+    assert out == {0, 3, 6, 9} and drawn and not drawn & out and drawn <= set(range(12)) - out

@@ -4,6 +4,7 @@ run of every study at --scale smoke (train, resume, sample, score, page) through
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,18 @@ from hypothesis import strategies as st
 
 from experiments.report import verdict
 from experiments.scaffold import Arm, head_problem, regime_problem
-from experiments.studies import every_stage_variant, fair_arms, fair_base, family_arms, fig3_arms, fig10b_arms
+from experiments.studies import (
+    FAMILY_LR,
+    SIZES,
+    best_lrs,
+    every_stage_variant,
+    fair_arms,
+    fair_base,
+    family_arms,
+    fig3_arms,
+    fig10b_arms,
+    tail_loss,
+)
 from pixdiff.config import replace
 from pixdiff.nn import ConvUNet, DiTFinalLayer
 
@@ -32,26 +44,43 @@ def test_arms_outside_the_fair_regime_are_refused_unless_labelled_a_contrast():
     assert Arm("narrow", narrow, "DiT-only", contrast="the narrow-width contrast").contrast
 
 
+BEST = {"DiP": 3e-4, "DiT-only": 3e-3}
+
+
 @pytest.mark.parametrize("scale", ["cpu", "gpu"])
 def test_every_measured_arm_is_in_the_regime_and_pairs_differ_only_in_the_head(scale):
-    arms = fair_arms(scale) + family_arms(scale) + fig3_arms(scale) + fig10b_arms(scale)
+    arms = fair_arms(scale, BEST) + family_arms(scale) + fig3_arms(scale) + fig10b_arms(scale, BEST)
     assert all(not a.contrast for a in arms) and len({a.name for a in arms}) == len(arms)
-    for pair in (fair_arms(scale), fig3_arms(scale)):  # fig3 is GPU-only
+    sweep = fair_arms(scale)
+    assert sorted({a.recipe.train.lr for a in sweep}) == sorted(SIZES[scale].lrs) and {a.seed for a in sweep} == {0}
+    for pair in (sweep, fig3_arms(scale)):
         for dip, dit in zip(pair[::2], pair[1::2]):
             assert dip.seed == dit.seed and dip.recipe.train == dit.recipe.train
             assert dip.recipe.model.backbone == dit.recipe.model.backbone and dip.recipe.sample == dit.recipe.sample
             assert type(dip.recipe.model.head).__name__ == "ConvUNet" != type(dit.recipe.model.head).__name__
-    for dip, dit in zip(fair_arms(scale)[::2], fig10b_arms(scale)):  # Fig. 10b: only the patch and head differ
-        assert dit.seed == dip.seed and dit.recipe.train == dip.recipe.train and dit.recipe.sample == dip.recipe.sample
-        assert dit.recipe.model.backbone.patch_size * 2 == dip.recipe.model.backbone.patch_size
-    assert (fig10b_arms(scale) == []) == (scale == "cpu") == (fig3_arms(scale) == [])
+    seeds = fair_arms(scale, BEST)[len(sweep):]  # each side's other seeds at its own best lr
+    assert {(a.label, a.seed, a.recipe.train.lr) for a in seeds} == {(k, s, v) for k, v in BEST.items() for s in (1, 2)}
+    for dit in fig10b_arms(scale, BEST):  # Fig. 10b: DiT-only at its best lr on half-width patches
+        assert dit.recipe.train.lr == BEST["DiT-only"] and dit.recipe.sample == fair_base(scale).sample
+        assert dit.recipe.model.backbone.patch_size * 2 == fair_base(scale).model.backbone.patch_size
+    assert (fig10b_arms(scale) == []) == (scale == "cpu") and len(fig3_arms(scale)) == 4
     family = family_arms(scale)
-    assert {a.recipe.sample for a in family} == {fair_base(scale).sample} and len({a.wall_s for a in family}) == 1
+    assert {a.recipe.sample for a in family} == {fair_base(scale).sample}
+    assert {a.recipe.train for a in family} == {fair_base(scale, FAMILY_LR).train}  # the same steps and lr
 
 
-def test_every_family_model_is_within_10_percent_of_dips_parameter_count():
-    counts = {a.label: sum(p.numel() for p in a.recipe.model.build().parameters()) for a in family_arms("cpu")}
-    assert all(abs(n / counts["DiP"] - 1) < 0.10 for n in counts.values()), counts
+def test_the_best_lr_is_the_lowest_tail_loss_and_a_non_finite_arm_is_never_chosen():
+    def result(label, lr, losses, failed=False):
+        curve = [[10 * (i + 1), v, 1.0] for i, v in enumerate(losses)]
+        return {"label": label, "seed": 0, "lr": lr, "curve": curve, **({"failed": "loss is nan"} if failed else {})}
+    lrs = SIZES["cpu"].lrs
+    # only the last fifth of the logged steps counts: an early lead does not
+    dip = [result("DiP", lrs[0], [0.1] * 8 + [0.5, 0.5]), result("DiP", lrs[1], [0.9] * 8 + [0.3, 0.3]),
+           result("DiP", lrs[2], [0.01] * 10, failed=True)]
+    dit = [result("DiT-only", lr, [0.2] * 10) for lr in lrs[:2]]  # its sweep is not finished
+    assert best_lrs(dip + dit, "cpu") == {"DiP": lrs[1]}
+    assert tail_loss(dip[0]) == pytest.approx(0.5) and tail_loss(dip[2]) != tail_loss(dip[2])
+    assert best_lrs([result("DiP", lr, [1.0], failed=True) for lr in lrs], "cpu") == {}
 
 
 def test_verdict_needs_every_seed_on_one_side():
@@ -68,24 +97,51 @@ def test_smoke_run_of_every_study_resumes_and_writes_the_page(tmp_path):
     cmd = [sys.executable, "-m", "experiments.run_all", "--scale", "smoke", "--work", str(work), "--page", str(page)]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    names = [a.name for a in fair_arms("smoke") + family_arms("smoke") + fig3_arms("smoke") + fig10b_arms("smoke")]
-    results = {n: json.loads((work / n / "result.json").read_text()) for n in names}
+    sweep = [json.loads((work / a.name / "result.json").read_text()) for a in fair_arms("smoke")]
+    best = best_lrs(sweep, "smoke")
+    assert set(best) == {"DiP", "DiT-only"} and json.loads((work / "run.json").read_text())["best_lr"] == best
+    arms = fair_arms("smoke", best) + family_arms("smoke") + fig3_arms("smoke") + fig10b_arms("smoke", best)
+    results = {a.name: json.loads((work / a.name / "result.json").read_text()) for a in arms}
     assert all(r["steps"] >= 1 and r["n_eval"] >= 2 and (page.parent / r["grid"]).is_file() for r in results.values())
-    assert results["fair-dip-s1"]["seed"] == 1 and results["fig3-dip-s0"]["task"] == "overfit"
+    for r in results.values():  # the curve and the readout of every arm; an overfit arm's probes
+        assert [c[0] for c in r["curve"]] == sorted({c[0] for c in r["curve"]}) and len(r["readout"]) == 5
+        assert all(math.isfinite(x["psnr_high"]) for x in r["readout"])
+    assert list(results["fig3-dip-s0"]["probes"]) == ["2"] and results["fig3-dip-s0"]["task"] == "overfit"
+    seeds = {(r["label"], r["seed"], r["lr"]) for r in results.values() if r["arm"].startswith("fair-")}
+    assert {(k, s, v) for k, v in best.items() for s in (0, 1, 2)} <= seeds
     text = page.read_text()
-    for heading in ("## The regime", "## Metrics and their sanity rows", "## DiT-only against DiP",
-                    "## The family at one budget", "## Fig. 3", "## Fig. 10b: DiP against DiT-only/2"):
+    for heading in ("## The regime", "## Metrics and their sanity rows", "## Each side at its best learning rate",
+                    "## DiT-only against DiP", "## The family at an equal step budget", "## Fig. 3",
+                    "## The paper's claims at this scale"):
         assert heading in text
-    for r in results.values():  # every grid the page links exists beside it
+    shown = [r for r in results.values() if not r["arm"].startswith("fair-") or r["lr"] == best[r["label"]]]
+    assert "## Fig. 10b: DiP against DiT-only/2" in text and len(shown) > 10
+    for r in shown:  # every grid and figure the page links exists beside it
         assert f"]({r['grid']})" in text
+    for png in ("lr_sweep.png", "fair_curves.png", "fig3_curves.png"):
+        assert f"/{png})" in text and (page.with_suffix("") / png).is_file()
     # resume: a finished arm is never rerun; an unfinished one is (from its checkpoint)
-    (work / "fair-dit-only-s2" / "result.json").unlink()
-    kept = (work / "fair-dip-s0" / "result.json").stat().st_mtime_ns
+    redo, keep = fair_arms("smoke", best)[-1].name, fair_arms("smoke")[0].name
+    (work / redo / "result.json").unlink()
+    kept = (work / keep / "result.json").stat().st_mtime_ns
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (work / "fair-dit-only-s2" / "result.json").exists()
-    assert (work / "fair-dip-s0" / "result.json").stat().st_mtime_ns == kept
+    assert (work / redo / "result.json").exists()
+    assert (work / keep / "result.json").stat().st_mtime_ns == kept
     assert len(json.loads((work / "run.json").read_text())["sittings"]) == 2
+
+
+def test_an_arm_whose_loss_turns_non_finite_is_recorded_as_failed_and_the_study_goes_on(tmp_path, monkeypatch):
+    from experiments import scaffold
+
+    arm = fair_arms("smoke")[0]
+    monkeypatch.setattr(scaffold, "sanity_rows", lambda arm, work: [])
+    nan = replace(arm.recipe, **{"train.lr": 1e30, "train.grad_clip": 0.0, "train.warmup_steps": 0,
+                                 "train.max_steps": 3})
+    result = scaffold.run_arm(Arm(arm.name, nan, arm.label), tmp_path, tmp_path / "page.md")
+    assert "not finite" in result["failed"] or "loss is" in result["failed"]
+    assert json.loads((tmp_path / arm.name / "result.json").read_text()) == result and tail_loss(result) != tail_loss(result)
+    assert best_lrs([result], "smoke") == {}
 
 
 # ---------------------------------------------------------------- the fair regime
@@ -144,5 +200,5 @@ def test_a_narrow_head_or_every_stage_s_is_refused_unless_labelled():
         Arm("film", film, "DiP")
     variant = every_stage_variant(fair_arms("cpu")[0])
     assert variant.recipe.model.head.s_injection == "every_stage" and variant.contrast.startswith("variant")
-    assert variant.label == "DiP, every-stage s_i" and variant.name == "fair-dip-s0-every-stage"
+    assert variant.label == "DiP, every-stage s_i" and variant.name == "fair-dip-lr3e-4-s0-every-stage"
     assert variant.recipe.train == fair_arms("cpu")[0].recipe.train

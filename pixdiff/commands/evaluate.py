@@ -195,6 +195,9 @@ def readout(
     weights: Annotated[Literal["ema", "raw"], typer.Option(help="'ema' (default) or 'raw' weights.")] = "ema",
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images of each class.", min=1,
                                                  max=10_000_000)] = None,
+    held_out: Annotated[bool, typer.Option("--held-out", help=(
+        "Choose only among the images the run never trained on (its data.holdout); --data must be its source."))
+    ] = False,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
@@ -206,7 +209,7 @@ def readout(
         fail(f"--out {out} is a folder; name a JSON file")
     with reported(ValueError):
         rows, meta = run_readout(source, data, n, tuple(t or ()), labels, seed, batch_size, weights, limit,
-                                 cache_dir, device)
+                                 cache_dir, device, held_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(out, text=True) as f:
             f.write(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
@@ -221,22 +224,31 @@ def readout(
 
 
 def run_readout(source: Path, data: str, n: int, times: tuple[float, ...], labels: str, seed: int, batch_size: int,
-                weights: str, limit: int | None, cache_dir: Path | None, device: str | None) -> tuple[list, dict]:
-    """Load the run, decode --data at its resolution, pick N images, and read out (`eval.readout`)."""
+                weights: str, limit: int | None, cache_dir: Path | None, device: str | None,
+                held_out: bool = False) -> tuple[list, dict]:
+    """Load the run, decode --data at its resolution, pick N images (among its held-out ones with
+    `held_out`), and read out (`eval.readout`)."""
     import numpy as np
     import torch
 
     from pixdiff.data import prepare
+    from pixdiff.data.stream import held_out as held_out_mask
     from pixdiff.eval.readout import READOUT_TIMES, denoising_readout
     from pixdiff.pipelines import load
     from pixdiff.runtime.distributed import pick_device
 
     run = load(source, weights=weights, device=pick_device(device))
     b = run.recipe.model.backbone
+    dc = run.recipe.data
+    if held_out and (dc.holdout < 2 or data != dc.source or limit is not None):
+        raise ValueError(f"--held-out needs a run trained with data.holdout >= 2 (this one: {dc.holdout}) and "
+                         f"--data {dc.source} (its source) without --limit")
     cache = prepare(data, cache_dir, b.image_size, limit=limit)
-    if n > len(cache.images):
-        raise ValueError(f"--n {n} is more than the {len(cache.images)} images of {data}")
-    pick = np.sort(np.random.default_rng(seed).choice(len(cache.images), n, replace=False))
+    pool = held_out_mask(len(cache.images), dc.holdout).nonzero().flatten().numpy() if held_out else \
+        np.arange(len(cache.images))
+    if n > len(pool):
+        raise ValueError(f"--n {n} is more than the {len(pool)} {'held-out ' if held_out else ''}images of {data}")
+    pick = np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))
     y = cache.labels[pick].long()
     if labels == "class" and int(y.max()) >= max(b.num_classes, 1):
         raise ValueError(f"{data} has class {int(y.max())} but the model knows {b.num_classes}: pass --labels null")
@@ -244,7 +256,8 @@ def run_readout(source: Path, data: str, n: int, times: tuple[float, ...], label
     x0 = cache.images[pick].to(dev).float() / 127.5 - 1  # (N, C, H, W) in [-1, 1]
     rows = denoising_readout(run.model, run.objective, x0, y.to(dev), b.patch_size, times=times or READOUT_TIMES,
                         seed=seed, num_classes=b.num_classes, use_labels=labels, batch_size=batch_size)
-    meta = {"checkpoint": str(run.checkpoint), "weights": weights, "data": data, "n": n, "seed": seed,
+    meta = {"checkpoint": str(run.checkpoint), "weights": weights, "data": data, "held_out": held_out, "n": n,
+            "seed": seed,
             "labels": labels, "patch": b.patch_size, "objective": type(run.objective).__name__,
             "time": "t is the noise level (0 = data); the model was called at pixdiff time 1 - t",
             "device": str(dev), "torch": torch.__version__}

@@ -36,6 +36,14 @@ def class_groups(labels: torch.Tensor) -> list[torch.Tensor]:
     return [g for g in torch.split(order, counts.tolist()) if len(g)]
 
 
+def held_out(count: int, every: int) -> torch.Tensor:
+    """(count,) bool: the images `data.holdout = every` keeps out of training, index % every == 0.
+
+    Caches are sorted by class, so this takes about 1/every of each class. every = 0: none."""
+    index = torch.arange(count)
+    return index % every == 0 if every else torch.zeros(count, dtype=torch.bool)
+
+
 def epoch_order(seed: int, epoch: int, dataset_size: int, groups: list[torch.Tensor] | None = None) -> torch.Tensor:
     """The dataset indices of one epoch, `dataset_size` of them.
 
@@ -167,7 +175,8 @@ class _Recycled:
 class BatchStream:
     """This rank's micro-batches (start_step, 0), (start_step, 1), ..., (start_step + 1, 0), ... forever.
 
-    images (N, C, H, W) uint8 (e.g. the memory-mapped cache), labels (N,) int64. Micro-batch
+    images (N, C, H, W) uint8 (e.g. the memory-mapped cache), labels (N,) int64; `subset` (M,): the
+    dataset indices the stream draws from (None: all N), ordered as if they were the data set. Micro-batch
     `micro` of `step` holds the global batch's positions (rank * grad_accum + micro) * b ... + b,
     b = global_batch / (world * grad_accum), exactly as `global_batch_indices` and `flips` define
     them. num_workers=0 builds each micro-batch when asked for; otherwise up to
@@ -176,7 +185,8 @@ class BatchStream:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, seed: int, global_batch: int,
                  grad_accum: int, rank: int, world: int, flip: bool, balance_classes: bool,
-                 device: torch.device, start_step: int = 0, num_workers: int = 0, prefetch: int = 2):
+                 device: torch.device, start_step: int = 0, num_workers: int = 0, prefetch: int = 2,
+                 subset: torch.Tensor | None = None):
         if global_batch % (world * grad_accum):
             raise ValueError(f"global_batch={global_batch} is not divisible by world size {world} "
                              f"x grad_accum {grad_accum}")
@@ -187,7 +197,9 @@ class BatchStream:
         self.seed, self.global_batch, self.grad_accum, self.rank = seed, global_batch, grad_accum, rank
         self.flip, self.device, self.num_workers, self.prefetch = flip, torch.device(device), num_workers, prefetch
         self.micro_batch = global_batch // (world * grad_accum)
-        self.orders = EpochOrders(seed, len(labels), class_groups(labels) if balance_classes else None)
+        self.subset = subset
+        drawn = labels if subset is None else labels[subset]
+        self.orders = EpochOrders(seed, len(drawn), class_groups(drawn) if balance_classes else None)
         self._next = (start_step, 0)
         self._pending: deque[tuple[int, int, range, Future]] = deque()
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="pixdiff-data",
@@ -211,7 +223,8 @@ class BatchStream:
         self._next = (step, micro + 1) if micro + 1 < self.grad_accum else (step + 1, 0)
         start = (self.rank * self.grad_accum + micro) * self.micro_batch
         first = step * self.global_batch + start
-        return step, micro, range(start, start + self.micro_batch), self.orders.take(first, first + self.micro_batch)
+        idx = self.orders.take(first, first + self.micro_batch)
+        return step, micro, range(start, start + self.micro_batch), idx if self.subset is None else self.subset[idx]
 
     def _gather(self, step: int, positions: range, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Host side of a micro-batch: images (b, C, H, W) (uint8 for a device, pinned for CUDA; the

@@ -23,10 +23,10 @@ Run folder (one writer at a time: `train` holds an OS lock on it, see `pixdiff.r
     loss.png             loss curve, written at the end
 """
 
-from pixdiff.data.stream import class_groups, epoch_order, flips, global_batch_indices
+from pixdiff.data.stream import class_groups, epoch_order, flips, global_batch_indices, held_out
 from pixdiff.train.errors import TrainingError
 from pixdiff.train.loop import Callback, Event, Trainer, TrainResult, train
 from pixdiff.train.loss import TrainingLoss, step_generators
 
 __all__ = ["Callback", "Event", "TrainResult", "Trainer", "TrainingError", "TrainingLoss", "class_groups", "epoch_order", "flips",
-           "global_batch_indices", "step_generators", "train"]
+           "global_batch_indices", "held_out", "step_generators", "train"]

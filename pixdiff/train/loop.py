@@ -28,7 +28,7 @@ from torch import nn
 from pixdiff.checkpoints import store as checkpoint
 from pixdiff.checkpoints.loader import model_from_state
 from pixdiff.config.tree import to_dict
-from pixdiff.data.stream import BatchStream
+from pixdiff.data.stream import BatchStream, held_out
 from pixdiff.pipelines.generate import OutputError, sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.atomic import WriteFailed, atomic_write, describe
@@ -195,10 +195,11 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _open_stream(self) -> BatchStream:
         tc, dc = self.recipe.train, self.recipe.data
+        subset = (~held_out(len(self.cache.labels), dc.holdout)).nonzero().flatten() if dc.holdout else None
         return BatchStream(self.cache.images, self.cache.labels, seed=tc.seed, global_batch=tc.global_batch,
                            grad_accum=tc.grad_accum, rank=self.d.rank, world=self.d.world, flip=dc.flip,
                            balance_classes=dc.balance_classes, device=self.d.device, start_step=self.global_step,
-                           num_workers=tc.num_workers)
+                           num_workers=tc.num_workers, subset=subset)
 
     def __enter__(self) -> Trainer:
         return self
