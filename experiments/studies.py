@@ -124,8 +124,8 @@ def fair_arms(scale: Scale, best: dict[str, float] | None = None) -> list[Arm]:
     """The sweep (seed 0 of both arms at every lr), then, for each arm whose best lr is known (`best`,
     from `best_lrs`), its other seeds at that lr."""
     sweep = [fair_arm(scale, label, lr, SEEDS[0]) for lr in SIZES[scale].lrs for label in FAIR_LABELS]
-    return sweep + [fair_arm(scale, label, (best or {})[label], seed) for label in FAIR_LABELS
-                    if label in (best or {}) for seed in SEEDS[1:]]
+    return sweep + [fair_arm(scale, label, (best or {})[label], seed) for seed in SEEDS[1:] for label in FAIR_LABELS
+                    if label in (best or {})]
 
 
 def tail_loss(result: dict) -> float:
@@ -199,7 +199,9 @@ def family_arms(scale: Scale, best: dict[str, float] | None = None) -> list[Arm]
 PHOTO = Path(__file__).resolve().parent / "data" / "astronaut"  # a flat folder: one image, one class
 # the CPU's image: the 64 px OpenMoji image with the most in-patch high-pass energy (its README says how chosen)
 EMOJI = Path(__file__).resolve().parent / "data" / "fig3-openmoji"
-PROBE_STEPS = (250, 500, 1000, 2000, 3000)  # where the CPU's Fig. 3 reads out its checkpoints
+# where the CPU's Fig. 3 reads out its checkpoints: the issue asked for 3,000 steps as well; on the
+# shared 2-core machine of 2026-12-07 (a DiP step ~2x slower than measured before) 2,000 fit the session
+PROBE_STEPS = (250, 500, 1000, 2000)
 
 
 @dataclass(frozen=True)
@@ -221,11 +223,11 @@ class OverfitSize:
 
 
 # "cpu" is the fair study's size (64 px, P = 8, width 288, 3 blocks, head base width 32) on one
-# OpenMoji image; batch 4 keeps 3,000 steps of both arms and 2 seeds within ~35 worker-minutes.
+# OpenMoji image, batch 4.
 # The 256 px / P = 16 / width-1152 version needs a GPU: two CPU attempts at width 1152 drew noise from
 # both models after 200 and 300 steps (docs/experiments/fig3_cpu_attempts.json).
 OVERFIT_SIZES = {
-    "cpu": OverfitSize(EMOJI, 64, 8, 288, 3, 6, 32, 4, 3000, 1e-3, 0.99, 8, 25, PROBE_STEPS),
+    "cpu": OverfitSize(EMOJI, 64, 8, 288, 3, 6, 32, 4, 2000, 1e-3, 0.99, 8, 25, PROBE_STEPS),
     "gpu": OverfitSize(PHOTO, 256, 16, 1152, 12, 16, 64, 16, 2000, 5e-4, 0.9, 16, 100, (250, 500, 1000, 2000)),
     "smoke": OverfitSize(EMOJI, 32, 4, 72, 1, 2, 16, 2, 2, 1e-3, 0.9, 2, 2, (1, 2)),
 }

@@ -457,3 +457,15 @@ def test_data_prepare_shows_progress_only_while_building(image_folder: Path, tmp
     assert reused.exit_code == 0 and "data prepare:" not in reused.stderr
     quiet = CliRunner().invoke(app, [*args, "--rebuild", "--quiet"])
     assert quiet.exit_code == 0 and "data prepare:" not in quiet.stderr
+
+
+def test_a_grid_with_column_names_is_the_plain_grid_under_a_header_that_names_every_column(tmp_path: Path) -> None:
+    from pixdiff.data import save_grid
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    plain = np.asarray(Image.open(save_grid(images, tmp_path / "plain.png", nrow=3)))
+    named = np.asarray(Image.open(save_grid(images, tmp_path / "named.png", nrow=3, columns=("a", "bb", "ccc"))))
+    assert named.shape == (plain.shape[0] + 16, *plain.shape[1:]) and np.array_equal(named[16:], plain)
+    cell = plain.shape[1] // 3
+    ink = [(named[:16, k * cell:(k + 1) * cell] < 128).any() for k in range(3)]  # each column's header has text
+    assert all(ink)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,28 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return Path(path)
 
 
-def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None,
+              columns: Sequence[str] = ()) -> Path:
     """Samples as one PNG grid: (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C); small images are
-    enlarged to ~128 px a cell so that they stay readable."""
+    enlarged to ~128 px a cell so that they stay readable. `columns`: a name over each column (the
+    class of a balanced grid with one column per class)."""
     if isinstance(images, torch.Tensor):
         images = to_uint8(images)
-    return save_png(make_grid(images, nrow=nrow), path, scale=max(1, 128 // images.shape[1]))
+    scale = max(1, 128 // images.shape[1])
+    grid = make_grid(images, nrow=nrow)
+    if not columns:
+        return save_png(grid, path, scale=scale)
+    from PIL import ImageDraw
+
+    body = Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)
+    body = body.resize((body.width * scale, body.height * scale), Image.Resampling.NEAREST)
+    header = 16
+    canvas = Image.new(body.mode, (body.width, body.height + header), "white")
+    canvas.paste(body, (0, header))
+    draw, cell = ImageDraw.Draw(canvas), (images.shape[2] + 2) * scale
+    for k, name in enumerate(columns):
+        draw.text((2 * scale + k * cell + 2, 2), name[: max(1, cell // 6)], fill="black")
+    return save_png(np.asarray(canvas), path)
 
 
 def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, *, per_class: int = 8,

@@ -290,8 +290,10 @@ class Trainer:
         y = balanced_labels(n, classes, device=self.d.device)
         with autocast(self.d.device, self.recipe.train.precision):
             x = sample_batch(ema, self.recipe, y, seed_generators(range(n), self.d.device))
+        by_class = 0 < classes <= 12 and n % classes == 0  # then column k holds class k
+        names = self.cache.info.class_names[:classes] if by_class else ()
         grid = save_grid(x, self.out_dir / SAMPLES_DIR / f"step_{self.global_step:08d}.png",
-                         nrow=classes if 0 < classes <= 12 and n % classes == 0 else None)
+                         nrow=classes if by_class else None, columns=names)
         if self._log is not None:
             self._log.image(self.global_step, grid)
         return grid
