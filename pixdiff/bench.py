@@ -48,7 +48,7 @@ import torch
 from pixdiff.diffusion.sampling import default_compile_mode, inference_network
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.model import ModelConfig
-from pixdiff.nn.summary import count_params, forward_flops
+from pixdiff.nn.summary import count_params, forward_flops, split_flops
 from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.distributed import pick_device
@@ -237,7 +237,9 @@ def _measure_sampling(
     compile: bool, compile_mode: str, device: torch.device, warmup: int, repeats: int, tick: Tick = _untracked,
 ) -> dict[str, Any]:
     """Time whole sampling calls of one model; figures for one model (no environment keys)."""
-    gflops = _forward_gflops(config)
+    with torch.device("meta"):
+        backbone_flops, head_flops = split_flops(config.build(), config)
+    gflops = (backbone_flops + head_flops) / 1e9
     mem_start = _memory_start(device)
     model = _build(config, device).eval().requires_grad_(False)
     sizes = _sizes(model)
@@ -246,7 +248,7 @@ def _measure_sampling(
     as_built = dataclasses.replace(recipe, model=config)
 
     def call(i: int) -> None:
-        network.batches.clear()
+        network.clear()
         sample_batch(network, as_built, y, seed_generators(range(i * batch, (i + 1) * batch), device), steps=steps,
                       cfg_scale=cfg_scale)
 
@@ -256,7 +258,11 @@ def _measure_sampling(
     stats = _stats(times)
     batches = list(network.batches)  # of the last timed call; every call runs the same grid
     guided = sum(b == 2 * batch for b in batches)
-    flops = gflops * 1e9 * sum(batches)
+    # a full forward costs backbone + head; under reuse a `features` call the backbone and each
+    # `decode` the head (a recompute step runs both), so a reused step counts only its head
+    full = sum(batches) - sum(network.features_batches)
+    flops = (backbone_flops + head_flops) * full + backbone_flops * sum(network.features_batches) \
+        + head_flops * sum(network.decodes)
     out = {
         **stats,
         "first_call_s": first,

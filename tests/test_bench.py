@@ -147,3 +147,19 @@ def test_bench_data_cli_delivers_steps_times_batch_images(tmp_path):
     assert not list(Path(tempfile.gettempdir()).glob("pixdiff-bench-data-*"))  # the synthetic cache is gone
     bad = subprocess.run([*args, "--batch", "0"], capture_output=True, text=True, cwd=root, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
+
+
+def test_under_reuse_a_reused_step_counts_only_its_head_flops():
+    from pixdiff.nn.summary import split_flops
+
+    r = load_recipe("emoji_tiny", [*TINY, "sample.reuse=every:2"])
+    with torch.device("meta"):
+        backbone, head = split_flops(r.model.build(), r.model)
+    assert backbone > 0 and head > 0
+    got = latency(r, steps=4, cfg_scale=1.0, device="cpu", warmup=1, repeats=1, baseline=False)
+    assert got["nfe"] == 2  # the backbone at steps 0 and 2; the head at all 4
+    assert got["tflop_per_call"] * 1e12 == pytest.approx(2 * backbone + 4 * head, rel=1e-12)
+    off = latency(load_recipe("emoji_tiny", TINY), steps=4, cfg_scale=1.0, device="cpu", warmup=1, repeats=1,
+                  baseline=False)
+    assert off["tflop_per_call"] * 1e12 == pytest.approx(4 * (backbone + head), rel=1e-12)
+    assert off["gflops_per_forward"] * 1e9 == pytest.approx(backbone + head, rel=1e-12)

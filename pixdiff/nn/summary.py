@@ -15,14 +15,27 @@ def count_params(module: torch.nn.Module) -> int:
 def forward_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> int:
     """FLOPs of one forward (multiply-add = 2) at the recipe's resolution, counted by torch's
     FlopCounterMode on tensors of the model's device (meta works)."""
+    return sum(split_flops(model, config, batch))
+
+
+def split_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> tuple[int, int]:
+    """(backbone, final head) FLOPs of one forward: `features` and `decode` counted apart where the
+    model has that split (what backbone reuse skips and what it still runs), else (all, 0)."""
     bb = config.backbone
     device = next(model.parameters()).device
     x = torch.zeros(batch, bb.channels, bb.image_size, bb.image_size, device=device)
     t = torch.zeros(batch, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x, t, y)
-    return counter.get_total_flops()
+    with torch.no_grad():
+        if not hasattr(model, "features"):
+            with FlopCounterMode(display=False) as counter:
+                model(x, t, y)
+            return counter.get_total_flops(), 0
+        with FlopCounterMode(display=False) as counter:
+            out = model.features(x, t, y)
+        with FlopCounterMode(display=False) as head:
+            model.decode(x, out)
+    return counter.get_total_flops(), head.get_total_flops()
 
 
 def model_summary(config: ModelConfig) -> dict:
