@@ -240,7 +240,7 @@ def render(*, results: dict[str, list[Result]], scale: str, sanity: list[Result]
                 "**Verdict.** " + sentence(pair, shown, "DiP", small), "", grids(by_label(fig10b))]
     out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, metrics), "",
             LIMITS.format(image=z.image, tokens=(z.image // z.patch) ** 2, depth=z.depth, width=z.width,
-                          steps=z.steps, batch=z.batch).rstrip("\n")]
+                          steps=z.steps, batch=z.batch, fig10b=fig10b_cost(z.steps)).rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -260,6 +260,20 @@ def fig3_section(fig3: dict[str, list[Result]], scale: str, figures: dict[str, s
             fig3_table(rows, times), "", said, "",
             *([f"![Fig. 3 curves]({figures['fig3']})\n"] if "fig3" in figures else []),
             "Samples at the end (seed 0 of each arm first):\n", grids(fig3)]
+
+
+FIG10B_COST = Path(__file__).resolve().parent.parent / "docs" / "experiments" / "fig10b_cost.json"
+
+
+def fig10b_cost(steps: int) -> str:
+    """What Fig. 10b's CPU arm costs, from benchmarks/fig10b_cost.py's measurement."""
+    if not FIG10B_COST.exists():
+        return "its step cost at 256 tokens is not measured"
+    raw = json.loads(FIG10B_COST.read_text())
+    big, small = raw["s_per_step"]["DiT-only/4 (256 tokens)"], raw["s_per_step"]["DiT-only/8 (64 tokens)"]
+    return (f"a DiT-only step at 256 tokens took {big:.2f} s against {small:.2f} s at 64 ({big / small:.1f}x; batch 32, "
+            f"one thread, measured beside the two workers: [fig10b_cost.json](experiments/fig10b_cost.json)), so "
+            f"3 seeds of {steps} steps are ~{3 * steps * big / 3600:.1f} worker-hours of training alone")
 
 
 def grids(groups: dict[str, list[Result]]) -> str:
@@ -439,8 +453,8 @@ LIMITS = """## What would change the verdicts at full scale
   capacity or the training length.
 - Data: 3,944 flat-colour vector emoji in 9 groups; ImageNet photos hold texture that emoji do not.
 - The family: one seed per model, untuned lr; DiP's seed spread at the same budget is the yardstick.
-- Fig. 10b (DiT-only with 4x the tokens) is not run on the CPU: see docs/experiments/fig10b_cost.json
-  for the measured step cost at 256 tokens. `benchmarks/experiments_gpu.sh` runs it at 256 px /
+- Fig. 10b (DiT-only with 4x the tokens) is not run on the CPU: {fig10b}, more than this
+  session had. `benchmarks/experiments_gpu.sh` runs it at 256 px /
   P = 16 / width 1152 (DiT-only/8 at 1,024 tokens against DiP/16 at 256, the paper's counts); no GPU
   has run it yet.
 - Fig. 3 at DiP-XL/16's own patch (16 px, width 1152) needs a GPU: two CPU attempts at width 1152 drew

@@ -3,6 +3,7 @@ a rerun resumes (draws nothing for finished cells), failed cells are recorded an
 bad grids are refused in one line with nothing written, and the best line's command reproduces
 the best cell's score."""
 
+import hashlib
 import json
 import shlex
 from pathlib import Path
@@ -73,6 +74,8 @@ def test_a_sweep_scores_every_cell_and_resumes_from_the_finished_ones(setup, tmp
     assert len(draws) == 8 and set(draws) == {4}  # 2 EMAs x 2 CFG x 2 intervals x 1 steps
     summary = json.loads((out / "sweep.json").read_text())
     rows = summary["cells"]
+    newest = max((setup[0] / "checkpoints").glob("step_*.pt"))
+    assert summary["setup"]["checkpoint_sha256"] == hashlib.sha256(newest.read_bytes()).hexdigest()
     assert [(r["ema"], r["cfg"], r["interval"]) for r in rows[:2]] == [(0.9, 1.0, [0.1, 1.0]), (0.9, 3.0, [0.1, 1.0])]
     assert all(r["status"] == "ok" and np.isfinite([r["fd"], r["kid"]]).all() for r in rows)
     best = min(rows, key=lambda r: (r["fd"], r["kid"]))

@@ -56,6 +56,7 @@ def sweep(
     quiet: QuietOpt = False,
 ) -> None:
     """Sweep EMA x CFG x interval x steps x solver, scoring each cell with FD and KID; rerun to resume."""
+    from pixdiff.checkpoints.hub import file_digest
     from pixdiff.pipelines import sweep as sw
     from pixdiff.pipelines.generate import SampleJob
     from pixdiff.runtime.distributed import Dist, pick_device
@@ -68,8 +69,9 @@ def sweep(
         cells = sw.complete(grid, r.train.ema_decays, r.sample).cells()
         _check_sampler(r, cells)
         job = SampleJob(num=num, seed=seed, batch_size=batch_size)
-        setup = {"checkpoint": str(file), "checkpoint_bytes": file.stat().st_size,
-                 "checkpoint_mtime_ns": file.stat().st_mtime_ns, "recipe": r.name, "set": list(set_ or []),
+        # the file's sha256, not its size and time: a copied checkpoint resumes, a changed one is refused
+        setup = {"checkpoint": str(file), "checkpoint_sha256": file_digest(file), "recipe": r.name,
+                 "set": list(set_ or []),
                  "num": num, "seed": seed, "labels": job.labels, "features": features, "ref": ref}
         sw.check_setup(out, setup)
         with rank0_lock(out, Dist()):  # one writer per sweep folder
