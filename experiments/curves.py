@@ -24,7 +24,10 @@ def _figure(panels: int):
     return plt, fig, axes[0]
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def _save(plt: Any, fig: Any, axes: Any, path: Path, legend: int = 7) -> Path:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
@@ -48,10 +51,7 @@ def sweep_figure(sweep: list[Result], path: Path) -> Path:
             _plot(axes[2 + k], r, 2, label=tag)
         axes[k].set(title=f"{label}: training loss", xlabel="step", yscale="log")
         axes[2 + k].set(title=f"{label}: grad norm (before clip 1.0)", xlabel="step", yscale="log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return _save(plt, fig, axes, path)
 
 
 def fair_figure(groups: dict[str, list[Result]], path: Path) -> Path:
@@ -64,10 +64,7 @@ def fair_figure(groups: dict[str, list[Result]], path: Path) -> Path:
             _plot(axes[1], r, 2, color=COLOURS.get(label), alpha=0.8, label=tag)
     axes[0].set(title="training loss (same target)", xlabel="step", yscale="log")
     axes[1].set(title="grad norm", xlabel="step", yscale="log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    return _save(plt, fig, path)
+    return _save(plt, fig, axes, path, legend=6)
 
 
 def fig3_figure(fig3: dict[str, list[Result]], path: Path) -> Path:
@@ -85,10 +82,7 @@ def fig3_figure(fig3: dict[str, list[Result]], path: Path) -> Path:
     axes[0].set(title="training loss", xlabel="step", yscale="log")
     axes[1].set(title="in-patch readout PSNR, t = 0.6 (dB)", xlabel="step")
     axes[2].set(title="sample PSNR to the image (dB)", xlabel="step")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return _save(plt, fig, axes, path)
 
 
 def write_all(results: dict[str, list[Result]], scale: str, folder: Path) -> dict[str, Path]:

@@ -178,17 +178,23 @@ def test_bad_shapes_are_refused():
         EpochOrders(0, 0)
 
 
+def image_folder(root: Path, classes: int, per_class: int, shape: tuple[int, int], seed: int) -> Path:
+    """A class-folder data set of random images: root/c<k>/<i>.png."""
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        (root / f"c{k}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(root / f"c{k}" / f"{i}.png")
+    return root
+
+
 def test_training_with_workers_repeats_training_without(tmp_path: Path):
     """The trainer end to end: background workers, flips and grad accumulation change nothing."""
     from pixdiff.recipe import load_recipe
     from pixdiff.runtime.distributed import Dist
     from pixdiff.train import Trainer
 
-    rng = np.random.default_rng(0)
-    for k in range(3):
-        (tmp_path / "imgs" / f"c{k}").mkdir(parents=True)
-        for i in range(5):
-            Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{k}" / f"{i}.png")
+    image_folder(tmp_path / "imgs", 3, 5, (16, 20), seed=0)
     tiny = ["model.backbone.depth=1", "model.backbone.dim=16", "model.backbone.num_heads=2",
             "model.backbone.image_size=16", "model.head.width=4", "train.global_batch=6", "train.grad_accum=2",
             "train.max_steps=4", "train.log_every=1", "train.sample_every=0", "train.ckpt_every=100",
@@ -209,11 +215,7 @@ def test_a_trainer_with_holdout_never_draws_a_held_out_image(tmp_path: Path):
     from pixdiff.runtime.distributed import Dist
     from pixdiff.train import Trainer
 
-    rng = np.random.default_rng(1)
-    for k in range(2):
-        (tmp_path / "imgs" / f"c{k}").mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{k}" / f"{i}.png")
+    image_folder(tmp_path / "imgs", 2, 6, (16, 16), seed=1)
     recipe = load_recipe("emoji_tiny", ["model.backbone.depth=1", "model.backbone.dim=16", "model.backbone.num_heads=2",
                                         "model.backbone.image_size=16", "model.head.width=4", "train.global_batch=4",
                                         "train.sample_every=0", f"data.source={tmp_path / 'imgs'}",
