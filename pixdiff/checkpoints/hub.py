@@ -10,7 +10,6 @@ than one is one error line listing them. Offline, the files are those of the cac
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,12 +121,10 @@ def _unreachable(e: Exception) -> bool:
 def file_digest(path: Path) -> str:
     """sha256 of a downloaded file. The Hub cache names a large (LFS) file's blob by exactly that, so
     it is read off the blob's name when the cache links to one; other files are hashed."""
+    from pixdiff.eval.inception import file_sha256
+
     blob = path.resolve()
     if blob.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", blob.name):
         return blob.name
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
