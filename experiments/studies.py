@@ -69,8 +69,10 @@ class Size:
 SIZES: dict[str, Size] = {
     # one 8 x 8 patch = 192 values. One DiP step 1.42 s and one DiT-only step 0.78 s at batch 32, with one
     # thread each while both train side by side (measured 2026-12-07 on the 2-core machine; the head's
-    # base width was 16 until the head rule): 500 steps is what 3 lrs + 2 seeds of both arms cost in ~1 h
-    "cpu": Size(64, 8, 288, 3, 6, 32, 32, 500, (3e-4, 1e-3, 3e-3), 300, 25),
+    # base width was 16 until the head rule): 500 steps is what the sweep and 2 seeds cost in ~2 h.
+    # The sweep ran 3e-4, 1e-3, 3e-3 first; DiP's loss still fell at 3e-3 (0.47, 0.32, 0.245: its best
+    # at the grid's edge), so 1e-2 was added for both sides before any seed trained
+    "cpu": Size(64, 8, 288, 3, 6, 32, 32, 500, (3e-4, 1e-3, 3e-3, 1e-2), 300, 25),
     # DiP-XL/16's patch (768 values) and width (1152) at 256 px, 12 blocks instead of 28
     # estimated, never run: ~0.1 s a step -> fair 10 x 1,500 steps ~25 min, family 4 x 1,500 ~10 min,
     # fig10b 3 x 1,500 steps at 1,024 tokens (~0.3 s) ~22 min, Fig. 3 ~10 min, sampling 17 x 1,000
