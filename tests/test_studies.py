@@ -76,10 +76,11 @@ def test_the_best_lr_is_the_lowest_tail_loss_and_a_non_finite_arm_is_never_chose
     lrs = SIZES["cpu"].lrs
     # only the last fifth of the logged steps counts: an early lead does not
     dip = [result("DiP", lrs[0], [0.1] * 8 + [0.5, 0.5]), result("DiP", lrs[1], [0.9] * 8 + [0.3, 0.3]),
-           result("DiP", lrs[2], [0.01] * 10, failed=True)]
+           *(result("DiP", lr, [0.01] * 10, failed=True) for lr in lrs[2:])]
     dit = [result("DiT-only", lr, [0.2] * 10) for lr in lrs[:2]]  # its sweep is not finished
     assert best_lrs(dip + dit, "cpu") == {"DiP": lrs[1]}
     assert tail_loss(dip[0]) == pytest.approx(0.5) and tail_loss(dip[2]) != tail_loss(dip[2])
+    assert best_lrs(dip[:-1], "cpu") == {}  # a side is decided only when every lr of its sweep has finished
     assert best_lrs([result("DiP", lr, [1.0], failed=True) for lr in lrs], "cpu") == {}
 
 

@@ -65,6 +65,8 @@ def reuse_spec(value: str | None) -> str | None:
     if value is not None:
         from pixdiff.diffusion.reuse import parse_reuse
 
+        if not value.strip():
+            raise typer.BadParameter("must name a schedule: off, every:K, steps:I,J,... or adaptive:T")
         try:
             parse_reuse(value)
         except ValueError as e:
