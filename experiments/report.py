@@ -24,6 +24,7 @@ from experiments.studies import (
     HOLDOUT,
     LAYOUT,
     OVERFIT_SIZES,
+    SEEDS,
     SIZES,
     TAIL,
     best_lrs,
@@ -113,15 +114,16 @@ def sanity_table(rows: list[Result], n: int) -> str:
 def sweep_table(sweep: list[Result], best: dict[str, float], metrics: dict[str, str]) -> str:
     shown = [m for m in (LAYOUT, "FD, 4x4 block means + log in-patch detail (64 dims)") if m in metrics]
     lines = [f"| arm | lr | tail loss | tail grad norm | held-out in-patch PSNR, t = 0.6 | "
-             f"{' | '.join(shown)} | chosen |", "|---" * (6 + len(shown)) + "|"]
+             f"{' | '.join(shown)} | chosen | samples |", "|---" * (7 + len(shown)) + "|"]
     for r in sorted(sweep, key=lambda r: (FAIR_LABELS.index(r["label"]), r["lr"])):
         if r.get("failed"):
-            lines.append(f"| {r['label']} | {r['lr']:g} | failed: {r['failed']} |" + " |" * (4 + len(shown)))
+            lines.append(f"| {r['label']} | {r['lr']:g} | failed: {r['failed']} |" + " |" * (5 + len(shown)))
             continue
         grad = [g for step, _, g in r["curve"] if step > (1 - TAIL) * r["curve"][-1][0]]
         scores = " | ".join(f"{r['scores'][m]:.4g}" for m in shown)
         lines.append(f"| {r['label']} | {r['lr']:g} | {tail_loss(r):.4f} | {statistics.mean(grad):.3f} | "
-                     f"{band(r, 0.6):.2f} | {scores} | {'**best**' if best.get(r['label']) == r['lr'] else ''} |")
+                     f"{band(r, 0.6):.2f} | {scores} | {'**best**' if best.get(r['label']) == r['lr'] else ''} | "
+                     f"[grid]({r['grid']}) |")
     return "\n".join(lines)
 
 
@@ -216,7 +218,8 @@ def render(*, results: dict[str, list[Result]], scale: str, sanity: list[Result]
     if len(groups) == 2 and all(len(v) >= 2 for v in groups.values()):
         shown = measures(metrics)
         out += [f"## DiT-only against DiP (fair regime, {len(groups['DiP'])} seeds at each side's best lr)\n",
-                FAIR_TEXT.format(dip=best["DiP"], dit=best["DiT-only"], steps=z.steps),
+                FAIR_TEXT.format(dip=best["DiP"], dit=best["DiT-only"], steps=z.steps,
+                                 seeds=", ".join(str(r["seed"]) for r in groups["DiP"])),
                 comparison(groups, shown, "DiP", "DiT-only"), "",
                 "**Verdict.** " + sentence(groups, shown, "DiP", "DiT-only"), ""]
         out += [f"![loss curves of the fair arms]({figures['fair']})\n"] if "fair" in figures else []
@@ -238,7 +241,7 @@ def render(*, results: dict[str, list[Result]], scale: str, sanity: list[Result]
         out += [f"## Fig. 10b: DiP against {small} (4x the tokens)\n", FIG10B_TEXT,
                 comparison(pair, shown, "DiP", small), "",
                 "**Verdict.** " + sentence(pair, shown, "DiP", small), "", grids(by_label(fig10b))]
-    out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, metrics), "",
+    out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, metrics), "", unfinished(groups, family), "",
             LIMITS.format(image=z.image, tokens=(z.image // z.patch) ** 2, depth=z.depth, width=z.width,
                           steps=z.steps, batch=z.batch, fig10b=fig10b_cost(z.steps)).rstrip("\n")]
     return "\n".join(out) + "\n"
@@ -274,6 +277,18 @@ def fig10b_cost(steps: int) -> str:
     return (f"a DiT-only step at 256 tokens took {big:.2f} s against {small:.2f} s at 64 ({big / small:.1f}x; batch 32, "
             f"one thread, measured beside the two workers: [fig10b_cost.json](experiments/fig10b_cost.json)), so "
             f"3 seeds of {steps} steps are ~{3 * steps * big / 3600:.1f} worker-hours of training alone")
+
+
+def unfinished(groups: dict[str, list[Result]], family: list[Result]) -> str:
+    """What the run did not reach: rerunning the same command trains it (every arm resumes)."""
+    said = []
+    seeds = {label: len(rs) for label, rs in groups.items()}
+    if seeds and min(seeds.values()) < len(SEEDS):
+        said.append(f"- The fair study has {min(seeds.values())} of its {len(SEEDS)} seeds per side.")
+    if not family:
+        said.append("- The family at an equal step budget (JiT, PixNerd, PixelDiT, DeCo; "
+                    "`--study family`) has no finished arm.")
+    return ("## Not finished in this run (rerun the command: every arm resumes)\n\n" + "\n".join(said)) if said else ""
 
 
 def grids(groups: dict[str, list[Result]]) -> str:
@@ -331,7 +346,7 @@ def claims(groups: dict[str, list[Result]], fig3: dict[str, list[Result]], famil
         lines.append(f"- **The head is cheap** (Sec. 4: +0.3% parameters at XL): here DiP has {params[0]:.2f}M "
                      f"parameters against {params[1]:.2f}M (+{100 * (params[0] / params[1] - 1):.1f}%), trains at "
                      f"{cost[0]:.1f} img/s against {cost[2]:.1f} and samples at {cost[1]:.2f} img/s against "
-                     f"{cost[3]:.2f} on this CPU: a conv head over 64 small patches is not cheap next to a 3-block "
+                     f"{cost[3]:.2f} on this CPU (the cores were shared, at times with a test suite: ratios, not rates): a conv head over 64 small patches is not cheap next to a 3-block "
                      f"DiT; at XL the backbone dominates.")
     if family and dip_family:
         lines.append("- **The family** at one step budget and one seed: see the table; a gap inside DiP's seed "
@@ -405,10 +420,12 @@ same t draws and data order, so within a side the loss ranks the lrs. An lr whos
 non-finite is reported as failed and never chosen. "Tail" columns: means over that last {tail:.0%}.
 """
 
-FAIR_TEXT = """Each side at its own best lr (DiP {dip:g}, DiT-only {dit:g}), seeds 0, 1 and 2, {steps} steps.
+FAIR_TEXT = """Each side at its own best lr (DiP {dip:g}, DiT-only {dit:g}), seeds {seeds}, {steps} steps.
 Cells: mean [min, max] over seeds. A difference counts only if the ranges do not overlap (every DiP
 seed beats every DiT-only seed). The training loss is on the same target for both sides, so it is
 evidence of fit, not a score of a different head. The readout rows are on the held-out images.
+At this budget neither side's samples are recognisable (layout accuracy near chance, 0.111, against
+the balanced real row of the sanity table): the loss and the readout carry most of the evidence.
 """
 
 FAMILY_TEXT = """Every model on the fair study's backbone shape (PixelDiT one block fewer to pay for its pixel
