@@ -10,9 +10,10 @@ recipe (911 s), seam score 1.18 against 1.74.
 Data: `emoji:picked`, nine classes that each look alike (faces, hearts, hands, mammals, fruit,
 road vehicles, clocks, shapes, flags; 853 images). On the nine top-level emoji groups (3,773
 images, the data of the measurements below) six of nine columns stayed colour blobs after the
-full run; on the picked classes faces, hearts, fruit, clocks, shapes and flags are recognisable
-and hands, mammals and vehicles are rough (5,600 steps, 711.5 s of training on 2 CPU cores
-shared with other jobs, 2026-12-07; the grid is docs/emoji_tiny_samples_step5600.png).
+full run; on the picked classes at 4,000 steps (463.7 s of training, 7 min 59.6 s for all of
+`make demo` on the quiet 2-core machine, 2026-12-07; the grid is
+docs/emoji_tiny_samples_step4000.png) faces, hearts, clocks, shapes and fruit are recognisable, flags
+rough, and hands, mammals and road vehicles colour blobs.
 
 Departures from the paper's setting, each measured on this budget (docs/demo_results.json holds
 the pilots: 600-1,200 steps, FD-EffNet of 900 samples, seam score = border/inner pixel-gradient
