@@ -256,7 +256,7 @@ def readout(arm: Arm, run: Any) -> list[dict[str, float]]:
 
 def probe(arm: Arm, checkpoint: Path) -> dict[str, Any]:
     """One checkpoint of an overfit arm: the readout of its image and its samples' PSNR to it."""
-    run = load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    run = loaded(checkpoint)
     image = data(arm.recipe.data.source, arm.recipe.model.backbone.image_size)[0][0]
     samples = to_uint8(run.sample(np.zeros(arm.n_eval, np.int64), seed=SAMPLE_SEED))
     return {"readout": readout(arm, run), "psnr": [psnr(s, image, 255.0) for s in samples]}
@@ -269,10 +269,14 @@ def curve(folder: Path) -> list[list[float]]:
     return [[r["step"], r["loss"], r["grad_norm"]] for r in rows if "loss" in r]
 
 
-def draw(arm: Arm, folder: Path) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """n_eval EMA samples of the trained arm for class-balanced labels, in one batch:
+def loaded(path: Path) -> Any:
+    """The EMA model of a run folder or checkpoint (`pixdiff.load`), on the GPU if there is one."""
+    return load(path, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def draw(arm: Arm, run: Any) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """n_eval EMA samples of the trained arm (loaded) for class-balanced labels, in one batch:
     (uint8 NHWC, labels, seconds, the model's parameter count)."""
-    run = load(folder, device="cuda" if torch.cuda.is_available() else "cpu")
     labels = np.arange(arm.n_eval) % max(run.recipe.model.backbone.num_classes, 1)
     t0 = time.perf_counter()
     images = to_uint8(run.sample(labels, seed=SAMPLE_SEED))
@@ -309,7 +313,8 @@ def run_arm(arm: Arm, work: Path, page: Path = PAGE) -> dict[str, Any]:
         failed = {**head, "failed": str(e), "curve": curve(folder), "environment": environment()}
         write_json(done, failed)
         return failed
-    samples, labels, sample_s, params = draw(arm, folder)
+    run = loaded(folder)
+    samples, labels, sample_s, params = draw(arm, run)
     grid = save_grid(samples[:GRID_IMAGES], page.with_suffix("") / f"{arm.name}.png", nrow=9)
     batch = arm.recipe.train.global_batch
     result = {
@@ -319,7 +324,7 @@ def run_arm(arm: Arm, work: Path, page: Path = PAGE) -> dict[str, Any]:
         "sampler": {k: getattr(arm.recipe.sample, k) for k in ("solver", "steps", "cfg_scale", "cfg_interval",
                                                                "time_shift")},
         "scores": score(arm, samples, labels, passing), "grid": grid.relative_to(page.parent).as_posix(),
-        "readout": readout(arm, load(folder, device="cuda" if torch.cuda.is_available() else "cpu")),
+        "readout": readout(arm, run),
         "curve": curve(folder), "environment": environment(),
     }
     write_json(done, result)

@@ -48,7 +48,7 @@ import torch
 from pixdiff.diffusion.sampling import default_compile_mode, inference_network
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.model import ModelConfig
-from pixdiff.nn.summary import count_params, forward_flops, split_flops
+from pixdiff.nn.summary import count_params, split_flops
 from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.distributed import pick_device
@@ -215,10 +215,14 @@ def dit_only(config: ModelConfig) -> ModelConfig:
     return dataclasses.replace(config, head=DiTFinalLayer(), placement="post")
 
 
-def _forward_gflops(config: ModelConfig) -> float:
+def _split_flops(config: ModelConfig) -> tuple[int, int]:
+    """(backbone, head) FLOPs of one forward at batch 1, counted on a meta-device copy."""
     with torch.device("meta"):
-        model = config.build()
-    return forward_flops(model, config) / 1e9
+        return split_flops(config.build(), config)
+
+
+def _forward_gflops(config: ModelConfig) -> float:
+    return sum(_split_flops(config)) / 1e9
 
 
 def _build(config: ModelConfig, device: torch.device) -> torch.nn.Module:
@@ -237,8 +241,7 @@ def _measure_sampling(
     compile: bool, compile_mode: str, device: torch.device, warmup: int, repeats: int, tick: Tick = _untracked,
 ) -> dict[str, Any]:
     """Time whole sampling calls of one model; figures for one model (no environment keys)."""
-    with torch.device("meta"):
-        backbone_flops, head_flops = split_flops(config.build(), config)
+    backbone_flops, head_flops = _split_flops(config)
     gflops = (backbone_flops + head_flops) / 1e9
     mem_start = _memory_start(device)
     model = _build(config, device).eval().requires_grad_(False)
@@ -258,11 +261,8 @@ def _measure_sampling(
     stats = _stats(times)
     batches = list(network.batches)  # of the last timed call; every call runs the same grid
     guided = sum(b == 2 * batch for b in batches)
-    # a full forward costs backbone + head; under reuse a `features` call the backbone and each
-    # `decode` the head (a recompute step runs both), so a reused step counts only its head
-    full = sum(batches) - sum(network.features_batches)
-    flops = (backbone_flops + head_flops) * full + backbone_flops * sum(network.features_batches) \
-        + head_flops * sum(network.decodes)
+    # under reuse a reused step runs only the head, so the two parts are counted apart
+    flops = backbone_flops * sum(batches) + head_flops * sum(network.heads)
     out = {
         **stats,
         "first_call_s": first,

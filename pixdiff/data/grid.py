@@ -41,6 +41,12 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return Path(path)
 
 
+def _enlarged(grid: np.ndarray, scale: int) -> Image.Image:
+    """A uint8 (H, W, C) grid as a PIL image enlarged `scale` times (nearest neighbour), to label."""
+    body = Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)
+    return body.resize((body.width * scale, body.height * scale), Image.Resampling.NEAREST)
+
+
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None,
               columns: Sequence[str] = ()) -> Path:
     """Samples as one PNG grid: (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C); small images are
@@ -54,9 +60,7 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
         return save_png(grid, path, scale=scale)
     from PIL import ImageDraw
 
-    body = Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)
-    body = body.resize((body.width * scale, body.height * scale), Image.Resampling.NEAREST)
-    header = 16
+    body, header = _enlarged(grid, scale), 16
     canvas = Image.new(body.mode, (body.width, body.height + header), "white")
     canvas.paste(body, (0, header))
     draw, cell = ImageDraw.Draw(canvas), (images.shape[2] + 2) * scale
@@ -80,8 +84,7 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, *,
     cells = np.full((len(rows) * per_class, h, w, c), 255, np.uint8)
     for r, (_, batch) in enumerate(rows):
         cells[r * per_class: r * per_class + len(batch)] = batch
-    body = Image.fromarray(make_grid(cells, nrow=per_class).squeeze())
-    body = body.resize((body.width * scale, body.height * scale), Image.Resampling.NEAREST)
+    body = _enlarged(make_grid(cells, nrow=per_class), scale)
     margin = 40
     canvas = Image.new(body.mode, (body.width + margin, body.height), "white")
     canvas.paste(body, (margin, 0))

@@ -63,17 +63,17 @@ def guided_velocity(model: Model, objective: Objective, y: Tensor, *, num_classe
 
 class Network:
     """A model as the sampler calls it at a given precision: the fp32 solver state is cast to the
-    weights' dtype (under bf16 autocast on CUDA) and the output back to fp32. Each backbone call's
-    batch is recorded in `batches` (with CFG inside the interval: 2B), and under reuse each head-only
-    `decode` in `decodes`, for the benchmark's FLOP count. `parts` are the model's reuse split
+    weights' dtype (under bf16 autocast on CUDA) and the output back to fp32. For the benchmark's
+    FLOP count, each call's batch is recorded (with CFG inside the interval: 2B): in `batches` where
+    it runs the backbone (a full forward or `features`), in `heads` where it runs the final head (a
+    full forward or `decode`; under reuse a reused step runs only the head). `parts` are the model's reuse split
     (`features`, `decode`, `probe`, see `diffusion.reuse`), run the same way."""
 
     def __init__(self, net: Callable, device: torch.device, dtype: Dtype, cudagraphs: bool,
                  parts: dict[str, Callable] | None = None, decode_reads_pixels: bool = False):
         self.net, self.device, self.dtype, self.cudagraphs = net, torch.device(device), dtype, cudagraphs
-        self.batches: list[int] = []  # full forwards and `features` calls: the backbone's evaluations
-        self.features_batches: list[int] = []  # the `features` calls among them
-        self.decodes: list[int] = []
+        self.batches: list[int] = []
+        self.heads: list[int] = []
         self.parts = parts or {}
         self.decode_reads_pixels = decode_reads_pixels and {"features", "decode"} <= set(self.parts)
 
@@ -88,20 +88,20 @@ class Network:
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
         self.batches.append(x.shape[0])
+        self.heads.append(x.shape[0])
         return self._run(self.net, x, t, y, r=r).float()
 
     def features(self, x: Tensor, t: Tensor, y: Tensor) -> Any:
         self.batches.append(x.shape[0])
-        self.features_batches.append(x.shape[0])
         return self._run(self.parts["features"], x, t, y)
 
     def decode(self, x: Tensor, features: Any) -> Tensor:
-        self.decodes.append(x.shape[0])
+        self.heads.append(x.shape[0])
         return self._run(self.parts["decode"], x, features).float()
 
     def clear(self) -> None:
         """Forget the recorded calls (the benchmark clears them before each timed call)."""
-        self.batches.clear(), self.features_batches.clear(), self.decodes.clear()
+        self.batches.clear(), self.heads.clear()
 
     def probe(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         if "probe" not in self.parts:
