@@ -1,7 +1,7 @@
-"""docs/speed_reuse.png from benchmarks/results/cpu_emoji_tiny_reuse.json (matplotlib: a plotting
-tool for this script only, not a pixdiff dependency).
+"""A reuse study's trade-off curves as a PNG, from benchmarks/reuse_study.py's JSON (matplotlib: a
+plotting tool for this script only, not a pixdiff dependency).
 
-    python benchmarks/reuse_plot.py [IN.json] [OUT.png]
+    python benchmarks/reuse_plot.py IN.json OUT.png
 """
 
 import json
@@ -12,30 +12,35 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+FDS = (("coarse_fd", "FD, 4x4 block means"), ("fd_effnet", "FD-EffNet"))
+
 
 def main() -> None:
-    src = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/cpu_emoji_tiny_reuse.json"
-    dst = sys.argv[2] if len(sys.argv) > 2 else "docs/speed_reuse.png"
+    src, dst = sys.argv[1], sys.argv[2]
     d = json.load(open(src))
     rows = {k: v for k, v in d["rows"].items() if "psnr_mean_db" in v}
     full = d["rows"]["off"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for name, r in rows.items():
         label = name if len(name) < 16 else name[:14] + "..."
-        a.errorbar(r["evaluations"], r["psnr_mean_db"], yerr=[[r["psnr_mean_db"] - r["psnr_min_db"]], [0]],
-                   fmt="o", capsize=3, label=label)
-        b.plot(r["evaluations"], r["coarse_fd"], "o", label=label)
-    a.axhline(30, color="grey", ls="--", lw=1)
-    a.set(xlabel="backbone evaluations per image", ylabel="PSNR to the full sampler (dB), mean and min",
-          title="drift from the full sampler")
-    spread = d["fd_seed_spread"]
-    b.axhspan(spread["min"], spread["max"], color="grey", alpha=0.3, label="full sampler, 2 seed sets")
-    b.plot(full["evaluations"], full["coarse_fd"], "k*", ms=10, label="full sampler")
-    b.set(xlabel="backbone evaluations per image", ylabel="coarse FD to the data (lower is better)",
-          title=f"quality, N = {d['num']}")
-    b.legend(fontsize=7)
-    a.legend(fontsize=7)
-    fig.suptitle("emoji_tiny (557 steps), 50 Euler steps, CFG 3: backbone reuse", fontsize=10)
+        axes[0].errorbar(r["evaluations"], r["psnr_mean_db"], yerr=[[r["psnr_mean_db"] - r["psnr_min_db"]], [0]],
+                         fmt="o", capsize=3, label=label)
+        for ax, (key, _) in zip(axes[1:], FDS):
+            ax.plot(r["evaluations"], r[key], "o", label=label)
+    axes[0].axhline(30, color="grey", ls="--", lw=1)
+    axes[0].set(xlabel="backbone evaluations per image", ylabel="PSNR to the full sampler (dB), mean and min",
+                title="drift from the full sampler")
+    for ax, (key, name) in zip(axes[1:], FDS):
+        spread = d["fd_seed_spread"][key]
+        ax.axhspan(spread["min"], spread["max"], color="grey", alpha=0.3,
+                   label=f"full sampler, {len(spread['values'])} seed sets")
+        ax.plot(full["evaluations"], full[key], "k*", ms=10, label="full sampler")
+        ax.set(xlabel="backbone evaluations per image", ylabel=f"{name} to the data (lower is better)",
+               title=f"{name}, N = {d['num']}")
+        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7)
+    s = d["sampler"]
+    fig.suptitle(f"{d['checkpoint_note']}: {s['steps']} {s['solver']} steps, CFG {s['cfg_scale']:g}", fontsize=10)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
 

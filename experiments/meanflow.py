@@ -1,11 +1,15 @@
-"""MeanFlow against flow matching on emoji_tiny at equal training steps (docs/meanflow.md).
+"""MeanFlow against flow matching on emoji_tiny at equal training compute (docs/meanflow.md).
 
-    python -m experiments.meanflow [--steps 400] [--seeds 0 1] [--num 200] [--work /tmp/mf]
+    python -m experiments.meanflow [--steps 2000] [--seeds 0 1] [--num 200] [--work /tmp/mf]
     python -m experiments.meanflow --merge seed0.json seed1.json     # seeds run as separate processes
 
-Per seed: train `emoji_tiny` (x-prediction flow matching) and `emoji_tiny:meanflow` for the same
-steps, then draw `num` class-balanced EMA samples with each sampler and score FD-EffNet and KID
-against `num` data images (experiments.scaffold's reference set). Writes
+Per seed: train `emoji_tiny` (x-prediction flow matching) for `steps` steps, then
+`emoji_tiny:meanflow`, without and with guidance trained in (objective.cfg_scale=3), each until it
+has used the same CPU time (one torch thread, `time.process_time`:
+a MeanFlow step also runs a JVP, so it takes fewer steps; CPU time, unlike wall time, does not grow
+when other jobs share the cores; both recipes keep a constant lr after warm-up, so stopping on a
+budget is the same run as asking for that many steps). Then draw `num` class-balanced EMA samples
+with each sampler and score FD-EffNet and KID against `num` data images. Writes
 docs/experiments/meanflow.json with the raw numbers, the per-sampler mean and seed spread.
 """
 
@@ -35,18 +39,30 @@ SAMPLERS = (
     ("meanflow 1 step", "mf", {"steps": 1}),
     ("meanflow 2 steps", "mf", {"steps": 2}),
     ("meanflow 4 steps", "mf", {"steps": 4}),
+    ("meanflow, cfg 3 trained in, 1 step", "mf-cfg", {"steps": 1}),
+    ("meanflow, cfg 3 trained in, 2 steps", "mf-cfg", {"steps": 2}),
+    ("meanflow, cfg 3 trained in, 4 steps", "mf-cfg", {"steps": 4}),
     ("meanflow model, euler 100 steps (r = t)", "mf", {"steps": 100, "solver": "euler", "time_shift": 3.0}),
 )
-RECIPES = {"fm": "emoji_tiny", "mf": "emoji_tiny:meanflow"}
+# (recipe, overrides): the MeanFlow runs get flow matching's CPU time; "mf-cfg" trains in the guidance
+# scale flow matching samples with (3), paying an extra forward pass per step
+RECIPES = {"fm": ("emoji_tiny", []), "mf": ("emoji_tiny:meanflow", []),
+           "mf-cfg": ("emoji_tiny:meanflow", ["objective.cfg_scale=3.0"])}
 
 
-def train(spec: str, folder: Path, steps: int, seed: int) -> dict:
-    recipe = replace(load_recipe(spec), **{"train.max_steps": steps, "train.seed": seed, "train.sample_every": 0,
+def train(key: str, folder: Path, steps: int, seed: int, cpu_s: float | None = None) -> dict:
+    """Train RECIPES[key] for `steps` steps, or, given `cpu_s`, until it has used that much CPU time."""
+    recipe = replace(load_recipe(*RECIPES[key]), **{"train.max_steps": steps, "train.seed": seed, "train.sample_every": 0,
                                            "train.ckpt_every": steps})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def budget_spent(_trainer, event) -> bool:
+        return cpu_s is not None and event.kind == "step" and time.process_time() - c0 >= cpu_s
+
     with Trainer(recipe, folder, progress=False) as trainer:
-        result = trainer.fit([], max_steps=steps)
-    return {"steps": result.step, "train_s": time.perf_counter() - t0, "final_loss": result.last_loss}
+        result = trainer.fit([budget_spent], max_steps=steps)
+    return {"steps": result.step, "train_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "final_loss": result.last_loss}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -70,13 +86,15 @@ def merge(files: list[Path], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=2000, help="flow matching's steps; MeanFlow gets its CPU time")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("/tmp/meanflow-exp"))
     ap.add_argument("--out", type=Path, default=DOCS / "experiments" / "meanflow.json")
     ap.add_argument("--merge", type=Path, nargs="+", help="combine per-seed result files into --out")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU time is compared at 1)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.merge:
         return merge(args.merge, args.out)
     images, _ = data("emoji", 32)
@@ -84,8 +102,9 @@ def main() -> None:
     labels = np.arange(args.num) % 9
     rows, runs = [], {}
     for seed in args.seeds:
-        for key, spec in RECIPES.items():
-            runs[f"{key} seed {seed}"] = train(spec, args.work / f"{key}-{seed}", args.steps, seed)
+        fm = runs[f"fm seed {seed}"] = train("fm", args.work / f"fm-{seed}", args.steps, seed)
+        for key in ("mf", "mf-cfg"):  # the step cap only guards a MeanFlow step cheaper than a flow-matching one
+            runs[f"{key} seed {seed}"] = train(key, args.work / f"{key}-{seed}", 2 * args.steps, seed, fm["cpu_s"])
         for label, key, overrides in SAMPLERS:
             run = load(args.work / f"{key}-{seed}")
             t0 = time.perf_counter()
@@ -99,7 +118,8 @@ def main() -> None:
                          "std_pixel": float(samples.std())})
             print(rows[-1], flush=True)
     write_json(args.out, {"command": command_line(), "environment": environment(),
-                          "note": "2 CPU cores shared with other jobs: seconds are indicative only",
+                          "note": "2 CPU cores shared with other jobs: wall seconds are indicative only; the "
+                                  "training budgets are CPU seconds of one thread",
                           "steps": args.steps, "seeds": args.seeds, "num": args.num,
                           "runs": runs, "rows": rows, "summary": summary(rows)})
 

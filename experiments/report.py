@@ -17,8 +17,8 @@ from experiments import curves
 from experiments.scaffold import command_line, write_json
 from experiments.studies import (
     FAIR_LABELS,
+    DIAGNOSES,
     FAMILY,
-    FAMILY_LR,
     FIG3_FROM_STEP,
     FIG3_MIN_T,
     HOLDOUT,
@@ -127,6 +127,44 @@ def sweep_table(sweep: list[Result], best: dict[str, float], metrics: dict[str, 
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- the diagnosis
+def diagnosis_reading(value: float, dip: list[float], dit: list[float], better: str) -> str:
+    """`studies`' diagnosis rule (written before the run) for one measure of one changed-head arm."""
+    if verdict(dip, dit, better) != "worse":
+        return "no gap to explain"
+    beyond = (lambda v, ref: v < min(ref)) if better == "lower" else (lambda v, ref: v > max(ref))
+    reaches = (lambda v, ref: v <= max(ref)) if better == "lower" else (lambda v, ref: v >= min(ref))
+    if not beyond(value, dip):
+        return "not the cause"
+    return "**closes the gap**" if reaches(value, dit) else "explains part"
+
+
+DIAGNOSIS_MEASURES: dict[str, tuple[str, Callable[[Result], float]]] = {
+    f"tail loss (last {TAIL:.0%})": ("lower", tail_loss),
+    "in-patch PSNR, t = 0.95": ("higher", lambda r: band(r, 0.95)),
+    "patch-mean PSNR, t = 0.95": ("higher", lambda r: band(r, 0.95, "low")),
+    "in-patch PSNR, t = 0.6": ("higher", lambda r: band(r, 0.6)),
+}
+
+
+def diagnosis_section(groups: dict[str, list[Result]], diagnosis: list[Result]) -> list[str]:
+    names = list(DIAGNOSIS_MEASURES)
+    lines = [f"| arm | seeds | params | train img/s | {' | '.join(names)} |", "|---" * (4 + len(names)) + "|"]
+    for label in ("DiP", "DiT-only"):
+        rs = groups[label]
+        lines.append(f"| {label} (the fair study) | {len(rs)} | {rs[0]['params'] / 1e6:.2f}M | "
+                     f"{statistics.mean(r['train_img_per_s'] for r in rs):.1f} | "
+                     + " | ".join(cell([get(r) for r in rs]) for _, get in DIAGNOSIS_MEASURES.values()) + " |")
+    for r in diagnosis:
+        readings = [f"{get(r):.4g}: {diagnosis_reading(get(r), [get(x) for x in groups['DiP']], [get(x) for x in groups['DiT-only']], d)}"
+                    for d, get in DIAGNOSIS_MEASURES.values()]
+        lines.append(f"| {r['label']} | 1 | {r['params'] / 1e6:.2f}M | {r['train_img_per_s']:.1f} | "
+                     + " | ".join(readings) + " |")
+    changes = "\n".join(f"- **DiP, {label}**: {why}." for label, why, _ in DIAGNOSES)
+    return ["## Why DiP's head fits worse: one change at a time\n", DIAGNOSIS_TEXT.format(changes=changes),
+            "\n".join(lines), "", "Samples:\n", grids(by_label(diagnosis))]
+
+
 # ----------------------------------------------------------------------------- Fig. 3
 def fig3_rows(fig3: dict[str, list[Result]]) -> list[dict[str, Any]]:
     """Per probed step and arm: each seed's in-patch MSE at every t >= FIG3_MIN_T and mean sample PSNR."""
@@ -225,11 +263,14 @@ def render(*, results: dict[str, list[Result]], scale: str, sanity: list[Result]
         out += [f"![loss curves of the fair arms]({figures['fair']})\n"] if "fair" in figures else []
         out += ["Samples (the first 36 of each arm's 300; 4 per class, rows of 9 = one per group):\n",
                 grids(groups)]
+    diagnosis = ok(results.get("diagnosis", []))
+    if diagnosis and len(groups) == 2:
+        out += diagnosis_section(groups, diagnosis)
     family = ok(results.get("family", []))
-    dip_family = [r for r in ok(sweep) if r["label"] == "DiP" and r["lr"] == FAMILY_LR]
+    dip_family = groups.get("DiP", [])  # the fair study's DiP seeds: the family trains at DiP's best lr
     if family and dip_family:
-        out += ["## The family at an equal step budget\n", FAMILY_TEXT.format(steps=z.steps, lr=FAMILY_LR),
-                family_table(dip_family + family, metrics), "", family_spread(groups.get("DiP", []), metrics), ""]
+        out += ["## The family at an equal step budget\n", FAMILY_TEXT.format(steps=z.steps, lr=best["DiP"]),
+                family_table(dip_family + family, metrics), "", family_spread(dip_family, metrics), ""]
     fig3 = by_label(ok(results.get("fig3", [])))
     if "DiP" in fig3 and "DiT-only" in fig3:
         out += fig3_section(fig3, scale, figures)
@@ -241,7 +282,8 @@ def render(*, results: dict[str, list[Result]], scale: str, sanity: list[Result]
         out += [f"## Fig. 10b: DiP against {small} (4x the tokens)\n", FIG10B_TEXT,
                 comparison(pair, shown, "DiP", small), "",
                 "**Verdict.** " + sentence(pair, shown, "DiP", small), "", grids(by_label(fig10b))]
-    out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, metrics), "", unfinished(groups, family), "",
+    out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, metrics), "",
+            unfinished(groups, family, diagnosis), "",
             LIMITS.format(image=z.image, tokens=(z.image // z.patch) ** 2, depth=z.depth, width=z.width,
                           steps=z.steps, batch=z.batch, fig10b=fig10b_cost(z.steps)).rstrip("\n")]
     return "\n".join(out) + "\n"
@@ -279,9 +321,11 @@ def fig10b_cost(steps: int) -> str:
             f"3 seeds of {steps} steps are ~{3 * steps * big / 3600:.1f} worker-hours of training alone")
 
 
-def unfinished(groups: dict[str, list[Result]], family: list[Result]) -> str:
+def unfinished(groups: dict[str, list[Result]], family: list[Result], diagnosis: list[Result]) -> str:
     """What the run did not reach: rerunning the same command trains it (every arm resumes)."""
     said = []
+    if len(diagnosis) < len(DIAGNOSES):
+        said.append(f"- The diagnosis has {len(diagnosis)} of its {len(DIAGNOSES)} arms (`--study diagnosis`).")
     seeds = {label: len(rs) for label, rs in groups.items()}
     if seeds and min(seeds.values()) < len(SEEDS):
         said.append(f"- The fair study has {min(seeds.values())} of its {len(SEEDS)} seeds per side.")
@@ -377,7 +421,7 @@ does not have. The backbone: at least 1.5 x as wide as the 3 P² values of its p
 <= width < 3 P² and cannot express a v-target. The head: its conv U-Net reaches each patch's context
 through a bottleneck of at least 2/3 x the 3 P² values, as DiP-XL/16's head (512 channels for 768),
 and takes s_i at that bottleneck only, as the paper's head (the project's every-stage FiLM is a
-separately labelled variant, not run here). `experiments.scaffold.Arm` refuses an arm that breaks
+separately labelled variant, run only in the diagnosis). `experiments.scaffold.Arm` refuses an arm that breaks
 either side (one line). The learning rate: each side at its own best of a sweep (next section).
 
 At this scale: {image} px OpenMoji with P = {patch} ({tokens} tokens of {values} values), width
@@ -429,10 +473,24 @@ the balanced real row of the sanity table): the loss and the readout carry most 
 """
 
 FAMILY_TEXT = """Every model on the fair study's backbone shape (PixelDiT one block fewer to pay for its pixel
-transformer), its own head and objective, the same data, optimiser, sampler and lr ({lr:g}, the sweep's
-middle value; no member's lr was tuned), and the same {steps} steps: an equal step budget, not equal
-wall time. DiP's row is the sweep's DiP arm at that lr. Parameters are within 10% of DiP's. The
-losses are on each model's own target (JiT's is x-prediction): not comparable across rows.
+transformer), its own head and objective, the same data, optimiser, sampler and lr ({lr:g}, DiP's best
+in the sweep, which was DiT-only's too; no other member's lr was tuned), and the same {steps} steps: an
+equal step budget, not equal wall time. DiP's rows are the fair study's seeds. Parameters are within
+10% of DiP's. The losses are on each model's own target (JiT's is x-prediction): not comparable
+across rows.
+"""
+
+DIAGNOSIS_TEXT = """DiP's loss on the shared target and its held-out readout trail DiT-only's (above), most at high
+noise, where the estimate must come from the backbone's context, which reaches the paper's head only
+through its bottleneck. Each arm below changes one thing about the paper's head (seed 0, DiP's best
+lr, the same step budget, data order and sampler):
+
+{changes}
+
+**The rule, written before these arms ran** (`experiments/studies.py`): a change *explains part of
+the gap* on a measure if its value is beyond every DiP seed's (outside DiP's seed spread), and
+*closes the gap* if it also reaches DiT-only's range; otherwise it is *not the cause*. One seed
+per change: a change inside DiP's spread is not evidence either way.
 """
 
 FIG3_TEXT = """The paper's Fig. 3 overfits a DiT on one image: DiT-only gets the layout and colours but blurs

@@ -1,6 +1,6 @@
 """Run the studies and write docs/experiments.md, in one command; rerun it to continue.
 
-    python -m experiments.run_all                      # 2-core CPU, ~2 h: every study, then the page
+    python -m experiments.run_all                      # 2-core CPU, ~2-3 h: every study, then the page
     python -m experiments.run_all --study family       # one study
     python -m experiments.run_all --shard 1/3          # only arms i with i % 3 == 1, in this process
     python -m experiments.run_all --page-only          # rewrite the page from the finished arms
@@ -8,8 +8,8 @@
 
 Workers (default 2 on a CPU, one torch thread each) are subprocesses that take the next
 unclaimed arm, in this order: the lr sweep (seed 0 of DiP and DiT-only at every lr), Fig. 3, the
-fair study's other seeds at each arm's best lr (they appear once that arm's sweep is done:
-`studies.best_lrs`), the family, Fig. 10b. An arm whose loss turns non-finite is recorded as failed
+fair study's other seeds at each arm's best lr (they, the diagnosis, the family and Fig. 10b appear
+once the sweep is done: `studies.best_lrs`), the diagnosis, the family, Fig. 10b. An arm whose loss turns non-finite is recorded as failed
 and never chosen as best; a side none of whose lrs trained gets no seeds, and the run says so in
 one line. Every arm resumes from its own checkpoints, and a finished arm is never rerun, so a
 killed run continues where it stopped.
@@ -41,7 +41,7 @@ from experiments.scaffold import (
 )
 from experiments.studies import FAIR_LABELS, STUDIES, best_lrs, fair_arms
 
-ORDER = ("sweep", "fig3", "fair", "family", "fig10b")  # the workers' order; "sweep" is fair's seed 0 at every lr
+ORDER = ("sweep", "fig3", "fair", "diagnosis", "family", "fig10b")  # the workers' order; "sweep" is fair's seed 0 at every lr
 
 
 def arms_of(scale: str, studies: list[str], work: Path) -> list[Arm]:

@@ -148,7 +148,8 @@ class SampleConfig:
         require(self, "solver", self.solver in SOLVERS, f"unknown solver; choose one of {', '.join(SOLVERS)}")
         require(self, "cfg_scale", self.cfg_scale >= 0, "must be >= 0")
         require(self, "cfg_scale", self.solver != "meanflow" or self.cfg_scale == 1,
-                "the meanflow solver does not guide average velocities: use cfg_scale=1")
+                "the meanflow solver does not guide at sampling time: use cfg_scale=1 (a MeanFlow model "
+                "is guided by training it with objective.cfg_scale)")
         lo, hi = self.cfg_interval
         require(self, "cfg_interval", 0 <= lo <= hi <= 1, "must be (lo, hi) with 0 <= lo <= hi <= 1")
         require(self, "grid_images", self.grid_images >= 0, "must be >= 0")

@@ -27,6 +27,7 @@ from pixdiff.diffusion.objectives import (
     XPrediction,
     gaussian_mean_flow,
     gaussian_model,
+    guided_velocity,
     mean_flow_target,
 )
 from pixdiff.diffusion.sampling import sample_images
@@ -101,6 +102,49 @@ def test_sample_images_runs_the_meanflow_solver_through_cfg_at_scale_1():
     assert torch.allclose(out, (MU.float() + SD.float() * z).clamp(-1, 1), atol=1e-5)
     with pytest.raises(ValueError, match="cfg_scale=1"):
         sample_images(u, MeanFlow(), y, shape_chw=(4, 1, 1), num_classes=9, steps=1, solver="meanflow", cfg_scale=2.0)
+
+
+# ------------------------------------------------------------------ guidance trained in
+MU_NULL = torch.tensor([0.0, 0.4, -0.2, 0.5], dtype=F64).view(4, 1, 1)
+
+
+@settings(deadline=None, max_examples=25)
+@given(t=st.floats(0.0, 0.95), h=st.floats(1e-3, 1.0), w=st.floats(1.0, 4.0), seed=st.integers(0, 2**16))
+def test_guided_target_of_two_gaussians_is_the_average_velocity_of_the_guided_gaussian(t, h, w, seed):
+    """With one sd, the velocity of N(mu, sd^2) is affine in mu at fixed x_t, so the guided field
+    w v_c + (1 - w) v_null is the velocity of N(w mu_c + (1 - w) mu_null, sd^2); the MeanFlow
+    target built on it from that flow's exact average velocity is that average velocity itself."""
+    r = min(t + h, 1.0)
+    x = torch.randn(5, 4, 1, 1, generator=gen(seed), dtype=F64)
+    tt, rr = torch.full((5,), t, dtype=F64), torch.full((5,), r, dtype=F64)
+    v_c, v_null = (gaussian_model(FlowMatching(), mu, SD)(x, tt, None) for mu in (MU, MU_NULL))
+    mu_g = w * MU + (1 - w) * MU_NULL
+    guided = guided_velocity(v_c, v_null, torch.ones(5, dtype=torch.bool), w)
+    assert torch.allclose(guided, gaussian_model(FlowMatching(), mu_g, SD)(x, tt, None), atol=1e-10)
+    u = gaussian_mean_flow(mu_g, SD)
+    out, target = mean_flow_target(lambda z, a, b: u(z, a, None, r=b), x, tt, rr, guided)
+    assert torch.allclose(target, out, atol=1e-9) and torch.allclose(out, u(x, tt, None, r=rr))
+
+
+def test_guided_loss_mixes_the_null_velocity_into_labelled_samples_only():
+    """A model constant in x and t (du/dt = 0): the target is the guided velocity, exactly; scale 1
+    costs no extra forward pass, any other scale one, with every label null."""
+    a = torch.randn(3, 4, 1, 1, generator=gen(0), dtype=F64)  # outputs for labels 0, 1 and the null label 2
+    calls = []
+
+    def model(x, t, y, r=None):
+        calls.append(y.clone())
+        return a[y] + 0 * x
+
+    x, eps = (torch.randn(4, 4, 1, 1, generator=gen(i), dtype=F64) for i in (1, 2))
+    y, t = torch.tensor([0, 1, 2, 0]), torch.tensor([0.2, 0.5, 0.7, 0.9], dtype=F64)
+    for w in (1.0, 2.5):
+        calls.clear()
+        loss, _ = MeanFlow(label_dropout=0.0, norm_p=0.0, cfg_scale=w).loss(model, x, y, num_classes=2, t=t, noise=eps)
+        scale = torch.tensor([w, w, 1.0, w], dtype=F64).view(4, 1, 1, 1)  # the null-labelled sample is not guided
+        target = scale * (x - eps) + (1 - scale) * a[2]
+        assert torch.allclose(loss, (a[y] - target).square().mean())
+        assert len(calls) == (1 if w == 1 else 2) and (w == 1 or torch.equal(calls[0], torch.full((4,), 2)))
 
 
 # ------------------------------------------------------------------ the loss
@@ -197,7 +241,8 @@ def test_bad_meanflow_combinations_are_one_line_errors():
         with_sampler(load_recipe("emoji_tiny"), solver="meanflow", cfg_scale=1.0)
     with pytest.raises(RecipeError, match=r"^sample.cfg_scale=3.0: the meanflow solver"):
         with_sampler(load_recipe("emoji_tiny:meanflow"), cfg_scale=3.0)
-    for bad in ("objective.interval_ratio=1.5", "objective.norm_p=-1", "objective.norm_eps=0"):
+    for bad in ("objective.interval_ratio=1.5", "objective.norm_p=-1", "objective.norm_eps=0",
+                "objective.cfg_scale=0.5", "objective.cfg_scale=nan"):
         with pytest.raises(OverrideError, match=bad.split("=")[0]):
             load_recipe("emoji_tiny:meanflow", [bad])
 

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from experiments.report import verdict
 from experiments.scaffold import Arm, head_problem, regime_problem
 from experiments.studies import (
-    FAMILY_LR,
     SIZES,
     best_lrs,
-    every_stage_variant,
+    diagnosis_arms,
+    fair_arm,
     fair_arms,
     fair_base,
     family_arms,
@@ -49,7 +49,7 @@ BEST = {"DiP": 3e-4, "DiT-only": 3e-3}
 
 @pytest.mark.parametrize("scale", ["cpu", "gpu"])
 def test_every_measured_arm_is_in_the_regime_and_pairs_differ_only_in_the_head(scale):
-    arms = fair_arms(scale, BEST) + family_arms(scale) + fig3_arms(scale) + fig10b_arms(scale, BEST)
+    arms = fair_arms(scale, BEST) + family_arms(scale, BEST) + fig3_arms(scale) + fig10b_arms(scale, BEST)
     assert all(not a.contrast for a in arms) and len({a.name for a in arms}) == len(arms)
     sweep = fair_arms(scale)
     assert sorted({a.recipe.train.lr for a in sweep}) == sorted(SIZES[scale].lrs) and {a.seed for a in sweep} == {0}
@@ -63,10 +63,12 @@ def test_every_measured_arm_is_in_the_regime_and_pairs_differ_only_in_the_head(s
     for dit in fig10b_arms(scale, BEST):  # Fig. 10b: DiT-only at its best lr on half-width patches
         assert dit.recipe.train.lr == BEST["DiT-only"] and dit.recipe.sample == fair_base(scale).sample
         assert dit.recipe.model.backbone.patch_size * 2 == fair_base(scale).model.backbone.patch_size
-    assert (fig10b_arms(scale) == []) == (scale == "cpu") and len(fig3_arms(scale)) == 4
-    family = family_arms(scale)
-    assert {a.recipe.sample for a in family} == {fair_base(scale).sample}
-    assert {a.recipe.train for a in family} == {fair_base(scale, FAMILY_LR).train}  # the same steps and lr
+    assert (fig10b_arms(scale, BEST) == []) == (scale == "cpu") and len(fig3_arms(scale)) == 4
+    # the arms that need a best lr appear only once the sweep has found it
+    assert family_arms(scale) == diagnosis_arms(scale) == fig10b_arms(scale) == []
+    family = family_arms(scale, BEST)
+    assert {a.recipe.sample for a in family} == {fair_base(scale).sample} and len(family) == 4
+    assert {a.recipe.train for a in family} == {fair_base(scale, BEST["DiP"]).train}  # the same steps, DiP's lr
 
 
 def test_the_best_lr_is_the_lowest_tail_loss_and_a_non_finite_arm_is_never_chosen():
@@ -101,7 +103,8 @@ def test_smoke_run_of_every_study_resumes_and_writes_the_page(tmp_path):
     sweep = [json.loads((work / a.name / "result.json").read_text()) for a in fair_arms("smoke")]
     best = best_lrs(sweep, "smoke")
     assert set(best) == {"DiP", "DiT-only"} and json.loads((work / "run.json").read_text())["best_lr"] == best
-    arms = fair_arms("smoke", best) + family_arms("smoke") + fig3_arms("smoke") + fig10b_arms("smoke", best)
+    arms = (fair_arms("smoke", best) + diagnosis_arms("smoke", best) + family_arms("smoke", best) + fig3_arms("smoke")
+            + fig10b_arms("smoke", best))
     results = {a.name: json.loads((work / a.name / "result.json").read_text()) for a in arms}
     assert all(r["steps"] >= 1 and r["n_eval"] >= 2 and (page.parent / r["grid"]).is_file() for r in results.values())
     for r in results.values():  # the curve and the readout of every arm; an overfit arm's probes
@@ -112,7 +115,8 @@ def test_smoke_run_of_every_study_resumes_and_writes_the_page(tmp_path):
     assert {(k, s, v) for k, v in best.items() for s in (0, 1, 2)} <= seeds
     text = page.read_text()
     for heading in ("## The regime", "## Metrics and their sanity rows", "## Each side at its best learning rate",
-                    "## DiT-only against DiP", "## The family at an equal step budget", "## Fig. 3",
+                    "## DiT-only against DiP", "## Why DiP's head fits worse", "## The family at an equal step budget",
+                    "## Fig. 3",
                     "## The paper's claims at this scale"):
         assert heading in text
     shown = [r for r in results.values() if not r["arm"].startswith("fair-") or r["lr"] == best[r["label"]]]
@@ -199,7 +203,13 @@ def test_a_narrow_head_or_every_stage_s_is_refused_unless_labelled():
     film = replace(fair_base("cpu"), **{"model.head.s_injection": "every_stage"})
     with pytest.raises(ValueError, match="s_i enters the head at every stage"):
         Arm("film", film, "DiP")
-    variant = every_stage_variant(fair_arms("cpu")[0])
-    assert variant.recipe.model.head.s_injection == "every_stage" and variant.contrast.startswith("variant")
-    assert variant.label == "DiP, every-stage s_i" and variant.name == "fair-dip-lr3e-4-s0-every-stage"
-    assert variant.recipe.train == fair_arms("cpu")[0].recipe.train
+    # the diagnosis: one change to the paper's head per arm, everything else DiP's seed 0 at its best lr
+    dip = fair_arm("cpu", "DiP", BEST["DiP"], 0)
+    wide, film, image = diagnosis_arms("cpu", BEST)
+    assert wide.recipe.model.head.width * 4 == 3 * 8**2 and not wide.contrast  # bottleneck 192: the fair rule's
+    assert film.recipe.model.head.s_injection == "every_stage" and film.contrast.startswith("variant")
+    assert image.recipe.model.head.scope == "image" and image.contrast.startswith("variant")
+    assert film.label == "DiP, every-stage s_i" and film.name == "diagnosis-every-stage-s0"
+    for arm in (wide, film, image):
+        assert arm.recipe.train == dip.recipe.train and arm.recipe.data == dip.recipe.data and arm.seed == dip.seed
+        assert arm.recipe.model.backbone == dip.recipe.model.backbone and arm.recipe.sample == dip.recipe.sample

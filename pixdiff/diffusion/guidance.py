@@ -25,9 +25,10 @@ def cfg(model: Model, scale: float, *, num_classes: int, interval: tuple[float, 
     lo, hi = interval
 
     def guided(x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
-        if r is not None:  # MeanFlow's average velocity (`solvers.meanflow`): the paper folds CFG into training
+        if r is not None:  # MeanFlow's average velocity (`solvers.meanflow`): guidance is trained in (objective.cfg_scale)
             if scale != 1.0 and num_classes:
-                raise ValueError("classifier-free guidance of a MeanFlow average velocity is not supported: use cfg_scale=1")
+                raise ValueError("classifier-free guidance of a MeanFlow average velocity at sampling time is not "
+                                 "supported: use cfg_scale=1 (train it in with objective.cfg_scale)")
             return model(x, t, y, r=r)
         if scale == 1.0 or num_classes == 0:  # an unconditional model has nothing to guide towards
             return model(x, t, y)
