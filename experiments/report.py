@@ -403,7 +403,7 @@ TITLE = """# Experiments: DiP's head in a fair regime, at small scale
 Regenerate everything (resumable: rerun the command after an interruption; `experiments/README.md`
 says how to shard it):
 
-<!-- not run: about 2 hours on 2 CPU cores; tests/test_studies.py runs the same command at --scale smoke -->
+<!-- not run: about 3-4 hours on 2 CPU cores; tests/test_studies.py runs the same command at --scale smoke -->
 ```bash
 python -m experiments.run_all
 ```

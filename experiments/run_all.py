@@ -1,6 +1,6 @@
 """Run the studies and write docs/experiments.md, in one command; rerun it to continue.
 
-    python -m experiments.run_all                      # 2-core CPU, ~2-3 h: every study, then the page
+    python -m experiments.run_all                      # 2-core CPU, ~3-4 h: every study, then the page
     python -m experiments.run_all --study family       # one study
     python -m experiments.run_all --shard 1/3          # only arms i with i % 3 == 1, in this process
     python -m experiments.run_all --page-only          # rewrite the page from the finished arms

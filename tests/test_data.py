@@ -469,3 +469,22 @@ def test_a_grid_with_column_names_is_the_plain_grid_under_a_header_that_names_ev
     cell = plain.shape[1] // 3
     ink = [(named[:16, k * cell:(k + 1) * cell] < 128).any() for k in range(3)]  # each column's header has text
     assert all(ink)
+
+
+def test_class_names_come_from_a_built_cache_only_and_name_the_sample_grid_rows(image_folder: Path,
+                                                                                tmp_path: Path) -> None:
+    from pixdiff.data.cache import cached_class_names
+    from pixdiff.data.grid import save_class_grid
+
+    root = tmp_path / "cache"
+    assert cached_class_names(image_folder, root, RES) == ()  # not built: nothing is listed or decoded
+    assert not root.exists()
+    prepare(image_folder, root, RES)
+    assert cached_class_names(image_folder, root, RES) == ("cats", "dogs")
+    assert cached_class_names(image_folder, root, RES * 2) == ()  # another resolution: another cache
+    images, labels = np.zeros((4, RES, RES, 3), np.uint8), np.array([0, 0, 1, 1])
+    numbered = np.asarray(Image.open(save_class_grid(images, labels, tmp_path / "c.png")))
+    named = np.asarray(Image.open(save_class_grid(images, labels, tmp_path / "n.png", names=("cats", "dogs"))))
+    # the row heads' margin fits the longest head: "c0" (2 characters) or "cats" (4), ~6 px each
+    assert named.shape[1] - numbered.shape[1] == 6 * (4 - 2) and named.shape[0] == numbered.shape[0]
+    assert not np.array_equal(named[:, :20], numbered[:, :20])

@@ -364,6 +364,19 @@ def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small
     return cache_root / f"{slug}-{resolution}px-{digest}", listing
 
 
+def cached_class_names(source_spec: str | Path, cache_root: str | Path | None, resolution: int, *,
+                       small: SmallPolicy = "upscale") -> tuple[str, ...]:
+    """The class names of the cache `prepare` would open for these settings, if it is already built
+    here; () if not (nothing is listed, decoded or downloaded): for labels only, e.g. a sample grid's
+    rows, where a missing name falls back to the class number."""
+    try:
+        root = cache_home() if cache_root is None else Path(cache_root).expanduser().absolute()
+        out_dir, _ = _cache_dir(source_spec, root, resolution, small, None)
+        return tuple(str(n) for n in _read_meta(out_dir)["class_names"]) if out_dir.is_dir() else ()
+    except (CacheHomeError, DataError, OSError, KeyError, TypeError):
+        return ()
+
+
 def prepare(
     source_spec: str | Path,
     cache_root: str | Path | None,

@@ -70,9 +70,10 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
 
 
 def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, *, per_class: int = 8,
-                    max_rows: int = 16, labelled: bool = True) -> Path:
+                    max_rows: int = 16, labelled: bool = True, names: tuple[str, ...] = ()) -> Path:
     """uint8 (N, H, W, C) samples as a grid with one row per class (the first `per_class` of each, up
-    to `max_rows` classes), each row headed by its class number; unlabelled: a plain grid of 64."""
+    to `max_rows` classes), each row headed by its class name (`names[label]`, its first 16
+    characters) or, without one, its number; unlabelled: a plain grid of 64."""
     if not labelled:
         return save_grid(images[:64], path)
     from PIL import ImageDraw
@@ -85,12 +86,13 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, *,
     for r, (_, batch) in enumerate(rows):
         cells[r * per_class: r * per_class + len(batch)] = batch
     body = _enlarged(make_grid(cells, nrow=per_class), scale)
-    margin = 40
+    heads = {label: names[label][:16] if label < len(names) else f"c{label}" for label, _ in rows}
+    margin = 8 + 6 * max(len(head) for head in heads.values())  # PIL's default font: ~6 px a character
     canvas = Image.new(body.mode, (body.width + margin, body.height), "white")
     canvas.paste(body, (margin, 0))
     draw = ImageDraw.Draw(canvas)
     for r, (label, _) in enumerate(rows):
-        draw.text((4, (2 + r * (h + 2) + h // 2) * scale - 6), f"c{label}", fill="black")
+        draw.text((4, (2 + r * (h + 2) + h // 2) * scale - 6), heads[label], fill="black")
     return save_png(np.asarray(canvas), path)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pixdiff.config.validate import check_fields, positive
+from pixdiff.data.cache import cached_class_names
 from pixdiff.data.grid import save_class_grid, save_png, to_uint8
 from pixdiff.data.npz import save_samples
 from pixdiff.diffusion.objectives import Generators, Model
@@ -148,6 +149,14 @@ def draw_set(model: nn.Module, recipe: Recipe, job: SampleJob, *, num_classes: i
 
 
 @torch.no_grad()
+def class_names(recipe: Recipe) -> tuple[str, ...]:
+    """The training data's class names, when its cache is here (never built for this) and has one
+    name per class of the model (a hub checkpoint's recipe may name data it was not trained on)."""
+    dc, classes = recipe.data, recipe.model.backbone.num_classes
+    names = cached_class_names(dc.source, dc.cache_dir, recipe.resolution, small=dc.small) if classes else ()
+    return names if len(names) == classes else ()
+
+
 def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Path, d: Dist = Dist(), *,
                   num_classes: int | None = None, dtype: Dtype = "fp32", compile: bool = False,
                   meta: dict | None = None, png: bool = False, on_progress: OnProgress | None = None
@@ -174,7 +183,8 @@ def write_samples(model: nn.Module, recipe: Recipe, job: SampleJob, out_dir: Pat
             "reuse": sc.reuse, "dtype": dtype, "compile": compile, "world_size": d.world, "recipe": recipe.name, **(meta or {})}
     npz = out_dir / "samples.npz"
     save_samples(npz, images, labels.numpy(), info)
-    save_class_grid(images, labels.numpy(), out_dir / "grid.png", labelled=bool(bb.num_classes))
+    save_class_grid(images, labels.numpy(), out_dir / "grid.png", labelled=bool(bb.num_classes),
+                    names=class_names(recipe))
     if png:  # one file per image, named for its index and class, ready for `pixdiff edit`
         for i, (image, label) in enumerate(zip(images, labels.tolist())):
             save_png(image, out_dir / "images" / f"{i:06d}_c{label}.png")
