@@ -282,7 +282,7 @@ def render(*, results: dict[str, list[Result]], scale: str, sanity: list[Result]
         out += [f"## Fig. 10b: DiP against {small} (4x the tokens)\n", FIG10B_TEXT,
                 comparison(pair, shown, "DiP", small), "",
                 "**Verdict.** " + sentence(pair, shown, "DiP", small), "", grids(by_label(fig10b))]
-    out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, metrics), "",
+    out += [CLAIMS_HEAD, claims(groups, fig3, family, dip_family, diagnosis), "",
             unfinished(groups, family, diagnosis), "",
             LIMITS.format(image=z.image, tokens=(z.image // z.patch) ** 2, depth=z.depth, width=z.width,
                           steps=z.steps, batch=z.batch, fig10b=fig10b_cost(z.steps)).rstrip("\n")]
@@ -365,7 +365,7 @@ def family_spread(dip: list[Result], metrics: dict[str, str]) -> str:
 
 
 def claims(groups: dict[str, list[Result]], fig3: dict[str, list[Result]], family: list[Result],
-           dip_family: list[Result], metrics: dict[str, str]) -> str:
+           dip_family: list[Result], diagnosis: list[Result]) -> str:
     """A verdict per claim of the paper, each from the measures above."""
     lines = []
     if len(groups) == 2:
@@ -392,6 +392,14 @@ def claims(groups: dict[str, list[Result]], fig3: dict[str, list[Result]], famil
                      f"{cost[0]:.1f} img/s against {cost[2]:.1f} and samples at {cost[1]:.2f} img/s against "
                      f"{cost[3]:.2f} on this CPU (the cores were shared, at times with a test suite: ratios, not rates): a conv head over 64 small patches is not cheap next to a 3-block "
                      f"DiT; at XL the backbone dominates.")
+    if diagnosis and len(groups) == 2:
+        loss = DIAGNOSIS_MEASURES[f"tail loss (last {TAIL:.0%})"][1]
+        said = [f"{r['label']}: tail loss {loss(r):.4f}, "
+                + diagnosis_reading(loss(r), [loss(x) for x in groups["DiP"]], [loss(x) for x in groups["DiT-only"]],
+                                    "lower").replace("**", "") for r in diagnosis]
+        lines.append("- **Why DiP's head fits worse here** (the diagnosis above, one seed per change, against DiP's "
+                     f"{cell([loss(r) for r in groups['DiP']])} and DiT-only's "
+                     f"{cell([loss(r) for r in groups['DiT-only']])}): " + "; ".join(said) + ".")
     if family and dip_family:
         lines.append("- **The family** at one step budget and one seed: see the table; a gap inside DiP's seed "
                      "spread is not a ranking, and no member's lr was tuned.")
