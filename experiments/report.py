@@ -162,7 +162,24 @@ def diagnosis_section(groups: dict[str, list[Result]], diagnosis: list[Result]) 
                      + " | ".join(readings) + " |")
     changes = "\n".join(f"- **DiP, {label}**: {why}." for label, why, _ in DIAGNOSES)
     return ["## Why DiP's head fits worse: one change at a time\n", DIAGNOSIS_TEXT.format(changes=changes),
-            "\n".join(lines), "", "Samples:\n", grids(by_label(diagnosis))]
+            "\n".join(lines), "", *head_usage(), "Samples:\n", grids(by_label(diagnosis))]
+
+
+HEAD_USAGE = Path(__file__).resolve().parent.parent / "docs" / "experiments" / "head_usage.json"
+
+
+def head_usage() -> list[str]:
+    """How much each trained head follows the backbone (`experiments.head_usage`), when measured."""
+    if not HEAD_USAGE.exists():
+        return []
+    raw = json.loads(HEAD_USAGE.read_text())
+    lines = ["| arm | lr | seed | s_i rms | bottleneck units saturated by s_i | output shift, t 0.3 -> 0.7 | "
+             "output shift, class 0 -> 5 |", "|---|---|---|---|---|---|---|"]
+    for r in raw["rows"]:
+        s = f"{r['s_rms']:.4g} | {r['saturated']:.0%}" if "s_rms" in r else "- | -"
+        lines.append(f"| {r['label']} | {r['lr']:g} | {r['seed']} | {s} | {r['out_shift_t']:.4f} | "
+                     f"{r['out_shift_class']:.4f} |")
+    return [HEAD_USAGE_TEXT.format(below=raw["saturated_below"]), "\n".join(lines), ""]
 
 
 # ----------------------------------------------------------------------------- Fig. 3
@@ -499,6 +516,14 @@ lr, the same step budget, data order and sampler):
 the gap* on a measure if its value is beyond every DiP seed's (outside DiP's seed spread), and
 *closes the gap* if it also reaches DiT-only's range; otherwise it is *not the cause*. One seed
 per change: a change inside DiP's spread is not evidence either way.
+"""
+
+HEAD_USAGE_TEXT = """How much each trained model follows the backbone (`python -m experiments.head_usage`,
+[head_usage.json](experiments/head_usage.json)): on 8 fixed noise images, the rms of s_i, the share of
+the head's bottleneck units whose s_i part of the pre-activation is below {below:g} (SiLU's flat tail:
+neither the output nor the gradient follows s_i there), and how far the output (rms, on a target of
+rms ~1) moves when only t or only the class changes. The paper's head sees neither t nor the class
+itself: both reach it only through s_i.
 """
 
 FIG3_TEXT = """The paper's Fig. 3 overfits a DiT on one image: DiT-only gets the layout and colours but blurs
