@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +214,19 @@ def test_a_narrow_head_or_every_stage_s_is_refused_unless_labelled():
     for arm in (wide, film, image):
         assert arm.recipe.train == dip.recipe.train and arm.recipe.data == dip.recipe.data and arm.seed == dip.seed
         assert arm.recipe.model.backbone == dip.recipe.model.backbone and arm.recipe.sample == dip.recipe.sample
+
+
+def test_head_usage_is_zero_exactly_when_the_head_cannot_read_the_backbone():
+    from experiments.head_usage import usage
+
+    torch.manual_seed(0)
+    config = fair_base("smoke").model
+    model = config.build().eval()
+    fresh = usage(model, 32)
+    assert fresh["out_shift_t"] > 0 and fresh["out_shift_class"] > 0 and 0 <= fresh["saturated"] <= 1
+    conv = model.head.bottleneck[0]
+    with torch.no_grad():  # the bottleneck's s_i columns: the paper's head's only way to t and the class
+        conv.weight[:, conv.weight.shape[1] - config.backbone.dim:] = 0
+        conv.bias.fill_(-5.0)
+    cut = usage(model, 32)
+    assert cut["out_shift_t"] == 0 and cut["out_shift_class"] == 0 and cut["saturated"] == 1
