@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pixdiff.cli import app
+from pixdiff.config import replace
 from pixdiff.config.tree import OverrideError
 from pixdiff.data.npz import load_images
 from pixdiff.diffusion.objectives import (
@@ -282,3 +283,22 @@ def test_train_from_scratch_fine_tune_and_sample_in_1_2_and_4_steps(tmp_path):
     res = cli("edit", str(tmp_path / "finetune"), str(tmp_path / "grey.png"), "--out", str(tmp_path / "e"),
               "--solver", "euler", "--steps", "4", "--cfg", "1")
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("spec", ["emoji_tiny", "jit:tiny", "pixnerd:tiny", "pixeldit:tiny", "deco:tiny"])
+def test_every_family_trains_meanflow_with_guidance_and_samples_in_2_steps(spec):
+    """The objective and the second time input on each built-in backbone + head (2 blocks, 4x4 tokens)."""
+    r = load_recipe(spec)
+    b = r.model.backbone
+    r = replace(r, objective=MeanFlow(label_dropout=0.5, cfg_scale=2.0),
+                **{"model.backbone.interval_embed": True, "model.backbone.depth": min(b.depth, 2),
+                   "model.backbone.image_size": 4 * b.patch_size})
+    torch.manual_seed(0)
+    model = r.model.build()
+    x = torch.randn(4, 3, 4 * b.patch_size, 4 * b.patch_size, generator=gen(0))
+    loss, _ = r.objective.loss(model, x, torch.tensor([0, 1, 2, 0]), num_classes=b.num_classes, generator=gen(1))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    out = sample_images(model.eval(), r.objective, torch.tensor([0, 1]), shape_chw=tuple(x.shape[1:]),
+                        num_classes=b.num_classes, steps=2, solver="meanflow", generators=[gen(i) for i in range(2)])
+    assert torch.isfinite(out).all() and out.shape == (2, *x.shape[1:])
