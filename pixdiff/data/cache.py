@@ -364,16 +364,23 @@ def _cache_dir(source_spec: str | Path, cache_root: Path, resolution: int, small
     return cache_root / f"{slug}-{resolution}px-{digest}", listing
 
 
+def _cache_root(cache_root: str | Path | None) -> Path:
+    """The folder caches live under: `cache_root`, or the cache home (DataError if it has none)."""
+    try:
+        return cache_home() if cache_root is None else Path(cache_root).expanduser().absolute()
+    except CacheHomeError as e:
+        raise DataError(str(e)) from None
+
+
 def cached_class_names(source_spec: str | Path, cache_root: str | Path | None, resolution: int, *,
                        small: SmallPolicy = "upscale") -> tuple[str, ...]:
     """The class names of the cache `prepare` would open for these settings, if it is already built
     here; () if not (nothing is listed, decoded or downloaded): for labels only, e.g. a sample grid's
     rows, where a missing name falls back to the class number."""
     try:
-        root = cache_home() if cache_root is None else Path(cache_root).expanduser().absolute()
-        out_dir, _ = _cache_dir(source_spec, root, resolution, small, None)
+        out_dir, _ = _cache_dir(source_spec, _cache_root(cache_root), resolution, small, None)
         return tuple(str(n) for n in _read_meta(out_dir)["class_names"]) if out_dir.is_dir() else ()
-    except (CacheHomeError, DataError, OSError, KeyError, TypeError):
+    except (DataError, OSError, KeyError, TypeError):
         return ()
 
 
@@ -400,11 +407,7 @@ def prepare(
     None: the cache home (`pixdiff.runtime.paths.cache_home`). `on_progress`: see `build_cache`
     (called only when the cache is built).
     """
-    try:
-        root = cache_home() if cache_root is None else Path(cache_root).expanduser().absolute()
-    except CacheHomeError as e:
-        raise DataError(str(e)) from None
-    out_dir, listing = _cache_dir(source_spec, root, resolution, small, limit)
+    out_dir, listing = _cache_dir(source_spec, _cache_root(cache_root), resolution, small, limit)
     if out_dir.exists() and not rebuild:
         try:
             cache = open_cache(out_dir, resolution=resolution)
