@@ -359,7 +359,9 @@ def guided_velocity(v: Tensor, v_null: Tensor, guided: Tensor, scale: float) -> 
     scale * v + (1 - scale) * v_null for the samples that keep their label (`guided`, (B,) bool),
     v for the rest. v: (B, C, H, W), the conditional sample velocity; v_null: the network's own
     unconditional velocity at r = t, standing in for the unknown unconditional field."""
-    w = _bcast(torch.where(guided, scale, 1.0), v)  # (B, 1, 1, 1): the scale, or 1 where unguided
+    # (B, 1, 1, 1): the scale, or 1 where unguided, in v's dtype (torch.where on Python numbers
+    # would round the scale to float32)
+    w = _bcast(1 + (scale - 1) * guided.to(v.dtype), v)
     return w * v + (1 - w) * v_null.to(v.dtype)
 
 
