@@ -48,7 +48,7 @@ import torch
 from pixdiff.diffusion.sampling import default_compile_mode, inference_network
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.model import ModelConfig
-from pixdiff.nn.summary import count_params, split_flops
+from pixdiff.nn.summary import count_params, first_block_flops, split_flops
 from pixdiff.pipelines.generate import sample_batch
 from pixdiff.recipe import Recipe
 from pixdiff.runtime.distributed import pick_device
@@ -221,6 +221,11 @@ def _split_flops(config: ModelConfig) -> tuple[int, int]:
         return split_flops(config.build(), config)
 
 
+def _first_block_flops(config: ModelConfig) -> int:
+    with torch.device("meta"):
+        return first_block_flops(config.build(), config)
+
+
 def _forward_gflops(config: ModelConfig) -> float:
     return sum(_split_flops(config)) / 1e9
 
@@ -261,8 +266,11 @@ def _measure_sampling(
     stats = _stats(times)
     batches = list(network.batches)  # of the last timed call; every call runs the same grid
     guided = sum(b == 2 * batch for b in batches)
-    # under reuse a reused step runs only the head, so the two parts are counted apart
+    # under reuse a reused step runs only the head, so the two parts are counted apart; first-block
+    # reuse runs block 0 at every step, and a recompute then goes on from it (not counted twice)
     flops = backbone_flops * sum(batches) + head_flops * sum(network.heads)
+    if network.firsts:
+        flops += _first_block_flops(config) * (sum(network.firsts) - sum(network.resumed))
     out = {
         **stats,
         "first_call_s": first,

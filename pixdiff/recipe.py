@@ -140,7 +140,7 @@ class SampleConfig:
     time_shift: float = 1.0
     grid_images: int = 16
     last_step: float = 0.0  # length of the final step into t = 1; 0: 1/steps (see solvers.uniform_grid)
-    reuse: str = "off"  # backbone reuse schedule: off, every:K, steps:I,J,..., adaptive:T (see diffusion.reuse)
+    reuse: str = "off"  # backbone reuse schedule: off, every:K, steps:I,J,..., adaptive:T, first-block:T (see diffusion.reuse)
 
     def __post_init__(self) -> None:
         check_fields(self)

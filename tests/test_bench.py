@@ -150,7 +150,7 @@ def test_bench_data_cli_delivers_steps_times_batch_images(tmp_path):
 
 
 def test_under_reuse_a_reused_step_counts_only_its_head_flops():
-    from pixdiff.nn.summary import split_flops
+    from pixdiff.nn.summary import first_block_flops, split_flops
 
     r = load_recipe("emoji_tiny", [*TINY, "sample.reuse=every:2"])
     with torch.device("meta"):
@@ -163,3 +163,11 @@ def test_under_reuse_a_reused_step_counts_only_its_head_flops():
                   baseline=False)
     assert off["tflop_per_call"] * 1e12 == pytest.approx(4 * (backbone + head), rel=1e-12)
     assert off["gflops_per_forward"] * 1e9 == pytest.approx(backbone + head, rel=1e-12)
+    # first-block: block 0 at all 4 steps, the backbone (going on from block 0) at step 0 only
+    r = load_recipe("emoji_tiny", [*TINY, "sample.reuse=first-block:1e9"])
+    with torch.device("meta"):
+        first = first_block_flops(r.model.build(), r.model)
+    assert 0 < first < backbone  # the embeddings and the first of TINY's 2 blocks
+    got = latency(r, steps=4, cfg_scale=1.0, device="cpu", warmup=1, repeats=1, baseline=False)
+    assert got["nfe"] == 1
+    assert got["tflop_per_call"] * 1e12 == pytest.approx(backbone + 4 * head + 3 * first, rel=1e-12)

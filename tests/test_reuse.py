@@ -38,7 +38,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def _model(head_less: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
     config = dataclasses.replace(R.model, head=DiTFinalLayer()) if head_less else R.model
-    model = config.build().eval()
+    return _randomised(config.build().eval())
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():  # random weights, without the zero-initialised output layers (JiT's final layer)
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
@@ -101,6 +104,57 @@ def test_reuse_recomputes_at_the_scheduled_steps_and_the_head_sees_the_current_p
         assert not torch.allclose(reused, _sample(model, None), atol=1e-4), spec  # it did reuse something
 
 
+@pytest.mark.parametrize("changes", [{}, {"in_context_len": 2, "in_context_start": 0},
+                                     {"in_context_len": 2, "in_context_start": 1}, {"pos_embed": "sincos"}])
+def test_going_on_from_the_first_block_is_the_forward_bit_for_bit(changes):
+    torch.manual_seed(0)
+    config = dataclasses.replace(R.model, backbone=dataclasses.replace(BB, **changes))
+    for model in map(_randomised, (config.build(), dataclasses.replace(config, placement="intermediate",
+                                                                        inject_after=0).build())):
+        x, t, y = torch.randn(2, 3, 16, 16), torch.rand(2), torch.tensor([0, 1])
+        first, residual = model.first_block(x, t, y)
+        context = changes.get("in_context_len", 0) if changes.get("in_context_start") == 0 else 0  # enter before block 0
+        assert first.shape == residual.shape == (2, (BB.image_size // BB.patch_size) ** 2 + context, BB.dim)
+        assert torch.equal(model(x, t, y, first=first), model(x, t, y))
+        assert not torch.equal(model(x, t, y, first=first + 1.0), model(x, t, y))  # block 0 was not run again
+
+
+def _manual_first_block(model, threshold, *, seed=0, steps=8):
+    """FirstBlockCache written out for one sample: block 0 every step, the rest when block 0's
+    residual has moved by >= threshold (relative L1) from its value at the last recompute."""
+    y = torch.tensor([seed % BB.num_classes])
+    x = torch.randn((1, 3, 16, 16), generator=_gens((seed,))[0])
+    ts = shifted_grid(steps, 1.0)
+    cache = kept = None
+    recomputed = []
+    for i in range(steps):
+        t = ts[i].expand(1)
+        xx, tt, yy = torch.cat([x, x]), torch.cat([t, t]), torch.cat([torch.full_like(y, BB.num_classes), y])
+        first, residual = model.first_block(xx, tt, yy)
+        if kept is None or (residual - kept).abs().mean() / kept.abs().mean() >= threshold:
+            cache, kept = model.features(xx, tt, yy), residual
+            recomputed.append(i)
+        out = model.decode(xx, cache)
+        out = out[:1] + 3.0 * (out[1:] - out[:1])
+        x = x + (ts[i + 1] - ts[i]) * R.objective.predict(out, x, t).velocity
+    return x.clamp(-1, 1), recomputed
+
+
+def test_first_block_recomputes_where_its_residual_has_moved_since_the_last_recompute():
+    model = _model()
+    plain = _sample(model, None, seeds=(0,), steps=8)
+    assert torch.equal(_sample(model, Reuse("first-block", threshold=0.0), seeds=(0,), steps=8), plain)
+    counts = []
+    for threshold in (0.0, 0.02, 0.05, 0.2, 1e9):
+        net = inference_network(model)
+        reused = _sample(net, Reuse("first-block", threshold=threshold), seeds=(0,), steps=8)
+        manual, recomputed = _manual_first_block(model, threshold)
+        assert torch.allclose(reused, manual, atol=1e-6), threshold
+        assert len(net.batches) == len(recomputed) and net.resumed == net.batches and net.firsts == [2] * 8
+        counts.append(len(recomputed))
+    assert counts[0] == 8 and counts[-1] == 1 and counts == sorted(counts, reverse=True) and len(set(counts)) > 2
+
+
 @settings(max_examples=15, deadline=None)
 @given(steps=st.integers(2, 8), every=st.integers(1, 8), listed=st.sets(st.integers(0, 7), min_size=1))
 def test_backbone_evaluations_follow_the_schedule(steps, every, listed):
@@ -121,7 +175,8 @@ def test_guidance_switching_on_recomputes_both_halves_together():
     assert net.batches == [2, 2, 4]
 
 
-@pytest.mark.parametrize("reuse", [Reuse("every", every=2), Reuse("adaptive", threshold=0.05)])
+@pytest.mark.parametrize("reuse", [Reuse("every", every=2), Reuse("adaptive", threshold=0.05),
+                                   Reuse("first-block", threshold=0.05)])
 def test_reuse_is_deterministic_and_independent_of_batch_mates(reuse):
     model = _model()
     together = _sample(model, reuse, steps=10)
@@ -148,7 +203,8 @@ def test_heun_schedules_by_grid_time():
 
 
 @pytest.mark.parametrize("spec", ["every:0", "every:-1", "steps:", "steps:-1,2", "adaptive:-0.1", "adaptive:nan",
-                                  "adaptive:inf", "sometimes", "every:x", "adaptive"])
+                                  "adaptive:inf", "sometimes", "every:x", "adaptive", "first-block:-1",
+                                  "first-block:nan", "first-block"])
 def test_unreadable_or_never_recomputing_schedules_are_refused(spec):
     with pytest.raises(ValueError) as e:
         parse_reuse(spec)
@@ -164,6 +220,8 @@ def test_sample_config_refuses_schedules_that_do_not_fit_the_sampler(changes, wh
         SampleConfig(**{"steps": 50, **changes})
     assert SampleConfig(steps=50, reuse="steps:0,49").reuse_schedule == Reuse("steps", steps=(0, 49))
     assert math.isclose(parse_reuse("adaptive:0.25").threshold, 0.25) and parse_reuse("off") is None
+    assert parse_reuse("first-block:0.1") == Reuse("first-block", threshold=0.1) and \
+        parse_reuse(Reuse("first-block", threshold=0.1).spec).spec == "first-block:0.1"
 
 
 @pytest.fixture(scope="module")
@@ -184,10 +242,11 @@ def test_cli_samples_with_reuse_and_refuses_bad_schedules(ckpt, tmp_path):
                    *extra)
 
     assert run("plain").returncode == 0 and run("reused", "--reuse", "every:2").returncode == 0
+    assert run("first", "--reuse", "first-block:0.05").returncode == 0
     assert load_meta(tmp_path / "reused" / "samples.npz")["reuse"] == "every:2"
     assert not np.array_equal(load_images(tmp_path / "plain" / "samples.npz"),
                               load_images(tmp_path / "reused" / "samples.npz"))
-    for extra in (["--reuse", "every:0"], ["--reuse", "steps:0,9"], ["--reuse", "adaptive:nan"],
+    for extra in (["--reuse", "every:0"], ["--reuse", "steps:0,9"], ["--reuse", "adaptive:nan"], ["--reuse", "first-block:inf"],
                   ["--reuse", "every:2", "--solver", "odeint"]):
         res = run("bad", *extra)
         assert res.returncode == 2, (extra, res.stderr)

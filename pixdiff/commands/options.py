@@ -66,7 +66,7 @@ def reuse_spec(value: str | None) -> str | None:
         from pixdiff.diffusion.reuse import parse_reuse
 
         if not value.strip():
-            raise typer.BadParameter("must name a schedule: off, every:K, steps:I,J,... or adaptive:T")
+            raise typer.BadParameter("must name a schedule: off, every:K, steps:I,J,..., adaptive:T or first-block:T")
         try:
             parse_reuse(value)
         except ValueError as e:
@@ -96,7 +96,8 @@ SolverOpt = Annotated[Optional[str], typer.Option(help=f"{SOLVER_LIST} (default:
                                                   callback=solver_name)]
 ReuseOpt = Annotated[Optional[str], typer.Option(help=(
     "Backbone reuse: off, every:K, steps:I,J,... (grid indices where the backbone is recomputed) or "
-    "adaptive:T (recompute when the input's relative change reaches T); default: the recipe's. See docs/speed.md."),
+    "adaptive:T (recompute when the input's relative change reaches T) or first-block:T (when block 0's residual "
+    "moved by T since the last recompute); default: the recipe's. See docs/speed.md."),
     callback=reuse_spec)]
 CfgOpt = Annotated[Optional[float], typer.Option(help="Guidance scale (default: the recipe's).", min=0.0, max=1e6,
                                                  callback=finite)]

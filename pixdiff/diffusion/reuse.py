@@ -13,11 +13,15 @@ t, so Heun's two evaluations at one grid time decide alike):
     steps:0,1,5    the listed indices
     adaptive:T     when the relative L1 change of a cheap signal (`probe(x, t, y)` where the model
                    has one, else x), summed since the last recompute, reaches T (TeaCache's rule)
+    first-block:T  block 0 runs at every step; the rest recomputes when the relative L1 distance of
+                   block 0's residual (output - input) to its value at the last recompute reaches T
+                   (FirstBlockCache's rule); a recompute goes on from block 0's output, so the
+                   signal costs one block per step and nothing more
 
 Index 0 always computes, and so does any call whose batch differs from the cached one (guidance
 switching on at the start of its interval). One decision covers a sample's conditional and
 unconditional rows together, so the two halves of a CFG batch are recomputed or reused as a pair;
-adaptive decisions are per sample (each from its own rows), so a sample's image does not depend on
+adaptive and first-block decisions are per sample (each from its own rows), so a sample's image does not depend on
 its batch-mates; when any sample recomputes, the whole batch runs the backbone and only the
 deciding samples take the new features.
 """
@@ -33,7 +37,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-Kind = Literal["every", "steps", "adaptive"]
+Kind = Literal["every", "steps", "adaptive", "first-block"]
+SIGNALLED = ("adaptive", "first-block")  # the kinds that decide from a signal and a threshold
+FORMS = "every:K, steps:I,J,..., adaptive:T or first-block:T"
 GRIDLESS_SOLVERS = ("odeint",)  # torchdiffeq picks its own times: no grid index to schedule by
 
 
@@ -45,14 +51,14 @@ class Reuse:
     threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("every", "steps", "adaptive"):
-            raise ValueError(f"reuse schedule must be every:K, steps:I,J,... or adaptive:T, not {self.kind!r}")
+        if self.kind not in ("every", "steps", *SIGNALLED):
+            raise ValueError(f"reuse schedule must be {FORMS}, not {self.kind!r}")
         if self.kind == "every" and self.every < 1:
             raise ValueError(f"reuse every:{self.every} never recomputes; K must be >= 1")
         if self.kind == "steps" and (not self.steps or min(self.steps) < 0):
             raise ValueError("reuse steps: needs a non-empty list of step indices >= 0")
-        if self.kind == "adaptive" and not (math.isfinite(self.threshold) and self.threshold >= 0):
-            raise ValueError(f"reuse adaptive threshold must be finite and >= 0, not {self.threshold}")
+        if self.kind in SIGNALLED and not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise ValueError(f"reuse {self.kind} threshold must be finite and >= 0, not {self.threshold}")
 
     @property
     def spec(self) -> str:
@@ -61,7 +67,7 @@ class Reuse:
             return f"every:{self.every}"
         if self.kind == "steps":
             return "steps:" + ",".join(map(str, self.steps))
-        return f"adaptive:{self.threshold:g}"
+        return f"{self.kind}:{self.threshold:g}"
 
     def check(self, steps: int, solver: str) -> None:
         """Refuse a schedule that cannot work on this sampler (ValueError, one line)."""
@@ -82,7 +88,8 @@ class Reuse:
 
 
 def parse_reuse(spec: str) -> Reuse | None:
-    """'off' (or '') -> None; 'every:2', 'steps:0,1,5', 'adaptive:0.1' -> Reuse. ValueError otherwise."""
+    """'off' (or '') -> None; 'every:2', 'steps:0,1,5', 'adaptive:0.1', 'first-block:0.1' -> Reuse.
+    ValueError otherwise."""
     text = spec.strip()
     if text in ("", "off"):
         return None
@@ -92,11 +99,11 @@ def parse_reuse(spec: str) -> Reuse | None:
             return Reuse("every", every=_number(int, arg, spec))
         if kind == "steps":
             return Reuse("steps", steps=tuple(sorted({_number(int, i, spec) for i in arg.split(",")})))
-        if kind == "adaptive":
-            return Reuse("adaptive", threshold=_number(float, arg, spec))
+        if kind in SIGNALLED:
+            return Reuse(kind, threshold=_number(float, arg, spec))
     except _Unreadable:
         pass
-    raise ValueError(f"reuse must be off, every:K, steps:I,J,... or adaptive:T, not {spec!r}")
+    raise ValueError(f"reuse must be off, {FORMS}, not {spec!r}")
 
 
 def reuse_problem(spec: str, steps: int, solver: str) -> str | None:
@@ -151,45 +158,56 @@ class Reused:
         self.split = hasattr(model, "features") and getattr(model, "decode_reads_pixels", False)
         self.model = model
         self.probe: Callable[..., Tensor] = getattr(model, "probe", lambda x, t, y: x)
+        if reuse.kind == "first-block" and not hasattr(model, "first_block"):
+            raise ValueError("reuse first-block:T needs a model with a first_block split (pixdiff's DiP class)")
         self.cache: Any = None
         self.signal: Tensor | None = None
         self.change = torch.zeros(samples)
         self.evaluations, self.recomputed = 0, 0
 
-    def _decide(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        """Which samples recompute now -> (samples,) bool."""
+    def _decide(self, x: Tensor, t: Tensor, y: Tensor, residual: Tensor | None) -> Tensor:
+        """Which samples recompute now -> (samples,) bool. `residual`: block 0's, for first-block."""
         time = float(t[0])
         if time not in self.grid:
             raise ValueError(f"reuse is scheduled on the sampling grid; t = {time} is not on it")
         index = self.grid.index(time)
         fresh = self.cache is None or index == 0 or _rows(self.cache) != x.shape[0]
-        if self.reuse.kind != "adaptive":
+        if self.reuse.kind not in SIGNALLED:
             return torch.full((self.samples,), fresh or self.reuse.scheduled(index))
-        signal = self.probe(x, t, y)
+        signal = self.probe(x, t, y) if residual is None else residual
         if fresh or self.signal is None or self.signal.shape != signal.shape:
             self.change.zero_()
-            take = torch.ones(self.samples, dtype=torch.bool)
-        else:
+            self.signal = signal
+            return torch.ones(self.samples, dtype=torch.bool)
+        if self.reuse.kind == "adaptive":  # TeaCache: step-to-step changes, summed since the last recompute
             self.change += _relative_l1(signal, self.signal, self.samples).cpu()
             take = self.change >= self.reuse.threshold
             self.change[take] = 0.0
-        self.signal = signal
+            self.signal = signal
+            return take
+        # FirstBlockCache: the distance to the residual of the sample's last recompute
+        take = _relative_l1(signal, self.signal, self.samples).cpu() >= self.reuse.threshold
+        self.signal = _select(take.repeat(x.shape[0] // self.samples).to(x.device), signal, self.signal)
         return take
+
+    def _backbone(self, x: Tensor, t: Tensor, y: Tensor, first: Tensor | None) -> Any:
+        """The features (split models) or the whole output, going on from block 0's output `first`."""
+        run = self.model.features if self.split else self.model
+        return run(x, t, y) if first is None else run(x, t, y, first=first)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         if x.shape[0] % self.samples:
             raise ValueError(f"reuse needs whole CFG halves: {x.shape[0]} rows for {self.samples} samples")
-        take = self._decide(x, t, y)
+        first, residual = self.model.first_block(x, t, y) if self.reuse.kind == "first-block" else (None, None)
+        take = self._decide(x, t, y, residual)
         rows = take.repeat(x.shape[0] // self.samples).to(x.device)  # (R,): rows are [uncond, cond] x samples
         every = bool(take.all())
         out = None
         if bool(take.any()):
             self.evaluations += 1
             self.recomputed += int(take.sum())
-            if self.split:
-                new = self.model.features(x, t, y)
-            else:
-                out = self.model(x, t, y)
+            new = out = self._backbone(x, t, y, first)
+            if not self.split:
                 new = out - x
             self.cache = new if every else _select(rows, new, self.cache)
         if self.split:

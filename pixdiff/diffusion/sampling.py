@@ -66,14 +66,18 @@ class Network:
     weights' dtype (under bf16 autocast on CUDA) and the output back to fp32. For the benchmark's
     FLOP count, each call's batch is recorded (with CFG inside the interval: 2B): in `batches` where
     it runs the backbone (a full forward or `features`), in `heads` where it runs the final head (a
-    full forward or `decode`; under reuse a reused step runs only the head). `parts` are the model's reuse split
-    (`features`, `decode`, `probe`, see `diffusion.reuse`), run the same way."""
+    full forward or `decode`; under reuse a reused step runs only the head), in `firsts` where it runs
+    only block 0 (`first_block`), and in `resumed` where a backbone call went on from that block.
+    `parts` are the model's reuse split (`features`, `decode`, `probe`, `first_block`, see
+    `diffusion.reuse`), run the same way."""
 
     def __init__(self, net: Callable, device: torch.device, dtype: Dtype, cudagraphs: bool,
                  parts: dict[str, Callable] | None = None, decode_reads_pixels: bool = False):
         self.net, self.device, self.dtype, self.cudagraphs = net, torch.device(device), dtype, cudagraphs
         self.batches: list[int] = []
         self.heads: list[int] = []
+        self.firsts: list[int] = []
+        self.resumed: list[int] = []
         self.parts = parts or {}
         self.decode_reads_pixels = decode_reads_pixels and {"features", "decode"} <= set(self.parts)
 
@@ -86,14 +90,29 @@ class Network:
             out = fn(x.to(DTYPES[self.dtype]), *args, **kwargs)
         return _copied(out) if self.cudagraphs else out
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
-        self.batches.append(x.shape[0])
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None, first: Tensor | None = None) -> Tensor:
+        self._count_backbone(x, first)
         self.heads.append(x.shape[0])
-        return self._run(self.net, x, t, y, r=r).float()
+        if first is None:  # the plain call, as it always was (a compiled graph without the keyword)
+            return self._run(self.net, x, t, y, r=r).float()
+        return self._run(self.net, x, t, y, r=r, first=first).float()
 
-    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Any:
+    def features(self, x: Tensor, t: Tensor, y: Tensor, first: Tensor | None = None) -> Any:
+        self._count_backbone(x, first)
+        if first is None:
+            return self._run(self.parts["features"], x, t, y)
+        return self._run(self.parts["features"], x, t, y, first=first)
+
+    def first_block(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if "first_block" not in self.parts:
+            raise ValueError("reuse first-block:T needs a model with a first_block split (pixdiff's DiP class)")
+        self.firsts.append(x.shape[0])
+        return self._run(self.parts["first_block"], x, t, y)
+
+    def _count_backbone(self, x: Tensor, first: Tensor | None) -> None:
         self.batches.append(x.shape[0])
-        return self._run(self.parts["features"], x, t, y)
+        if first is not None:
+            self.resumed.append(x.shape[0])
 
     def decode(self, x: Tensor, features: Any) -> Tensor:
         self.heads.append(x.shape[0])
@@ -101,7 +120,8 @@ class Network:
 
     def clear(self) -> None:
         """Forget the recorded calls (the benchmark clears them before each timed call)."""
-        self.batches.clear(), self.heads.clear()
+        for calls in (self.batches, self.heads, self.firsts, self.resumed):
+            calls.clear()
 
     def probe(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         if "probe" not in self.parts:
@@ -110,9 +130,11 @@ class Network:
 
 
 def _copied(out: Any) -> Any:
-    """A copy of a tensor or of a dataclass of tensors (the backbone's features)."""
+    """A copy of a tensor, a tuple of tensors (`first_block`) or a dataclass of tensors (the features)."""
     if isinstance(out, Tensor):
         return out.clone()
+    if isinstance(out, tuple):
+        return tuple(o.clone() for o in out)
     return dataclasses.replace(out, **{f.name: getattr(out, f.name).clone() for f in dataclasses.fields(out)
                                        if isinstance(getattr(out, f.name), Tensor)})
 
@@ -146,4 +168,4 @@ def inference_network(model: torch.nn.Module, *, dtype: Dtype = "fp32", compile:
                    parts, getattr(model, "decode_reads_pixels", False))
 
 
-REUSE_PARTS = ("features", "decode", "probe")  # the model methods backbone reuse calls (see diffusion.reuse)
+REUSE_PARTS = ("features", "decode", "probe", "first_block")  # the model methods backbone reuse calls (see diffusion.reuse)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -317,6 +317,15 @@ class BackboneOutput:
     blocks: dict[int, torch.Tensor] = field(default_factory=dict)  # block index -> (B, N, D)
 
 
+class BlockInputs(NamedTuple):
+    tokens: torch.Tensor  # (B, N, D) patch tokens with any fixed position table
+    t_emb: torch.Tensor  # (B, D), with MeanFlow's interval embedding where the backbone has one
+    y_emb: torch.Tensor  # (B, D)
+    c: torch.Tensor  # (B, D) silu(t_emb + y_emb)
+    cos: torch.Tensor  # (N, hd/2) RoPE tables of the image grid
+    sin: torch.Tensor
+
+
 class DiT(nn.Module):
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -397,25 +406,8 @@ class DiT(nn.Module):
             return self.pos_embed
         return sincos_2d(self.config.dim, grid_h, grid_w, device=device)[None]
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        r: torch.Tensor | None = None,
-        hooks: Mapping[int, TokenHook] | None = None,
-        return_blocks: Sequence[int] = (),
-    ) -> BackboneOutput:
-        """x (B, C, H, W), t (B,) in [0, 1] with 1 = data, y (B,) labels (num_classes = null); r (B,)
-        the end of MeanFlow's interval [t, r] (None: r = t, the instantaneous velocity), which only a
-        backbone with `interval_embed` takes.
-
-        `hooks[k]` rewrites the token stream after block k (placements inject heads this way);
-        `return_blocks` lists block indices whose outputs are returned (e.g. for REPA). Both see
-        the image tokens only: in-context class tokens (prepended before block in_context_start)
-        stay out of them and are dropped after the last block.
-        """
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, r: torch.Tensor | None) -> BlockInputs:
+        """What every block reads: the patch tokens, the embeddings and the RoPE tables (see `forward`)."""
         cfg = self.config
         P = cfg.patch_size
         B, C, H, W = x.shape
@@ -432,21 +424,61 @@ class DiT(nn.Module):
             raise ValueError("this backbone has no interval embedding (model.backbone.interval_embed=false): "
                              "it cannot take r")
         y_emb = self.y_embedder(y)  # (B, D)
-        c = F.silu(t_emb + y_emb)  # (B, D)
+        return BlockInputs(tokens, t_emb, y_emb, F.silu(t_emb + y_emb), cos, sin)
+
+    def _with_context(self, i: int, tokens: torch.Tensor, inp: BlockInputs, cos: torch.Tensor, sin: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Before block i: the stream with the in-context class tokens prepended where they enter."""
+        cfg = self.config
+        if not (cfg.in_context_len and i == cfg.in_context_start):
+            return tokens, cos, sin
+        tokens = torch.cat([inp.y_emb[:, None] + self.in_context_posemb, tokens], dim=1)  # (B, L + N, D)
+        return (tokens, *with_prefix(cos, sin, cfg.in_context_len))  # RoPE tables (L + N, hd/2) each
+
+    def first_block(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block 0's input and output streams (B, n_ctx + N, D) each: FirstBlockCache's signal is
+        their difference, and `forward(first=output)` goes on from block 1 without running it again."""
+        inp = self.embed(x, t, y, r)
+        tokens, cos, sin = self._with_context(0, inp.tokens, inp, inp.cos, inp.sin)
+        return tokens, self.blocks[0](tokens, inp.c, cos, sin)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        r: torch.Tensor | None = None,
+        hooks: Mapping[int, TokenHook] | None = None,
+        return_blocks: Sequence[int] = (),
+        first: torch.Tensor | None = None,
+    ) -> BackboneOutput:
+        """x (B, C, H, W), t (B,) in [0, 1] with 1 = data, y (B,) labels (num_classes = null); r (B,)
+        the end of MeanFlow's interval [t, r] (None: r = t, the instantaneous velocity), which only a
+        backbone with `interval_embed` takes; `first` block 0's output from `first_block` on the same
+        inputs (None: run block 0 here).
+
+        `hooks[k]` rewrites the token stream after block k (placements inject heads this way);
+        `return_blocks` lists block indices whose outputs are returned (e.g. for REPA). Both see
+        the image tokens only: in-context class tokens (prepended before block in_context_start)
+        stay out of them and are dropped after the last block.
+        """
+        cfg = self.config
+        inp = self.embed(x, t, y, r)
+        tokens, cos, sin, c = inp.tokens, inp.cos, inp.sin, inp.c
         hooks = hooks or {}
         blocks: dict[int, torch.Tensor] = {}
         n_ctx = 0  # in-context tokens at the front of the stream
         for i, block in enumerate(self.blocks):
-            if cfg.in_context_len and i == cfg.in_context_start:
-                n_ctx = cfg.in_context_len
-                tokens = torch.cat([y_emb[:, None] + self.in_context_posemb, tokens], dim=1)  # (B, L + N, D)
-                cos, sin = with_prefix(cos, sin, n_ctx)  # (L + N, hd/2) each
-            tokens = block(tokens, c, cos, sin)  # (B, n_ctx + N, D)
+            tokens, cos, sin = self._with_context(i, tokens, inp, cos, sin)
+            n_ctx = tokens.shape[1] - inp.tokens.shape[1]
+            tokens = first if i == 0 and first is not None else block(tokens, c, cos, sin)  # (B, n_ctx + N, D)
             if i in hooks:
-                image = hooks[i](tokens[:, n_ctx:], t_emb, c)  # (B, N, D)
+                image = hooks[i](tokens[:, n_ctx:], inp.t_emb, c)  # (B, N, D)
                 tokens = torch.cat([tokens[:, :n_ctx], image], dim=1) if n_ctx else image
             if i in return_blocks:
                 blocks[i] = tokens[:, n_ctx:]
         tokens = tokens[:, n_ctx:]  # (B, N, D)
-        s = F.silu(t_emb[:, None] + tokens)  # (B, N, D)
-        return BackboneOutput(tokens=tokens, s=s, c=c, t_emb=t_emb, blocks=blocks)
+        s = F.silu(inp.t_emb[:, None] + tokens)  # (B, N, D)
+        return BackboneOutput(tokens=tokens, s=s, c=c, t_emb=inp.t_emb, blocks=blocks)

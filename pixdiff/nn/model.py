@@ -105,24 +105,25 @@ class DiP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
-                return_blocks: Sequence[int] = ()) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                return_blocks: Sequence[int] = (), first: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """x (B, C, H, W) noisy image, t (B,) in [0, 1] (1 = data), y (B,) labels (num_classes = null),
-        r (B,) MeanFlow's interval end (see `DiT.forward`; None: the instantaneous velocity).
+        r (B,) MeanFlow's interval end, `first` block 0's output from `first_block` (see `DiT.forward`).
 
         Returns the prediction (B, C, H, W); with `return_blocks`, also {block: tokens (B, N, D)}.
         """
-        out = self.features(x, t, y, r=r, return_blocks=return_blocks)
+        out = self.features(x, t, y, r=r, return_blocks=return_blocks, first=first)
         pred = self.decode(x, out)  # (B, C, H, W)
         return (pred, out.blocks) if return_blocks else pred
 
     # The split that backbone reuse (`pixdiff.diffusion.reuse`) calls: forward == decode(x, features(x, t, y)).
     def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
-                 return_blocks: Sequence[int] = ()) -> BackboneOutput:
+                 return_blocks: Sequence[int] = (), first: torch.Tensor | None = None) -> BackboneOutput:
         """The backbone (with any injected head) on x (B, C, H, W): what the final head consumes."""
         hooks = {}
         if self.injection is not None:
             hooks[self.config.inject_after] = partial(self.injection, x=x)
-        return self.backbone(x, t, y, r=r, hooks=hooks, return_blocks=return_blocks)
+        return self.backbone(x, t, y, r=r, hooks=hooks, return_blocks=return_blocks, first=first)
 
     def decode(self, x: torch.Tensor, out: BackboneOutput) -> torch.Tensor:
         """The final head on the current pixels x (B, C, H, W) and backbone features -> (B, C, H, W)."""
@@ -138,8 +139,13 @@ class DiP(nn.Module):
         """A cheap signal of how much the backbone's input changed (TeaCache's): the first block's
         adaLN-modulated, normalised patch tokens (B, N, D). Costs the patch embedding and one
         modulation, no attention."""
-        bb = self.backbone
-        tokens = bb.s_embedder(patchify(x, self.patch_size))  # (B, N, D)
-        c = F.silu(bb.t_embedder(t) + bb.y_embedder(y))  # (B, D)
-        shift, scale = bb.blocks[0].adaLN_modulation(c).chunk(6, dim=-1)[:2]  # (B, D) each
-        return modulate(bb.blocks[0].norm1(tokens), shift, scale)  # (B, N, D)
+        inp = self.backbone.embed(x, t, y, None)
+        block = self.backbone.blocks[0]
+        shift, scale = block.adaLN_modulation(inp.c).chunk(6, dim=-1)[:2]  # (B, D) each
+        return modulate(block.norm1(inp.tokens), shift, scale)  # (B, N, D)
+
+    def first_block(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """FirstBlockCache's signal and its reuse: (block 0's output, output - input), (B, n_ctx + N, D)
+        each; `features(..., first=output)` then runs blocks 1.. only."""
+        before, after = self.backbone.first_block(x, t, y)
+        return after, after - before

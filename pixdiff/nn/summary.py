@@ -38,6 +38,19 @@ def split_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> 
     return counter.get_total_flops(), head.get_total_flops()
 
 
+def first_block_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> int:
+    """FLOPs of `first_block` (embeddings and block 0): what first-block reuse runs at every step,
+    and what a backbone call that goes on from it does not run again."""
+    bb = config.backbone
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, bb.channels, bb.image_size, bb.image_size, device=device)
+    t = torch.zeros(batch, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.first_block(x, t, y)
+    return counter.get_total_flops()
+
+
 def model_summary(config: ModelConfig) -> dict:
     with torch.device("meta"):
         model = config.build()
