@@ -2,7 +2,7 @@
 # Every GPU benchmark of DiP-XL/16 at 256 px (with its DiT-only baseline), of JiT-B/16 and
 # JiT-L/16, and of PixNerd-XL/16, PixelDiT-XL and DeCo-XL/16 (the `family` group), one JSON per result.
 #
-#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | family | reuse | NAME ...]  (from anywhere)
+#   bash benchmarks/run_gpu.sh [all | latency | throughput | heads | jit | family | reuse | meanflow | NAME ...]  (from anywhere)
 #
 # Results go to ${OUT:-benchmarks/results}/NAME.json: {"name", "command", "exit_code", "wall_s",
 # "nvidia_smi", "torch_version", "cuda_version", "git_commit", "result" (the CLI's --json output),
@@ -69,6 +69,17 @@ for k in 2 4; do
   REUSE+=(reuse${k}_lat_bf16_compiled reuse${k}_sample_b64_bf16_compiled jit_b16_reuse${k}_lat_bf16_compiled
           jit_b16_reuse${k}_sample_b64_bf16_compiled)
 done
+# MeanFlow (docs/meanflow.md): 1 and 2 meanflow steps (one evaluation each, no CFG) against the runs
+# above, and a training step with its JVP (eager: forward-mode AD runs SDPA's math backend)
+MEANFLOW=()
+for n in 1 2; do
+  ARGS[meanflow${n}_lat_bf16_compiled]="latency dip_xl16:meanflow --steps $n --batch 1 --device cuda --no-baseline --dtype bf16 --compile --warmup 2 --repeats 5"
+  ARGS[meanflow${n}_sample_b64_bf16_compiled]="throughput dip_xl16:meanflow --mode sample --steps $n --batch 64 --device cuda --dtype bf16 --compile --warmup 1 --iters 2"
+  ARGS[jit_b16_meanflow${n}_lat_bf16_compiled]="latency jit:b16_meanflow --steps $n --batch 1 --device cuda --no-baseline --dtype bf16 --compile --warmup 2 --repeats 5"
+  MEANFLOW+=(meanflow${n}_lat_bf16_compiled meanflow${n}_sample_b64_bf16_compiled jit_b16_meanflow${n}_lat_bf16_compiled)
+done
+ARGS[meanflow_train_b32_bf16_eager]="throughput dip_xl16:meanflow --mode train --batch 32 --device cuda --dtype bf16 --warmup 3 --iters 20"
+MEANFLOW+=(meanflow_train_b32_bf16_eager)
 LATENCY=(lat_bf16_eager lat_fp32_eager lat_bf16_compiled lat_fp32_compiled)
 THROUGHPUT=(sample_b64_bf16_eager sample_b64_bf16_compiled sample_b256_bf16_compiled
             train_b32_bf16_eager train_b32_bf16_compiled)
@@ -77,16 +88,17 @@ HEADS=(lat_bf16_eager_image_head lat_bf16_compiled_image_head)
 names=()
 for arg in "${@:-all}"; do
   case $arg in
-    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}" "${FAMILY[@]}" "${REUSE[@]}") ;;
+    all) names+=("${LATENCY[@]}" "${THROUGHPUT[@]}" "${HEADS[@]}" "${JIT[@]}" "${FAMILY[@]}" "${REUSE[@]}" "${MEANFLOW[@]}") ;;
     reuse) names+=("${REUSE[@]}") ;;
+    meanflow) names+=("${MEANFLOW[@]}") ;;
     latency) names+=("${LATENCY[@]}") ;;
     throughput) names+=("${THROUGHPUT[@]}") ;;
     heads) names+=("${HEADS[@]}") ;;
     jit) names+=("${JIT[@]}") ;;
     family) names+=("${FAMILY[@]}") ;;
     *) if [[ -v ARGS[$arg] ]]; then names+=("$arg"); else
-         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit, family, reuse or: ${LATENCY[*]}" \
-              "${THROUGHPUT[*]} ${HEADS[*]} ${JIT[*]} ${FAMILY[*]} ${REUSE[*]}" >&2
+         echo "unknown benchmark '$arg'; choose all, latency, throughput, heads, jit, family, reuse, meanflow or: ${LATENCY[*]}" \
+              "${THROUGHPUT[*]} ${HEADS[*]} ${JIT[*]} ${FAMILY[*]} ${REUSE[*]} ${MEANFLOW[*]}" >&2
          exit 2
        fi ;;
   esac

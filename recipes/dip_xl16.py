@@ -6,7 +6,7 @@ an ImageNet train folder (one sub-folder per class), e.g.
 """
 
 from pixdiff.config import replace
-from pixdiff.diffusion import FlowMatching
+from pixdiff.diffusion import FlowMatching, MeanFlow
 from pixdiff.nn import ConvUNet, CoordinateMLP, DiTConfig, DiTFinalLayer, IntraPatchAttention, ModelConfig, StandardMLP
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
@@ -27,6 +27,16 @@ def build() -> Recipe:
         data=DataConfig(source="imagenet/train", flip=True),
         sample=SampleConfig(steps=100, solver="euler", cfg_scale=4.0, cfg_interval=(0.1, 1.0)),
     )
+
+
+def meanflow() -> Recipe:
+    """DiP-XL/16 trained with MeanFlow (docs/meanflow.md; not in the DiP paper): the interval
+    embedding added, MeanFlow's interval ratio and adaptive weight, sampled in 2 meanflow steps
+    without sampling-time guidance (train it in with --set objective.cfg_scale=W). Its GPU cost
+    (1 and 2 steps, training with the JVP) is in benchmarks/run_gpu.sh."""
+    return replace(build(), name="dip_xl16_meanflow", objective=MeanFlow(t_sampling="logit_normal", label_dropout=0.1),
+                   **{"model.backbone.interval_embed": True, "sample.solver": "meanflow", "sample.steps": 2,
+                      "sample.cfg_scale": 1.0})
 
 
 # Table 2, "Scaling up DiT": the DiT alone, with DiT's final layer (on the last block's tokens,

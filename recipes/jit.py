@@ -19,7 +19,8 @@ SiLU'd, so `adaLN_modulation.1` there is `adaLN_modulation.0` here (see pixdiff.
     pixdiff train recipes/jit.py:l16 --set data.source=/data/imagenet/train
 """
 
-from pixdiff.diffusion import XPrediction
+from pixdiff.config import replace
+from pixdiff.diffusion import MeanFlow, XPrediction
 from pixdiff.nn import DiTConfig, DiTFinalLayer, ModelConfig
 from pixdiff.recipe import DataConfig, Recipe, SampleConfig, TrainConfig
 
@@ -58,6 +59,16 @@ def build() -> Recipe:
 
 def b16() -> Recipe:
     return _jit("jit_b16", depth=12, dim=768, heads=12, bottleneck=128, start=4, patch=16, cfg=3.0)
+
+
+def b16_meanflow() -> Recipe:
+    """JiT-B/16 as pixel MeanFlow (pMF) pairs them: the network predicts the clean image and
+    u = (x0 - x_t)/(1 - t), with JiT's t distribution, the interval embedding added, 2 meanflow steps
+    without sampling-time guidance (docs/meanflow.md; GPU cost in benchmarks/run_gpu.sh)."""
+    return replace(b16(), name="jit_b16_meanflow",
+                   objective=MeanFlow(t_sampling="logit_normal", loc=-0.8, scale=0.8, label_dropout=0.1, prediction="x0"),
+                   **{"model.backbone.interval_embed": True, "sample.solver": "meanflow", "sample.steps": 2,
+                      "sample.cfg_scale": 1.0})
 
 
 def b32() -> Recipe:

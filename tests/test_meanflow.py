@@ -302,3 +302,21 @@ def test_every_family_trains_meanflow_with_guidance_and_samples_in_2_steps(spec)
     out = sample_images(model.eval(), r.objective, torch.tensor([0, 1]), shape_chw=tuple(x.shape[1:]),
                         num_classes=b.num_classes, steps=2, solver="meanflow", generators=[gen(i) for i in range(2)])
     assert torch.isfinite(out).all() and out.shape == (2, *x.shape[1:])
+
+
+@pytest.mark.parametrize("spec", ["dip_xl16:meanflow", "jit:b16_meanflow"])
+def test_the_gpu_scripts_meanflow_recipes_run_in_the_bench_at_one_evaluation_per_step(spec):
+    """benchmarks/run_gpu.sh's MeanFlow cases, on the CPU with the backbone shrunk: the recipe's
+    meanflow solver runs 1 and 2 steps at one network evaluation each (no CFG), and a training step
+    with the JVP runs in `bench throughput --mode train`."""
+    from pixdiff.bench import latency, throughput
+
+    shrink = ["model.backbone.depth=2", "model.backbone.dim=64", "model.backbone.num_heads=2",
+              "model.backbone.image_size=32"]
+    r = load_recipe(spec, shrink + ["model.backbone.in_context_start=1"] * spec.startswith("jit"))
+    assert isinstance(r.objective, MeanFlow) and r.model.backbone.interval_embed and r.sample.solver == "meanflow"
+    for steps in (1, 2):
+        got = latency(r, steps=steps, device="cpu", warmup=1, repeats=1, baseline=False)
+        assert got["nfe"] == steps and got["nfe_guided"] == 0
+    trained = throughput(r, mode="train", batch=2, device="cpu", warmup=1, iters=1)
+    assert trained["images_per_s"] > 0
