@@ -8,9 +8,14 @@ Per seed: train `emoji_tiny` (x-prediction flow matching) for `steps` steps, the
 has used the same CPU time (one torch thread, `time.process_time`:
 a MeanFlow step also runs a JVP, so it takes fewer steps; CPU time, unlike wall time, does not grow
 when other jobs share the cores; both recipes keep a constant lr after warm-up, so stopping on a
-budget is the same run as asking for that many steps). Then draw `num` class-balanced EMA samples
-with each sampler and score FD-EffNet and KID against `num` data images. Writes
+budget is the same run as asking for that many steps). The same budget split in two: flow
+matching for `steps / 2` steps, then MeanFlow (without and with guidance) fine-tuned from it
+(`init_from`) for half of flow matching's CPU time. Then draw `num` class-balanced EMA samples with each
+sampler and score FD-EffNet and KID against `num` data images. Writes
 docs/experiments/meanflow.json with the raw numbers, the per-sampler mean and seed spread.
+
+Resumes: a run folder holding `experiment_run.json` is not trained again, and the rows already in
+`--out` (same steps and num) are not sampled again.
 """
 
 from __future__ import annotations
@@ -43,15 +48,25 @@ SAMPLERS = (
     ("meanflow, cfg 3 trained in, 2 steps", "mf-cfg", {"steps": 2}),
     ("meanflow, cfg 3 trained in, 4 steps", "mf-cfg", {"steps": 4}),
     ("meanflow model, euler 100 steps (r = t)", "mf", {"steps": 100, "solver": "euler", "time_shift": 3.0}),
+    *((f"meanflow fine-tuned{cfg}, {n} step{'s' * (n > 1)}", key, {"steps": n})
+      for cfg, key in (("", "mf-ft"), (", cfg 3 trained in", "mf-cfg-ft")) for n in (1, 2, 4)),
 )
 # (recipe, overrides): the MeanFlow runs get flow matching's CPU time; "mf-cfg" trains in the guidance
 # scale flow matching samples with (3), paying an extra forward pass per step
+# "fm-half" is flow matching's first half (the same seed: the same run to that step); "-ft" runs start
+# from it and get the CPU time "fm" spent on its second half
 RECIPES = {"fm": ("emoji_tiny", []), "mf": ("emoji_tiny:meanflow", []),
-           "mf-cfg": ("emoji_tiny:meanflow", ["objective.cfg_scale=3.0"])}
+           "mf-cfg": ("emoji_tiny:meanflow", ["objective.cfg_scale=3.0"]), "fm-half": ("emoji_tiny", []),
+           "mf-ft": ("emoji_tiny:meanflow", []), "mf-cfg-ft": ("emoji_tiny:meanflow", ["objective.cfg_scale=3.0"])}
+RECORD = "experiment_run.json"  # in a finished run folder: its figures (and the mark that it finished)
 
 
-def train(key: str, folder: Path, steps: int, seed: int, cpu_s: float | None = None) -> dict:
-    """Train RECIPES[key] for `steps` steps, or, given `cpu_s`, until it has used that much CPU time."""
+def train(key: str, folder: Path, steps: int, seed: int, cpu_s: float | None = None,
+          init_from: Path | None = None) -> dict:
+    """Train RECIPES[key] for `steps` steps, or, given `cpu_s`, until it has used that much CPU time;
+    a folder that already holds its record is not trained again."""
+    if (folder / RECORD).is_file():
+        return json.loads((folder / RECORD).read_text())
     recipe = replace(load_recipe(*RECIPES[key]), **{"train.max_steps": steps, "train.seed": seed, "train.sample_every": 0,
                                            "train.ckpt_every": steps})
     t0, c0 = time.perf_counter(), time.process_time()
@@ -59,10 +74,37 @@ def train(key: str, folder: Path, steps: int, seed: int, cpu_s: float | None = N
     def budget_spent(_trainer, event) -> bool:
         return cpu_s is not None and event.kind == "step" and time.process_time() - c0 >= cpu_s
 
-    with Trainer(recipe, folder, progress=False) as trainer:
+    with Trainer(recipe, folder, progress=False, init_from=init_from) as trainer:
         result = trainer.fit([budget_spent], max_steps=steps)
-    return {"steps": result.step, "train_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-            "final_loss": result.last_loss}
+    record = {"steps": result.step, "train_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+              "final_loss": result.last_loss, **({"init_from": str(init_from)} if init_from else {})}
+    (folder / RECORD).write_text(json.dumps(record))
+    return record
+
+
+def train_all(work: Path, steps: int, seed: int) -> dict:
+    """Every run of one seed -> {"KEY seed S": figures}."""
+    runs = {"fm": train("fm", work / f"fm-{seed}", steps, seed)}
+    budget = runs["fm"]["cpu_s"]
+    for key in ("mf", "mf-cfg"):  # the step cap only guards a MeanFlow step cheaper than a flow-matching one
+        runs[key] = train(key, work / f"{key}-{seed}", 2 * steps, seed, budget)
+    runs["fm-half"] = train("fm-half", work / f"fm-half-{seed}", steps // 2, seed)
+    # the second half's share of flow matching's CPU time: the same run's first half, timed again
+    # under another load, would leave the fine-tuning a noisy remainder
+    rest = budget * (1 - (steps // 2) / steps)
+    for key in ("mf-ft", "mf-cfg-ft"):
+        runs[key] = train(key, work / f"{key}-{seed}", 2 * steps, seed, rest, init_from=work / f"fm-half-{seed}")
+    return {f"{key} seed {seed}": figures for key, figures in runs.items()}
+
+
+def earlier_rows(args: argparse.Namespace) -> list[dict]:
+    """The rows of an earlier run of this command into --out (same steps and num), to keep."""
+    if not args.out.is_file():
+        return []
+    earlier = json.loads(args.out.read_text())
+    if (earlier.get("steps"), earlier.get("num")) != (args.steps, args.num):
+        return []
+    return [r for r in earlier["rows"] if r["seed"] in args.seeds]
 
 
 def summary(rows: list[dict]) -> dict:
@@ -79,7 +121,8 @@ def summary(rows: list[dict]) -> dict:
 def merge(files: list[Path], out: Path) -> None:
     parts = [json.loads(f.read_text()) for f in files]
     rows = [r for p in parts for r in p["rows"]]
-    write_json(out, {**parts[0], "command": command_line(), "seeds": [s for p in parts for s in p["seeds"]],
+    write_json(out, {**parts[0], "command": command_line(), "seed_commands": [p["command"] for p in parts],
+                     "seeds": [s for p in parts for s in p["seeds"]],
                      "runs": {k: v for p in parts for k, v in p["runs"].items()}, "rows": rows,
                      "summary": summary(rows)})
 
@@ -100,12 +143,12 @@ def main() -> None:
     images, _ = data("emoji", 32)
     ref = images[np.sort(np.random.default_rng([0, 0]).permutation(len(images))[: args.num])]
     labels = np.arange(args.num) % 9
-    rows, runs = [], {}
+    rows, runs = earlier_rows(args), {}
     for seed in args.seeds:
-        fm = runs[f"fm seed {seed}"] = train("fm", args.work / f"fm-{seed}", args.steps, seed)
-        for key in ("mf", "mf-cfg"):  # the step cap only guards a MeanFlow step cheaper than a flow-matching one
-            runs[f"{key} seed {seed}"] = train(key, args.work / f"{key}-{seed}", 2 * args.steps, seed, fm["cpu_s"])
+        runs.update(train_all(args.work, args.steps, seed))
         for label, key, overrides in SAMPLERS:
+            if any(r["sampler"] == label and r["seed"] == seed for r in rows):
+                continue
             run = load(args.work / f"{key}-{seed}")
             t0 = time.perf_counter()
             samples = to_uint8(run.sample(labels, seed=1000 + seed, **overrides))
