@@ -29,16 +29,6 @@ def build() -> Recipe:
     )
 
 
-def meanflow() -> Recipe:
-    """DiP-XL/16 trained with MeanFlow (docs/meanflow.md; not in the DiP paper): the interval
-    embedding added, MeanFlow's interval ratio and adaptive weight, sampled in 2 meanflow steps
-    without sampling-time guidance (train it in with --set objective.cfg_scale=W). Its GPU cost
-    (1 and 2 steps, training with the JVP) is in benchmarks/run_gpu.sh."""
-    return replace(build(), name="dip_xl16_meanflow", objective=MeanFlow(t_sampling="logit_normal", label_dropout=0.1),
-                   **{"model.backbone.interval_embed": True, "sample.solver": "meanflow", "sample.steps": 2,
-                      "sample.cfg_scale": 1.0})
-
-
 # Table 2, "Scaling up DiT": the DiT alone, with DiT's final layer (on the last block's tokens,
 # conditioned on c) instead of a head.
 def dit_only() -> Recipe:
@@ -121,3 +111,13 @@ def fig10_512_p16_dit_only() -> Recipe:
 
 def fig10_512_p32_dit_only() -> Recipe:
     return replace(fig10_512_p32(), name="fig10_512_p32_dit_only", **{"model.head": DiTFinalLayer()})
+
+
+def meanflow() -> Recipe:
+    """DiP-XL/16 trained with MeanFlow (docs/meanflow.md; not in the DiP paper): the interval
+    embedding added, MeanFlow's interval ratio and adaptive weight, sampled in 2 meanflow steps
+    without sampling-time guidance (train it in with --set objective.cfg_scale=W). Its GPU cost
+    (1 and 2 steps, training with the JVP) is in benchmarks/run_gpu.sh."""
+    return replace(build(), name="dip_xl16_meanflow", objective=MeanFlow(t_sampling="logit_normal", label_dropout=0.1),
+                   **{"model.backbone.interval_embed": True, "sample.solver": "meanflow", "sample.steps": 2,
+                      "sample.cfg_scale": 1.0})
