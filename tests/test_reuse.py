@@ -114,9 +114,10 @@ def test_going_on_from_the_first_block_is_the_forward_bit_for_bit(changes):
         x, t, y = torch.randn(2, 3, 16, 16), torch.rand(2), torch.tensor([0, 1])
         first, residual = model.first_block(x, t, y)
         context = changes.get("in_context_len", 0) if changes.get("in_context_start") == 0 else 0  # enter before block 0
-        assert first.shape == residual.shape == (2, (BB.image_size // BB.patch_size) ** 2 + context, BB.dim)
+        assert first.after.shape == residual.shape == (2, (BB.image_size // BB.patch_size) ** 2 + context, BB.dim)
         assert torch.equal(model(x, t, y, first=first), model(x, t, y))
-        assert not torch.equal(model(x, t, y, first=first + 1.0), model(x, t, y))  # block 0 was not run again
+        moved = first._replace(after=first.after + 1.0)
+        assert not torch.equal(model(x, t, y, first=moved), model(x, t, y))  # block 0 was not run again
 
 
 def _manual_first_block(model, threshold, *, seed=0, steps=8):

@@ -190,8 +190,8 @@ class Reused:
         self.signal = _select(take.repeat(x.shape[0] // self.samples).to(x.device), signal, self.signal)
         return take
 
-    def _backbone(self, x: Tensor, t: Tensor, y: Tensor, first: Tensor | None) -> Any:
-        """The features (split models) or the whole output, going on from block 0's output `first`."""
+    def _backbone(self, x: Tensor, t: Tensor, y: Tensor, first: Any) -> Any:
+        """The features (split models) or the whole output, going on from `first_block`'s `first`."""
         run = self.model.features if self.split else self.model
         return run(x, t, y) if first is None else run(x, t, y, first=first)
 

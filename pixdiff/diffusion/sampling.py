@@ -90,26 +90,26 @@ class Network:
             out = fn(x.to(DTYPES[self.dtype]), *args, **kwargs)
         return _copied(out) if self.cudagraphs else out
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None, first: Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None, first: Any = None) -> Tensor:
         self._count_backbone(x, first)
         self.heads.append(x.shape[0])
         if first is None:  # the plain call, as it always was (a compiled graph without the keyword)
             return self._run(self.net, x, t, y, r=r).float()
         return self._run(self.net, x, t, y, r=r, first=first).float()
 
-    def features(self, x: Tensor, t: Tensor, y: Tensor, first: Tensor | None = None) -> Any:
+    def features(self, x: Tensor, t: Tensor, y: Tensor, first: Any = None) -> Any:
         self._count_backbone(x, first)
         if first is None:
             return self._run(self.parts["features"], x, t, y)
         return self._run(self.parts["features"], x, t, y, first=first)
 
-    def first_block(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def first_block(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Any, Tensor]:
         if "first_block" not in self.parts:
             raise ValueError("reuse first-block:T needs a model with a first_block split (pixdiff's DiP class)")
         self.firsts.append(x.shape[0])
         return self._run(self.parts["first_block"], x, t, y)
 
-    def _count_backbone(self, x: Tensor, first: Tensor | None) -> None:
+    def _count_backbone(self, x: Tensor, first: Any) -> None:
         self.batches.append(x.shape[0])
         if first is not None:
             self.resumed.append(x.shape[0])
@@ -130,11 +130,13 @@ class Network:
 
 
 def _copied(out: Any) -> Any:
-    """A copy of a tensor, a tuple of tensors (`first_block`) or a dataclass of tensors (the features)."""
+    """A copy of a tensor, of a (named) tuple of them (`first_block`) or of a dataclass of tensors
+    (the features)."""
     if isinstance(out, Tensor):
         return out.clone()
     if isinstance(out, tuple):
-        return tuple(o.clone() for o in out)
+        items = [_copied(o) for o in out]
+        return type(out)(*items) if hasattr(out, "_fields") else tuple(items)
     return dataclasses.replace(out, **{f.name: getattr(out, f.name).clone() for f in dataclasses.fields(out)
                                        if isinstance(getattr(out, f.name), Tensor)})
 

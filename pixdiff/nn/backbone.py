@@ -326,6 +326,15 @@ class BlockInputs(NamedTuple):
     sin: torch.Tensor
 
 
+class FirstBlock(NamedTuple):
+    """Block 0 run ahead of the rest (`DiT.first_block`): what `DiT.forward(first=)` goes on from."""
+    inputs: BlockInputs
+    before: torch.Tensor  # (B, n_ctx + N, D) block 0's input stream
+    after: torch.Tensor  # (B, n_ctx + N, D) its output
+    cos: torch.Tensor  # the stream's RoPE tables (n_ctx + N, hd/2)
+    sin: torch.Tensor
+
+
 class DiT(nn.Module):
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -436,12 +445,12 @@ class DiT(nn.Module):
         return (tokens, *with_prefix(cos, sin, cfg.in_context_len))  # RoPE tables (L + N, hd/2) each
 
     def first_block(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block 0's input and output streams (B, n_ctx + N, D) each: FirstBlockCache's signal is
-        their difference, and `forward(first=output)` goes on from block 1 without running it again."""
+                    ) -> FirstBlock:
+        """The embeddings and block 0 alone: FirstBlockCache's signal is block 0's residual
+        (after - before), and `forward(first=)` goes on from block 1 without running either again."""
         inp = self.embed(x, t, y, r)
         tokens, cos, sin = self._with_context(0, inp.tokens, inp, inp.cos, inp.sin)
-        return tokens, self.blocks[0](tokens, inp.c, cos, sin)
+        return FirstBlock(inp, tokens, self.blocks[0](tokens, inp.c, cos, sin), cos, sin)
 
     def forward(
         self,
@@ -452,12 +461,12 @@ class DiT(nn.Module):
         r: torch.Tensor | None = None,
         hooks: Mapping[int, TokenHook] | None = None,
         return_blocks: Sequence[int] = (),
-        first: torch.Tensor | None = None,
+        first: FirstBlock | None = None,
     ) -> BackboneOutput:
         """x (B, C, H, W), t (B,) in [0, 1] with 1 = data, y (B,) labels (num_classes = null); r (B,)
         the end of MeanFlow's interval [t, r] (None: r = t, the instantaneous velocity), which only a
-        backbone with `interval_embed` takes; `first` block 0's output from `first_block` on the same
-        inputs (None: run block 0 here).
+        backbone with `interval_embed` takes; `first` the embeddings and block 0 from `first_block`
+        on the same inputs (None: compute them here).
 
         `hooks[k]` rewrites the token stream after block k (placements inject heads this way);
         `return_blocks` lists block indices whose outputs are returned (e.g. for REPA). Both see
@@ -465,15 +474,17 @@ class DiT(nn.Module):
         stay out of them and are dropped after the last block.
         """
         cfg = self.config
-        inp = self.embed(x, t, y, r)
+        inp = self.embed(x, t, y, r) if first is None else first.inputs
         tokens, cos, sin, c = inp.tokens, inp.cos, inp.sin, inp.c
         hooks = hooks or {}
         blocks: dict[int, torch.Tensor] = {}
-        n_ctx = 0  # in-context tokens at the front of the stream
         for i, block in enumerate(self.blocks):
-            tokens, cos, sin = self._with_context(i, tokens, inp, cos, sin)
-            n_ctx = tokens.shape[1] - inp.tokens.shape[1]
-            tokens = first if i == 0 and first is not None else block(tokens, c, cos, sin)  # (B, n_ctx + N, D)
+            if i == 0 and first is not None:
+                tokens, cos, sin = first.after, first.cos, first.sin
+            else:
+                tokens, cos, sin = self._with_context(i, tokens, inp, cos, sin)
+                tokens = block(tokens, c, cos, sin)  # (B, n_ctx + N, D)
+            n_ctx = tokens.shape[1] - inp.tokens.shape[1]  # in-context tokens at the front of the stream
             if i in hooks:
                 image = hooks[i](tokens[:, n_ctx:], inp.t_emb, c)  # (B, N, D)
                 tokens = torch.cat([tokens[:, :n_ctx], image], dim=1) if n_ctx else image

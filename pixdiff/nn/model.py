@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixdiff.config.validate import check_fields, require
-from pixdiff.nn.backbone import BackboneOutput, DiTConfig, modulate
+from pixdiff.nn.backbone import BackboneOutput, DiTConfig, FirstBlock, modulate
 from pixdiff.nn.heads import HeadConfig
 from pixdiff.nn.heads.final_layer import DiTFinalLayer
 from pixdiff.nn.heads.unet import ConvUNet
@@ -105,10 +105,10 @@ class DiP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
-                return_blocks: Sequence[int] = (), first: torch.Tensor | None = None
+                return_blocks: Sequence[int] = (), first: FirstBlock | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """x (B, C, H, W) noisy image, t (B,) in [0, 1] (1 = data), y (B,) labels (num_classes = null),
-        r (B,) MeanFlow's interval end, `first` block 0's output from `first_block` (see `DiT.forward`).
+        r (B,) MeanFlow's interval end, `first` the embeddings and block 0 from `first_block` (see `DiT.forward`).
 
         Returns the prediction (B, C, H, W); with `return_blocks`, also {block: tokens (B, N, D)}.
         """
@@ -118,7 +118,7 @@ class DiP(nn.Module):
 
     # The split that backbone reuse (`pixdiff.diffusion.reuse`) calls: forward == decode(x, features(x, t, y)).
     def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, r: torch.Tensor | None = None,
-                 return_blocks: Sequence[int] = (), first: torch.Tensor | None = None) -> BackboneOutput:
+                 return_blocks: Sequence[int] = (), first: FirstBlock | None = None) -> BackboneOutput:
         """The backbone (with any injected head) on x (B, C, H, W): what the final head consumes."""
         hooks = {}
         if self.injection is not None:
@@ -144,8 +144,8 @@ class DiP(nn.Module):
         shift, scale = block.adaLN_modulation(inp.c).chunk(6, dim=-1)[:2]  # (B, D) each
         return modulate(block.norm1(inp.tokens), shift, scale)  # (B, N, D)
 
-    def first_block(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """FirstBlockCache's signal and its reuse: (block 0's output, output - input), (B, n_ctx + N, D)
-        each; `features(..., first=output)` then runs blocks 1.. only."""
-        before, after = self.backbone.first_block(x, t, y)
-        return after, after - before
+    def first_block(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[FirstBlock, torch.Tensor]:
+        """FirstBlockCache's split: (the embeddings and block 0, block 0's residual (B, n_ctx + N, D));
+        `features(..., first=)` then runs blocks 1.. only."""
+        first = self.backbone.first_block(x, t, y)
+        return first, first.after - first.before

@@ -21,11 +21,7 @@ def forward_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -
 def split_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> tuple[int, int]:
     """(backbone, final head) FLOPs of one forward: `features` and `decode` counted apart where the
     model has that split (what backbone reuse skips and what it still runs), else (all, 0)."""
-    bb = config.backbone
-    device = next(model.parameters()).device
-    x = torch.zeros(batch, bb.channels, bb.image_size, bb.image_size, device=device)
-    t = torch.zeros(batch, device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device)
+    x, t, y = _inputs(model, config, batch)
     with torch.no_grad():
         if not hasattr(model, "features"):
             with FlopCounterMode(display=False) as counter:
@@ -41,14 +37,17 @@ def split_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> 
 def first_block_flops(model: torch.nn.Module, config: ModelConfig, batch: int = 1) -> int:
     """FLOPs of `first_block` (embeddings and block 0): what first-block reuse runs at every step,
     and what a backbone call that goes on from it does not run again."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.first_block(*_inputs(model, config, batch))
+    return counter.get_total_flops()
+
+
+def _inputs(model: torch.nn.Module, config: ModelConfig, batch: int) -> tuple[torch.Tensor, ...]:
+    """x, t, y of `batch` images at the recipe's resolution, on the model's device (meta works)."""
     bb = config.backbone
     device = next(model.parameters()).device
-    x = torch.zeros(batch, bb.channels, bb.image_size, bb.image_size, device=device)
-    t = torch.zeros(batch, device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.first_block(x, t, y)
-    return counter.get_total_flops()
+    return (torch.zeros(batch, bb.channels, bb.image_size, bb.image_size, device=device),
+            torch.zeros(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device))
 
 
 def model_summary(config: ModelConfig) -> dict:
